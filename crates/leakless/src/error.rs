@@ -1,0 +1,164 @@
+//! The library's one error type.
+//!
+//! Every variant carries the context a user needs to find the problem: a path,
+//! a column, a line, the offending value. Messages are lowercase with no
+//! trailing period; the binary adds `error:` and any `hint:`.
+
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+
+/// Where a bad value sits: a line of a CSV file or a row of a Parquet file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// 1-based physical line number of a CSV file (the header is line 1).
+    Line(u64),
+    /// 1-based row number of a Parquet file.
+    Row(u64),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Line(n) => write!(f, "line {n}"),
+            Location::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// A row that cannot be ingested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub path: PathBuf,
+    pub location: Location,
+    /// The column at fault, when one is.
+    pub column: Option<String>,
+    /// The offending text, when there is one (shortened to 200 bytes).
+    pub value: Option<String>,
+    /// What is wrong, e.g. "not a valid int64".
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.path.display(), self.location)?;
+        if let Some(column) = &self.column {
+            write!(f, ", column `{column}`")?;
+        }
+        write!(f, ": {}", self.reason)?;
+        if let Some(value) = &self.value {
+            write!(f, ": {value:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in leakless.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A row of an input file is malformed (strict mode).
+    #[error("bad input row: {0}")]
+    BadRow(Box<BadRow>),
+
+    /// An input file lacks a column the job needs.
+    #[error("`{path}` has no column `{column}` (it has: {found})")]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        found: String,
+    },
+
+    /// An input column has a type that cannot be read as the one required.
+    #[error("`{path}` column `{column}` is {found}, expected {expected}")]
+    ColumnType {
+        path: PathBuf,
+        column: String,
+        found: String,
+        expected: String,
+    },
+
+    /// An input path holds no file leakless can read.
+    #[error("no input files for {table} under `{path}` (looked for .csv and .parquet)")]
+    NoInputFiles { table: &'static str, path: PathBuf },
+
+    /// A file's extension names no format leakless reads.
+    #[error("`{path}` is neither .csv nor .parquet")]
+    UnknownFormat { path: PathBuf },
+
+    /// The same listing appears twice in the listings table.
+    #[error("`{path}`: listing_id {listing_id} appears more than once in the listings")]
+    DuplicateListing { path: PathBuf, listing_id: i64 },
+
+    /// The watermark cannot be inferred because there are no clicks.
+    #[error("cannot infer the watermark: the clicks input has no rows")]
+    NoWatermark,
+
+    /// The output folder exists and may not be replaced.
+    #[error("`{path}` already exists{}", if *.is_dataset { "" } else { " and is not a leakless dataset (no _manifest.json)" })]
+    OutputExists { path: PathBuf, is_dataset: bool },
+
+    /// A setting is invalid.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+
+    /// Reading or writing a file failed.
+    #[error("{action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Writing Parquet failed.
+    #[error("writing `{path}`")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+
+    /// The query engine failed.
+    #[error("query engine: {0}")]
+    Engine(Box<DataFusionError>),
+}
+
+/// `Result` with leakless's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<DataFusionError> for Error {
+    /// Unwraps our own errors that travelled through DataFusion streams.
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::Engine(Box::new(DataFusionError::External(other))),
+            },
+            DataFusionError::Context(ctx, inner) => match Error::from(*inner) {
+                Error::Engine(e) => Error::Engine(Box::new(DataFusionError::Context(ctx, e))),
+                ours => ours,
+            },
+            other => Error::Engine(Box::new(other)),
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}

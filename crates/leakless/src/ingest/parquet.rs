@@ -1,0 +1,184 @@
+//! Parquet -> typed batches.
+//!
+//! Reads only the required columns and converts them to the canonical types:
+//! any integer width to `Int64`, any float to `Float64`, any string encoding
+//! to `Utf8`, a timestamp of any unit and zone to UTC microseconds (floored).
+//! A timestamp without a zone is UTC. Bad rows are named by their 1-based row
+//! number in the file.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::{ColumnSpec, FileReader, Kind, hash_file};
+use crate::error::{BadRow, Error, Location, Result};
+
+fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
+    Error::BadRow(Box::new(BadRow {
+        path: reader.file.path.clone(),
+        location: Location::Row(0),
+        column: None,
+        value: None,
+        reason: format!("not a readable Parquet file: {e}"),
+    }))
+}
+
+/// Reads one Parquet file; returns its row count and hash unless `emit` stopped it.
+pub(super) fn read(
+    reader: &FileReader<'_>,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<Option<(u64, String)>> {
+    let path = &reader.file.path;
+    let sha256 = hash_file(path)?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(reader, e))?;
+    let file_schema = builder.schema().clone();
+    let names: Vec<String> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let wanted: Vec<(usize, ColumnSpec)> = reader
+        .table
+        .columns()
+        .iter()
+        .map(|spec| {
+            names
+                .iter()
+                .position(|n| n == spec.name)
+                .map(|i| (i, *spec))
+                .ok_or_else(|| reader.missing_column(spec.name, &names))
+        })
+        .collect::<Result<_>>()?;
+    for (i, spec) in &wanted {
+        let found = file_schema.field(*i).data_type();
+        if !convertible(found, spec.kind) {
+            return Err(Error::ColumnType {
+                path: path.clone(),
+                column: spec.name.to_owned(),
+                found: found.to_string(),
+                expected: spec.kind.describe().to_owned(),
+            });
+        }
+    }
+    let mut roots: Vec<usize> = wanted.iter().map(|(i, _)| *i).collect();
+    roots.sort_unstable();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let batches = builder
+        .with_projection(mask)
+        .with_batch_size(reader.batch_rows)
+        .build()
+        .map_err(|e| parquet_error(reader, e))?;
+
+    let mut rows_seen: u64 = 0;
+    let mut rows_kept: u64 = 0;
+    for batch in batches {
+        let batch = batch.map_err(|e| parquet_error(reader, e))?;
+        let columns = wanted
+            .iter()
+            .map(|(i, spec)| {
+                let position = roots.iter().position(|r| r == i).expect("projected column");
+                convert(batch.column(position), spec.kind)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataFusionError::from)?;
+        let typed =
+            RecordBatch::try_new(reader.schema.clone(), columns).map_err(DataFusionError::from)?;
+        let typed = validate(reader, typed, rows_seen)?;
+        rows_seen += batch.num_rows() as u64;
+        rows_kept += typed.num_rows() as u64;
+        if typed.num_rows() > 0 && !emit(typed) {
+            return Ok(None);
+        }
+    }
+    Ok(Some((rows_kept, sha256)))
+}
+
+fn convertible(found: &DataType, kind: Kind) -> bool {
+    match kind {
+        Kind::Int64 => found.is_integer(),
+        Kind::Float64 => found.is_floating() || found.is_integer(),
+        Kind::Utf8 => match found {
+            DataType::Dictionary(_, value) => convertible(value, kind),
+            other => matches!(
+                other,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+        },
+        Kind::Timestamp => matches!(found, DataType::Timestamp(..)),
+    }
+}
+
+fn convert(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    if kind != Kind::Timestamp {
+        return cast_with_options(array, &kind.data_type(), &strict);
+    }
+    let DataType::Timestamp(unit, _) = array.data_type() else {
+        unreachable!("checked by convertible")
+    };
+    // Floor to microseconds; the zone only labels the instant, which is UTC.
+    let micros: TimestampMicrosecondArray = match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .unary(|s| s.saturating_mul(1_000_000)),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .unary(|ms| ms.saturating_mul(1_000)),
+        TimeUnit::Microsecond => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .unary(|us| us),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .unary(|ns| ns.div_euclid(1_000)),
+    };
+    Ok(Arc::new(micros.with_timezone("UTC")))
+}
+
+/// Routes rows with a null in a required column or a non-finite float.
+fn validate(reader: &FileReader<'_>, batch: RecordBatch, first_row: u64) -> Result<RecordBatch> {
+    let mut keep: Option<Vec<bool>> = None;
+    for (spec, column) in reader.table.columns().iter().zip(batch.columns()) {
+        if column.null_count() == 0 && spec.kind != Kind::Float64 {
+            continue;
+        }
+        for row in 0..batch.num_rows() {
+            let fault = if column.is_null(row) {
+                (!spec.nullable).then(|| ("missing value", None))
+            } else if spec.kind == Kind::Float64 {
+                let x = column.as_primitive::<Float64Type>().value(row);
+                (!x.is_finite()).then(|| ("not a finite float64", Some(x.to_string())))
+            } else {
+                None
+            };
+            if let Some((reason, value)) = fault {
+                reader.policy.route(BadRow {
+                    path: reader.file.path.clone(),
+                    location: Location::Row(first_row + row as u64 + 1),
+                    column: Some(spec.name.to_owned()),
+                    value,
+                    reason: reason.to_owned(),
+                })?;
+                keep.get_or_insert_with(|| vec![true; batch.num_rows()])[row] = false;
+            }
+        }
+    }
+    match keep {
+        None => Ok(batch),
+        Some(keep) => Ok(filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(DataFusionError::from)?),
+    }
+}

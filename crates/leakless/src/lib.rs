@@ -1,0 +1,58 @@
+//! leakless turns raw event logs into point-in-time correct training data.
+//!
+//! Give it impressions, clicks and listings; it writes one row per mature
+//! impression with features that look only backward in time and a label that
+//! looks only forward, as date-partitioned Parquet. See `docs/semantics.md`
+//! in the repository for the exact definitions.
+//!
+//! ```no_run
+//! # async fn run() -> leakless::Result<()> {
+//! let summary = leakless::Build::new(
+//!     "data/impressions.csv",
+//!     "data/clicks.csv",
+//!     "data/listings.csv",
+//!     "dataset",
+//! )
+//! .execute()
+//! .await?;
+//! assert_eq!(summary.partitions, std::fs::read_dir("dataset")?.count() - 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The pieces, in data-flow order: [`ingest`] (files to typed batches),
+//! [`temporal`] (the point-in-time operator over a [`spec`]), [`pipeline`]
+//! (the DataFusion plan), [`write`] (partitioned Parquet and the manifest).
+
+pub mod error;
+pub mod ingest;
+pub mod pipeline;
+pub mod spec;
+pub mod temporal;
+pub mod time;
+pub mod write;
+
+pub use error::{Error, Result};
+pub use pipeline::{Build, BuildSummary};
+
+/// The stage a run is in, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading inputs and computing rows.
+    Reading,
+    /// Sorting and writing Parquet.
+    Writing,
+    /// Committed.
+    Done,
+}
+
+/// Receives progress from a running job; the library never prints.
+pub trait Reporter: Send + Sync {
+    /// The run entered `stage`.
+    fn stage(&self, _stage: Stage) {}
+    /// `rows` output rows have been computed so far.
+    fn rows(&self, _rows: u64) {}
+}
+
+/// Reports nothing.
+impl Reporter for () {}

@@ -1,0 +1,337 @@
+//! `leakless build`: ingest -> point-in-time operator -> listings join ->
+//! date-partitioned Parquet.
+//!
+//! The DataFusion plan, bottom up:
+//!
+//! ```text
+//!   clicks files ──> StreamingTable ─┐ (collected once: build side)
+//!                                    ├─> PointInTimeExec ──┐
+//!   impressions files ─> StreamingTable ┘  (streams: probe)  ├─> HashJoin (left) ─> projection
+//!   listings files ──> MemTable (checked for duplicate ids) ─┘   listings broadcast
+//! ```
+//!
+//! The plan's output is bucketed by UTC day, sorted and written by
+//! [`crate::write`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
+use datafusion::common::JoinType;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{Expr, SessionConfig, SessionContext, cast, col, lit};
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ingest::{BadRowPolicy, Source, Table};
+use crate::spec::{self, Watermark};
+use crate::temporal::{PointInTimeExec, PointInTimeTable};
+use crate::time::{MICROS_PER_SECOND, format_rfc3339};
+use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
+use crate::write::{DayBuckets, PartitionWritten, Staging};
+use crate::{Reporter, Stage};
+
+/// The output columns of `leakless build`, in order.
+pub const OUTPUT_COLUMNS: [&str; 10] = [
+    "impression_id",
+    "user_id",
+    "listing_id",
+    "impression_ts",
+    "listing_age_seconds",
+    "price",
+    "category",
+    "prior_listing_clicks",
+    "listing_clicks_24h",
+    "clicked",
+];
+
+/// What a finished build reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub out: PathBuf,
+    pub rows_read: BTreeMap<Table, u64>,
+    pub rows_written: u64,
+    /// Impressions whose label window had not closed by the watermark.
+    pub immature_held_back: u64,
+    /// The watermark in force (RFC 3339, UTC).
+    pub watermark: String,
+    /// Number of `dt=` partitions written.
+    pub partitions: usize,
+    pub files: usize,
+    /// DataFusion partitions the plan ran with.
+    pub target_partitions: usize,
+}
+
+/// A `leakless build` run, configured with builder methods.
+///
+/// ```no_run
+/// # async fn run() -> leakless::Result<()> {
+/// let summary = leakless::Build::new("impressions.csv", "clicks.csv", "listings.csv", "dataset")
+///     .with_overwrite(true)
+///     .execute()
+///     .await?;
+/// println!("{} rows", summary.rows_written);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Build {
+    impressions: PathBuf,
+    clicks: PathBuf,
+    listings: PathBuf,
+    out: PathBuf,
+    watermark: Option<i64>,
+    overwrite: bool,
+    target_partitions: usize,
+    policy: BadRowPolicy,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Build {
+    pub fn new(
+        impressions: impl Into<PathBuf>,
+        clicks: impl Into<PathBuf>,
+        listings: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        Build {
+            impressions: impressions.into(),
+            clicks: clicks.into(),
+            listings: listings.into(),
+            out: out.into(),
+            watermark: None,
+            overwrite: false,
+            target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            policy: BadRowPolicy::default(),
+            reporter: Arc::new(()),
+        }
+    }
+
+    /// Label windows count as closed up to this instant (UTC microseconds)
+    /// instead of the largest click time.
+    pub fn with_watermark(mut self, watermark: Option<i64>) -> Self {
+        self.watermark = watermark;
+        self
+    }
+
+    /// Replace an existing dataset at the destination.
+    pub fn with_overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
+    /// DataFusion partitions (default: the number of cores).
+    pub fn with_target_partitions(mut self, n: usize) -> Self {
+        self.target_partitions = n.max(1);
+        self
+    }
+
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// Runs the build and commits the dataset.
+    pub async fn execute(self) -> Result<BuildSummary> {
+        crate::write::check_destination(&self.out, self.overwrite)?;
+        let impressions = Source::open(Table::Impressions, &self.impressions, self.policy)?;
+        let clicks = Source::open(Table::Clicks, &self.clicks, self.policy)?;
+        let listings = Source::open(Table::Listings, &self.listings, self.policy)?;
+
+        self.reporter.stage(Stage::Reading);
+        let listing_batches = read_listings(&listings).await?;
+
+        let ctx = session(self.target_partitions);
+        let watermark = match self.watermark {
+            Some(w) => Watermark::Fixed(w),
+            None => Watermark::MaxEventTime,
+        };
+        let pit = PointInTimeTable::try_new(
+            Arc::new(clicks.table_provider()?),
+            Arc::new(impressions.table_provider()?),
+            spec::listing_clicks(watermark),
+        )?;
+        let listings_table = MemTable::try_new(Table::Listings.schema(), vec![listing_batches])?;
+        let plan = output_plan(&ctx, pit, listings_table).await?;
+
+        let staging = Staging::create(&self.out, self.overwrite)?;
+        let mut buckets = DayBuckets::new(plan.schema(), 3);
+        let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;
+        let mut rows: u64 = 0;
+        while let Some(batch) = stream.try_next().await? {
+            rows += batch.num_rows() as u64;
+            self.reporter.rows(rows);
+            buckets.push(batch)?;
+        }
+        let pit_exec = find_point_in_time(&plan).ok_or_else(|| {
+            Error::Engine(Box::new(DataFusionError::Internal(
+                "no PointInTimeExec in the plan".into(),
+            )))
+        })?;
+        let held_back = pit_exec.held_back() as u64;
+        // Every spine partition collects (or waits for) the build side, so
+        // it is there once the stream has ended.
+        let watermark = pit_exec
+            .build_summary()
+            .and_then(|s| s.watermark)
+            .ok_or(Error::NoWatermark)?;
+
+        self.reporter.stage(Stage::Writing);
+        let dir = staging.dir().to_owned();
+        let threads = self.target_partitions;
+        let partitions: Vec<PartitionWritten> =
+            tokio::task::spawn_blocking(move || buckets.write(&dir, &[3, 0, 1, 2], threads))
+                .await
+                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+
+        let rows_read: BTreeMap<Table, u64> = [&impressions, &clicks, &listings]
+            .iter()
+            .map(|s| (s.table, s.stats().iter().map(|f| f.rows).sum()))
+            .collect();
+        let inputs = [&impressions, &clicks, &listings]
+            .iter()
+            .map(|s| (s.table, s.stats()))
+            .collect();
+        let manifest = Manifest {
+            tool: "leakless",
+            version: env!("CARGO_PKG_VERSION"),
+            settings: Settings {
+                impressions: self.impressions.display().to_string(),
+                clicks: self.clicks.display().to_string(),
+                listings: self.listings.display().to_string(),
+                out: self.out.display().to_string(),
+                watermark: self.watermark.map(format_rfc3339),
+                overwrite: self.overwrite,
+            },
+            inputs,
+            rows_read: rows_read.clone(),
+            watermark: format_rfc3339(watermark),
+            watermark_source: if self.watermark.is_some() {
+                "--watermark"
+            } else {
+                "largest click_ts"
+            },
+            immature_held_back: held_back,
+            rows_written: rows,
+            partitions: partitions.clone(),
+            columns: ColumnDefinition::all(),
+        };
+        staging.commit(&manifest.to_json(), self.overwrite)?;
+        self.reporter.stage(Stage::Done);
+        Ok(BuildSummary {
+            out: self.out,
+            rows_read,
+            rows_written: rows,
+            immature_held_back: held_back,
+            watermark: format_rfc3339(watermark),
+            partitions: partitions.len(),
+            files: partitions.iter().map(|p| p.files.len()).sum(),
+            target_partitions: self.target_partitions,
+        })
+    }
+}
+
+/// A session with `target_partitions` partitions that broadcasts the
+/// listings side of the join.
+fn session(target_partitions: usize) -> SessionContext {
+    let mut config = SessionConfig::new().with_target_partitions(target_partitions);
+    let options = config.options_mut();
+    options.optimizer.hash_join_single_partition_threshold = 1 << 30;
+    options.optimizer.hash_join_single_partition_threshold_rows = 1 << 30;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Reads the listings and checks that no listing appears twice.
+async fn read_listings(listings: &Source) -> Result<Vec<RecordBatch>> {
+    let source = listings.clone();
+    let per_file = tokio::task::spawn_blocking(move || {
+        (0..source.files.len())
+            .map(|i| {
+                let mut batches = Vec::new();
+                source.read_file(i, 8192, &mut |b| {
+                    batches.push(b);
+                    true
+                })?;
+                Ok(batches)
+            })
+            .collect::<Result<Vec<Vec<RecordBatch>>>>()
+    })
+    .await
+    .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+    let mut seen = hashbrown::HashSet::new();
+    for (file, batches) in listings.files.iter().zip(&per_file) {
+        for batch in batches {
+            for id in batch.column(0).as_primitive::<Int64Type>().values() {
+                if !seen.insert(*id) {
+                    return Err(Error::DuplicateListing {
+                        path: file.path.clone(),
+                        listing_id: *id,
+                    });
+                }
+            }
+        }
+    }
+    Ok(per_file.into_iter().flatten().collect())
+}
+
+/// `floor(a / b)` for `b > 0`, which SQL's truncating `/` is not for `a < 0`.
+fn floor_div(a: Expr, b: i64) -> Expr {
+    let remainder = (a.clone() % lit(b) + lit(b)) % lit(b);
+    (a - remainder) / lit(b)
+}
+
+/// The physical plan of the output rows, in [`OUTPUT_COLUMNS`] order.
+async fn output_plan(
+    ctx: &SessionContext,
+    pit: PointInTimeTable,
+    listings: MemTable,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let listings = ctx.read_table(Arc::new(listings))?.select(vec![
+        col("listing_id").alias("l_listing_id"),
+        col("category"),
+        col("price"),
+        col("created_ts"),
+    ])?;
+    let age_micros =
+        cast(col("impression_ts"), DataType::Int64) - cast(col("created_ts"), DataType::Int64);
+    let df = ctx
+        .read_table(Arc::new(pit))?
+        .join(
+            listings,
+            JoinType::Left,
+            &["listing_id"],
+            &["l_listing_id"],
+            None,
+        )?
+        .select(vec![
+            col("impression_id"),
+            col("user_id"),
+            col("listing_id"),
+            col("impression_ts"),
+            floor_div(age_micros, MICROS_PER_SECOND).alias("listing_age_seconds"),
+            col("price"),
+            col("category"),
+            col("prior_listing_clicks"),
+            col("listing_clicks_24h"),
+            col("clicked"),
+        ])?;
+    Ok(df.create_physical_plan().await?)
+}
+
+fn find_point_in_time(plan: &Arc<dyn ExecutionPlan>) -> Option<&PointInTimeExec> {
+    if let Some(exec) = plan.downcast_ref::<PointInTimeExec>() {
+        return Some(exec);
+    }
+    plan.children().into_iter().find_map(find_point_in_time)
+}

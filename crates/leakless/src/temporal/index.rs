@@ -1,0 +1,186 @@
+//! The per-key sorted-timestamp index (CSR layout) and window counting.
+//!
+//! All event timestamps live in one buffer, sorted by (key, time); a hash map
+//! gives each key its range of that buffer. A window count is the difference
+//! of two binary-search positions, so a probe costs `O(log n)` for the key's
+//! `n` events and allocates nothing, however hot the key.
+//!
+//! Worked example: clicks on listing 7 at times `[10, 20, 20, 30]`.
+//! For an impression of listing 7 at `t = 20`:
+//!
+//! ```text
+//!   position of first time >= t      = 1   (prior count = 1: only 10)
+//!   position of first time >= t - 10 = 0   (window [10, 20) holds 1)
+//!   position of first time >= t + 10 = 3   (future [20, 30) holds 2: label 1)
+//! ```
+
+use hashbrown::HashMap;
+
+use crate::spec::Window;
+
+/// Sorted event times per key.
+#[derive(Debug, Default)]
+pub struct TemporalIndex {
+    ranges: HashMap<i64, (usize, usize)>,
+    times: Vec<i64>,
+}
+
+impl TemporalIndex {
+    /// Builds the index from `(key, time)` pairs in any order.
+    pub fn from_pairs(mut pairs: Vec<(i64, i64)>) -> Self {
+        pairs.sort_unstable();
+        let mut ranges = HashMap::new();
+        let mut times = Vec::with_capacity(pairs.len());
+        let mut start = 0;
+        for (i, &(key, time)) in pairs.iter().enumerate() {
+            times.push(time);
+            let last_of_key = pairs.get(i + 1).is_none_or(|next| next.0 != key);
+            if last_of_key {
+                ranges.insert(key, (start, i + 1));
+                start = i + 1;
+            }
+        }
+        TemporalIndex { ranges, times }
+    }
+
+    /// The sorted event times of `key` (empty for an unknown key).
+    pub fn times(&self, key: i64) -> &[i64] {
+        match self.ranges.get(&key) {
+            Some(&(start, end)) => &self.times[start..end],
+            None => &[],
+        }
+    }
+
+    /// Number of events indexed.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Number of distinct keys.
+    pub fn keys(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The largest event time, `None` when there are no events.
+    pub fn max_time(&self) -> Option<i64> {
+        self.ranges
+            .values()
+            .map(|&(_, end)| self.times[end - 1])
+            .max()
+    }
+
+    /// Bytes held by the index.
+    pub fn memory_size(&self) -> usize {
+        self.times.capacity() * 8 + self.ranges.capacity() * 24
+    }
+}
+
+/// Position of the first time `>= t` in sorted `times`.
+fn lower_bound(times: &[i64], t: i64) -> usize {
+    times.partition_point(|&x| x < t)
+}
+
+/// How many of the sorted `times` fall in `window` relative to `t`.
+pub fn window_count(times: &[i64], t: i64, window: Window) -> usize {
+    let (lo, hi) = match window {
+        Window::Past {
+            lookback_micros: None,
+        } => (0, lower_bound(times, t)),
+        Window::Past {
+            lookback_micros: Some(w),
+        } => (
+            lower_bound(times, t.saturating_sub(w)),
+            lower_bound(times, t),
+        ),
+        Window::Future { horizon_micros } => (
+            lower_bound(times, t),
+            lower_bound(times, t.saturating_add(horizon_micros)),
+        ),
+    };
+    hi - lo
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PAST: Window = Window::Past {
+        lookback_micros: None,
+    };
+    const LAST_10: Window = Window::Past {
+        lookback_micros: Some(10),
+    };
+    const NEXT_10: Window = Window::Future { horizon_micros: 10 };
+
+    #[test]
+    fn worked_example() {
+        let index = TemporalIndex::from_pairs(vec![(7, 30), (7, 20), (8, 5), (7, 10), (7, 20)]);
+        let times = index.times(7);
+        assert_eq!(times, &[10, 20, 20, 30]);
+        assert_eq!(window_count(times, 20, PAST), 1);
+        assert_eq!(window_count(times, 20, LAST_10), 1);
+        assert_eq!(window_count(times, 20, NEXT_10), 2);
+        assert_eq!(index.times(9), &[] as &[i64]);
+        assert_eq!(
+            (index.len(), index.keys(), index.max_time()),
+            (5, 2, Some(30))
+        );
+    }
+
+    #[test]
+    fn window_edges() {
+        let times = [0, 10, 20];
+        // An event at exactly t is future, not past.
+        assert_eq!(window_count(&times, 10, PAST), 1);
+        assert_eq!(window_count(&times, 10, NEXT_10), 1);
+        // An event at exactly t - lookback is inside the look-back window.
+        assert_eq!(window_count(&times, 10, LAST_10), 1);
+        // An event at exactly t + horizon is outside the label window.
+        assert_eq!(window_count(&times, 0, NEXT_10), 1);
+        // Extreme times saturate instead of overflowing.
+        assert_eq!(window_count(&times, i64::MAX, NEXT_10), 0);
+        assert_eq!(window_count(&times, i64::MIN, LAST_10), 0);
+    }
+
+    fn window() -> impl Strategy<Value = Window> {
+        prop_oneof![
+            Just(PAST),
+            (1i64..8).prop_map(|w| Window::Past {
+                lookback_micros: Some(w)
+            }),
+            (1i64..8).prop_map(|h| Window::Future { horizon_micros: h }),
+        ]
+    }
+
+    fn in_window(ts: i64, t: i64, window: Window) -> bool {
+        match window {
+            Window::Past {
+                lookback_micros: None,
+            } => ts < t,
+            Window::Past {
+                lookback_micros: Some(w),
+            } => t - w <= ts && ts < t,
+            Window::Future { horizon_micros } => t <= ts && ts < t + horizon_micros,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn counts_match_a_scan(
+            pairs in prop::collection::vec((0i64..3, 0i64..12), 0..40),
+            key in 0i64..4,
+            t in -2i64..15,
+            window in window(),
+        ) {
+            let expected = pairs.iter().filter(|&&(k, ts)| k == key && in_window(ts, t, window)).count();
+            let index = TemporalIndex::from_pairs(pairs);
+            prop_assert_eq!(window_count(index.times(key), t, window), expected);
+        }
+    }
+}

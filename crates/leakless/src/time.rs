@@ -1,0 +1,225 @@
+//! UTC instants as integer microseconds since the Unix epoch.
+//!
+//! Invariants:
+//! - every instant inside leakless is an `i64` count of microseconds since
+//!   1970-01-01T00:00:00Z; there is no local time zone anywhere;
+//! - every duration is an exact number of microseconds (24 h is
+//!   86,400,000,000 µs), never a calendar unit;
+//! - parsing never panics: malformed text is `None`.
+
+/// Microseconds in one second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Microseconds in one (exact, 86,400 s) day.
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Parses an RFC 3339 / ISO 8601 timestamp into UTC microseconds.
+///
+/// Accepted: `YYYY-MM-DD` then `T`, `t` or a space, then `HH:MM:SS`, an
+/// optional fraction of 1 to 9 digits, and an optional `Z`, `z`, `+HH:MM` or
+/// `-HH:MM`. Without an offset the time is UTC. Digits past the microsecond
+/// are dropped (the instant is floored to the microsecond).
+///
+/// ```
+/// use leakless::time::parse_timestamp_micros;
+/// assert_eq!(parse_timestamp_micros(b"1970-01-01T00:00:01Z"), Some(1_000_000));
+/// assert_eq!(parse_timestamp_micros(b"1970-01-01 01:00:00+01:00"), Some(0));
+/// assert_eq!(parse_timestamp_micros(b"1970-01-01 00:00:00.0000019"), Some(1));
+/// assert_eq!(parse_timestamp_micros(b"1970-02-30 00:00:00"), None);
+/// ```
+pub fn parse_timestamp_micros(s: &[u8]) -> Option<i64> {
+    if s.len() < 19 {
+        return None;
+    }
+    let year = digits(&s[0..4])?;
+    let month = digits(&s[5..7])?;
+    let day = digits(&s[8..10])?;
+    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let hour = digits(&s[11..13])?;
+    let minute = digits(&s[14..16])?;
+    let second = digits(&s[17..19])?;
+    if s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut micros = 0i64;
+    if let Some((&b'.', fraction)) = rest.split_first() {
+        let n = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for (i, &b) in fraction[..n.min(6)].iter().enumerate() {
+            micros += i64::from(b - b'0') * 10i64.pow(5 - i as u32);
+        }
+        rest = &fraction[n..];
+    }
+    let offset_seconds = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let h = digits(&[*h1, *h2])?;
+            let m = digits(&[*m1, *m2])?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = h * 3600 + m * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_seconds;
+    Some(seconds * MICROS_PER_SECOND + micros)
+}
+
+/// The UTC calendar date (`YYYY-MM-DD`) of an instant.
+///
+/// ```
+/// use leakless::time::utc_date;
+/// assert_eq!(utc_date(0), "1970-01-01");
+/// assert_eq!(utc_date(-1), "1969-12-31");
+/// ```
+pub fn utc_date(micros: i64) -> String {
+    let (y, m, d) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Formats an instant as RFC 3339 in UTC with microseconds, e.g.
+/// `2026-10-01T00:00:00.000000Z`.
+pub fn format_rfc3339(micros: i64) -> String {
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let in_day = micros.rem_euclid(MICROS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let secs = in_day / MICROS_PER_SECOND;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        in_day % MICROS_PER_SECOND
+    )
+}
+
+fn digits(s: &[u8]) -> Option<i64> {
+    s.iter().try_fold(0i64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
+    })
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: Option<&str>) {
+        let got = parse_timestamp_micros(text.as_bytes()).map(format_rfc3339);
+        assert_eq!(got.as_deref(), expected, "parsing {text:?}");
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        check("2026-10-01T12:30:00Z", Some("2026-10-01T12:30:00.000000Z"));
+        check("2026-10-01 12:30:00", Some("2026-10-01T12:30:00.000000Z"));
+        check("2026-10-01t12:30:00z", Some("2026-10-01T12:30:00.000000Z"));
+        check("2026-10-01T12:30:00.5", Some("2026-10-01T12:30:00.500000Z"));
+        check(
+            "2026-10-01T12:30:00.123456789Z",
+            Some("2026-10-01T12:30:00.123456Z"),
+        );
+        check(
+            "2026-10-01T00:30:00+01:00",
+            Some("2026-09-30T23:30:00.000000Z"),
+        );
+        check(
+            "2026-09-30T23:30:00-01:30",
+            Some("2026-10-01T01:00:00.000000Z"),
+        );
+        check("2024-02-29 00:00:00", Some("2024-02-29T00:00:00.000000Z"));
+        check(
+            "1969-12-31 23:59:59.999999",
+            Some("1969-12-31T23:59:59.999999Z"),
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_timestamp() {
+        for bad in [
+            "",
+            "2026-10-01",
+            "2026-13-01 00:00:00",
+            "2023-02-29 00:00:00",
+            "2026-10-01 24:00:00",
+            "2026-10-01 00:00:60",
+            "2026-10-01 00:00:00.",
+            "2026-10-01 00:00:00.1234567890",
+            "2026-10-01 00:00:00+0100",
+            "2026-10-01 00:00:00 UTC",
+            "2026-10-01X00:00:00",
+            "20x6-10-01 00:00:00",
+            "1700000000",
+        ] {
+            check(bad, None);
+        }
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}
