@@ -141,18 +141,91 @@ impl Error {
 }
 
 impl From<DataFusionError> for Error {
-    /// Unwraps our own errors that travelled through DataFusion streams.
+    /// Recovers our own errors that travelled through DataFusion streams.
     fn from(e: DataFusionError) -> Self {
-        match e {
-            DataFusionError::External(inner) => match inner.downcast::<Error>() {
-                Ok(ours) => *ours,
-                Err(other) => Error::Engine(Box::new(DataFusionError::External(other))),
+        match find_ours(&e) {
+            Some(ours) => ours.duplicate(),
+            None => Error::Engine(Box::new(e)),
+        }
+    }
+}
+
+/// Our error inside DataFusion's wrappers, if there is one.
+fn find_ours(e: &DataFusionError) -> Option<&Error> {
+    match e {
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<Error>()
+            .or_else(|| inner.downcast_ref::<DataFusionError>().and_then(find_ours)),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            find_ours(inner)
+        }
+        DataFusionError::Shared(inner) => find_ours(inner),
+        DataFusionError::Collection(all) => all.iter().find_map(find_ours),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner
+                .downcast_ref::<Error>()
+                .or_else(|| inner.downcast_ref::<DataFusionError>().and_then(find_ours)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Error {
+    /// A copy of an error seen through a shared reference; sources that
+    /// cannot be cloned keep their message.
+    fn duplicate(&self) -> Error {
+        match self {
+            Error::BadRow(row) => Error::BadRow(row.clone()),
+            Error::MissingColumn {
+                path,
+                column,
+                found,
+            } => Error::MissingColumn {
+                path: path.clone(),
+                column: column.clone(),
+                found: found.clone(),
             },
-            DataFusionError::Context(ctx, inner) => match Error::from(*inner) {
-                Error::Engine(e) => Error::Engine(Box::new(DataFusionError::Context(ctx, e))),
-                ours => ours,
+            Error::ColumnType {
+                path,
+                column,
+                found,
+                expected,
+            } => Error::ColumnType {
+                path: path.clone(),
+                column: column.clone(),
+                found: found.clone(),
+                expected: expected.clone(),
             },
-            other => Error::Engine(Box::new(other)),
+            Error::NoInputFiles { table, path } => Error::NoInputFiles {
+                table,
+                path: path.clone(),
+            },
+            Error::UnknownFormat { path } => Error::UnknownFormat { path: path.clone() },
+            Error::DuplicateListing { path, listing_id } => Error::DuplicateListing {
+                path: path.clone(),
+                listing_id: *listing_id,
+            },
+            Error::NoWatermark => Error::NoWatermark,
+            Error::OutputExists { path, is_dataset } => Error::OutputExists {
+                path: path.clone(),
+                is_dataset: *is_dataset,
+            },
+            Error::Invalid(message) => Error::Invalid(message.clone()),
+            Error::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Parquet { path, source } => Error::Parquet {
+                path: path.clone(),
+                source: datafusion::parquet::errors::ParquetError::General(source.to_string()),
+            },
+            Error::Engine(e) => Error::Engine(Box::new(DataFusionError::Execution(e.to_string()))),
         }
     }
 }

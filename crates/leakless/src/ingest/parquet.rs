@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter};
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
@@ -92,9 +92,9 @@ pub(super) fn read(
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(DataFusionError::from)?;
+        let columns = validate(reader, columns, batch.num_rows(), rows_seen)?;
         let typed =
             RecordBatch::try_new(reader.schema.clone(), columns).map_err(DataFusionError::from)?;
-        let typed = validate(reader, typed, rows_seen)?;
         rows_seen += batch.num_rows() as u64;
         rows_kept += typed.num_rows() as u64;
         if typed.num_rows() > 0 && !emit(typed) {
@@ -149,13 +149,18 @@ fn convert(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, datafusion::arrow::
 }
 
 /// Routes rows with a null in a required column or a non-finite float.
-fn validate(reader: &FileReader<'_>, batch: RecordBatch, first_row: u64) -> Result<RecordBatch> {
+fn validate(
+    reader: &FileReader<'_>,
+    columns: Vec<ArrayRef>,
+    num_rows: usize,
+    first_row: u64,
+) -> Result<Vec<ArrayRef>> {
     let mut keep: Option<Vec<bool>> = None;
-    for (spec, column) in reader.table.columns().iter().zip(batch.columns()) {
+    for (spec, column) in reader.table.columns().iter().zip(&columns) {
         if column.null_count() == 0 && spec.kind != Kind::Float64 {
             continue;
         }
-        for row in 0..batch.num_rows() {
+        for row in 0..num_rows {
             let fault = if column.is_null(row) {
                 (!spec.nullable).then(|| ("missing value", None))
             } else if spec.kind == Kind::Float64 {
@@ -172,13 +177,15 @@ fn validate(reader: &FileReader<'_>, batch: RecordBatch, first_row: u64) -> Resu
                     value,
                     reason: reason.to_owned(),
                 })?;
-                keep.get_or_insert_with(|| vec![true; batch.num_rows()])[row] = false;
+                keep.get_or_insert_with(|| vec![true; num_rows])[row] = false;
             }
         }
     }
-    match keep {
-        None => Ok(batch),
-        Some(keep) => Ok(filter_record_batch(&batch, &BooleanArray::from(keep))
-            .map_err(DataFusionError::from)?),
-    }
+    let Some(keep) = keep else { return Ok(columns) };
+    let keep = BooleanArray::from(keep);
+    Ok(columns
+        .iter()
+        .map(|c| filter(c, &keep))
+        .collect::<Result<_, _>>()
+        .map_err(DataFusionError::from)?)
 }

@@ -1,0 +1,350 @@
+//! Reading inputs: bad rows, missing columns, Parquet and folder inputs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, TimestampSecondArray,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use leakless::Error;
+use leakless::error::Location;
+
+use crate::common::{Inputs, read_rows, runtime};
+
+const IMPRESSIONS: &str = "
+    impression_id,user_id,listing_id,impression_ts
+    1,10,1,2026-10-01T12:00:00Z
+    2,20,2,2026-10-01T18:00:00-04:00
+";
+const CLICKS: &str = "
+    listing_id,click_ts,user_id
+    1,2026-10-01T11:00:00Z,10
+    2,2026-10-02T00:00:00Z,
+    1,2026-10-04T00:00:00Z,
+";
+const LISTINGS: &str = "
+    listing_id,category,price,created_ts
+    1,shoes,10.5,2026-09-30T00:00:00Z
+    2,hats,3,2026-09-29T00:00:00Z
+";
+
+/// Runs a build on the given impressions and returns its bad-row error as
+/// (file name, location, column, value, reason).
+fn bad_impressions(
+    impressions: &str,
+) -> (String, Location, Option<String>, Option<String>, String) {
+    let inputs = Inputs::new(impressions, CLICKS, LISTINGS);
+    match inputs.run(None, 2) {
+        Err(Error::BadRow(row)) => {
+            assert!(!inputs.out().exists(), "a failed build leaves no dataset");
+            let file = row.path.file_name().unwrap().to_string_lossy().into_owned();
+            (file, row.location, row.column, row.value, row.reason)
+        }
+        other => panic!("expected a bad row, got {other:?}"),
+    }
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+#[test]
+fn a_row_with_too_many_fields_names_its_line() {
+    let (file, location, column, value, reason) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts
+        1,10,1,2026-10-01T12:00:00Z
+        2,20,2,2026-10-01T12:00:00Z,extra
+        ",
+    );
+    assert_eq!(file, "impressions.csv");
+    assert_eq!(location, Location::Line(3));
+    assert_eq!(column, None);
+    assert_eq!(value, some("2,20,2,2026-10-01T12:00:00Z,extra"));
+    assert_eq!(reason, "expected 4 fields, found 5");
+}
+
+#[test]
+fn a_bad_integer_names_line_column_and_value() {
+    let (_, location, column, value, reason) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts
+        1,10,1,2026-10-01T12:00:00Z
+        \"2\",\"multi
+        line\",2,2026-10-01T12:00:00Z
+        3,3.5,1,2026-10-01T12:00:00Z
+        ",
+    );
+    // The quoted value spanning two lines is read first and fails first.
+    assert_eq!(location, Location::Line(3));
+    assert_eq!(column, some("user_id"));
+    assert_eq!(value, some("multi\nline"));
+    assert_eq!(reason, "not a valid int64");
+}
+
+#[test]
+fn line_numbers_count_lines_inside_quoted_values() {
+    let (_, location, column, value, _) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts
+        1,\"1
+        0\",1,2026-10-01T12:00:00Z
+        3,3.5,1,2026-10-01T12:00:00Z
+        ",
+    );
+    // "1\n0" is not an int either; fix the first so the second is reached.
+    assert_eq!(
+        (location, column, value),
+        (Location::Line(2), some("user_id"), some("1\n0"))
+    );
+    let (_, location, column, value, _) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts,note
+        1,10,1,2026-10-01T12:00:00Z,\"a
+        b\"
+        3,3.5,1,2026-10-01T12:00:00Z,
+        ",
+    );
+    assert_eq!(
+        (location, column, value),
+        (Location::Line(4), some("user_id"), some("3.5"))
+    );
+}
+
+#[test]
+fn a_bad_timestamp_names_its_value() {
+    let (_, location, column, value, reason) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts
+        1,10,1,2026-10-01T25:00:00Z
+        ",
+    );
+    assert_eq!(location, Location::Line(2));
+    assert_eq!(column, some("impression_ts"));
+    assert_eq!(value, some("2026-10-01T25:00:00Z"));
+    assert!(reason.starts_with("not a valid timestamp"), "{reason}");
+}
+
+#[test]
+fn a_null_key_is_an_error() {
+    let (_, location, column, value, reason) = bad_impressions(
+        "
+        impression_id,user_id,listing_id,impression_ts
+        1,10,,2026-10-01T12:00:00Z
+        ",
+    );
+    assert_eq!(
+        (location, column, value),
+        (Location::Line(2), some("listing_id"), some(""))
+    );
+    assert_eq!(reason, "missing value");
+}
+
+#[test]
+fn a_bad_price_is_an_error() {
+    let inputs = Inputs::new(
+        IMPRESSIONS,
+        CLICKS,
+        "
+        listing_id,category,price,created_ts
+        1,shoes,NaN,2026-09-30T00:00:00Z
+        ",
+    );
+    let Err(Error::BadRow(row)) = inputs.run(None, 1) else {
+        panic!("expected a bad row")
+    };
+    assert_eq!(
+        row.to_string(),
+        format!(
+            "`{}` line 2, column `price`: not a finite float64: \"NaN\"",
+            inputs.path("listings.csv").display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_column_names_file_and_column() {
+    let inputs = Inputs::new(
+        IMPRESSIONS,
+        "listing_id,ts\n1,2026-10-01T00:00:00Z\n",
+        LISTINGS,
+    );
+    match inputs.run(None, 1) {
+        Err(Error::MissingColumn {
+            path,
+            column,
+            found,
+        }) => {
+            assert_eq!(path, inputs.path("clicks.csv"));
+            assert_eq!(column, "click_ts");
+            assert_eq!(found, "listing_id, ts");
+        }
+        other => panic!("expected a missing column, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_duplicate_listing_is_an_error() {
+    let inputs = Inputs::new(
+        IMPRESSIONS,
+        CLICKS,
+        "
+        listing_id,category,price,created_ts
+        1,shoes,10.5,2026-09-30T00:00:00Z
+        1,shoes,11.5,2026-09-30T00:00:00Z
+        ",
+    );
+    assert!(matches!(
+        inputs.run(None, 1),
+        Err(Error::DuplicateListing { listing_id: 1, .. })
+    ));
+}
+
+#[test]
+fn no_clicks_and_no_watermark_is_an_error() {
+    let inputs = Inputs::new(IMPRESSIONS, "listing_id,click_ts\n", LISTINGS);
+    assert!(matches!(inputs.run(None, 2), Err(Error::NoWatermark)));
+    let summary = inputs.run(Some("2026-10-03T00:00:00Z"), 2).unwrap();
+    assert_eq!(summary.rows_written, 2);
+}
+
+fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn parquet_inputs_of_other_types_and_units_give_the_same_rows_as_csv() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    inputs.run(None, 2).unwrap();
+    let from_csv = read_rows(&inputs.out());
+
+    let dir = inputs.path("parquet");
+    std::fs::create_dir_all(dir.join("impressions/region=eu")).unwrap();
+    std::fs::create_dir_all(dir.join("impressions/region=us")).unwrap();
+    // 2026-10-01T12:00:00Z and 2026-10-01T22:00:00Z in nanoseconds, labelled
+    // with a zone: the instant is what counts.
+    let ns = |s: i64| s * 1_000_000_000;
+    write_parquet(
+        &dir.join("impressions/region=eu/part-0.parquet"),
+        vec![
+            (
+                "listing_id",
+                Arc::new(Int32Array::from(vec![1])) as ArrayRef,
+            ),
+            ("impression_id", Arc::new(Int64Array::from(vec![1]))),
+            ("user_id", Arc::new(Int64Array::from(vec![10]))),
+            (
+                "impression_ts",
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![ns(1_790_856_000)])
+                        .with_timezone("Europe/Paris"),
+                ),
+            ),
+        ],
+    );
+    write_parquet(
+        &dir.join("impressions/region=us/part-0.parquet"),
+        vec![
+            (
+                "impression_id",
+                Arc::new(Int64Array::from(vec![2])) as ArrayRef,
+            ),
+            ("user_id", Arc::new(Int64Array::from(vec![20]))),
+            ("listing_id", Arc::new(Int64Array::from(vec![2]))),
+            (
+                "impression_ts",
+                Arc::new(TimestampNanosecondArray::from(vec![ns(1_790_892_000)])),
+            ),
+        ],
+    );
+    write_parquet(
+        &dir.join("clicks.parquet"),
+        vec![
+            (
+                "listing_id",
+                Arc::new(Int64Array::from(vec![1, 2, 1])) as ArrayRef,
+            ),
+            (
+                "click_ts",
+                Arc::new(TimestampSecondArray::from(vec![
+                    1_790_852_400,
+                    1_790_899_200,
+                    1_791_072_000,
+                ])),
+            ),
+        ],
+    );
+    write_parquet(
+        &dir.join("listings.parquet"),
+        vec![
+            (
+                "listing_id",
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            (
+                "category",
+                Arc::new(StringArray::from(vec!["shoes", "hats"])),
+            ),
+            ("price", Arc::new(Float32Array::from(vec![10.5, 3.0]))),
+            (
+                "created_ts",
+                Arc::new(TimestampSecondArray::from(vec![
+                    1_790_726_400,
+                    1_790_640_000,
+                ])),
+            ),
+        ],
+    );
+    let out = inputs.path("from-parquet");
+    let build = leakless::Build::new(
+        dir.join("impressions"),
+        dir.join("clicks.parquet"),
+        dir.join("listings.parquet"),
+        &out,
+    );
+    let summary = runtime().block_on(build.execute()).unwrap();
+    assert_eq!(summary.rows_read.values().sum::<u64>(), 7);
+    assert_eq!(read_rows(&out), from_csv);
+}
+
+#[test]
+fn a_null_in_a_parquet_key_names_the_row() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    let clicks = inputs.path("clicks.parquet");
+    write_parquet(
+        &clicks,
+        vec![
+            (
+                "listing_id",
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            ),
+            (
+                "click_ts",
+                Arc::new(TimestampSecondArray::from(vec![
+                    1_790_852_400,
+                    1_790_899_200,
+                ])),
+            ),
+        ],
+    );
+    let build = leakless::Build::new(
+        inputs.path("impressions.csv"),
+        &clicks,
+        inputs.path("listings.csv"),
+        inputs.out(),
+    );
+    let result = runtime().block_on(build.execute());
+    let Err(Error::BadRow(row)) = result else {
+        panic!("expected a bad row, got {result:?}")
+    };
+    assert_eq!(
+        (row.location.clone(), row.column.as_deref()),
+        (Location::Row(2), Some("listing_id"))
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the leakless library, one module per area.
+
+mod common;
+mod golden;
+mod ingest;
+mod operator;
+mod oracle;
+mod output;

@@ -1,0 +1,131 @@
+//! The dataset on disk: determinism, commit by rename, overwrite rules.
+
+use leakless::Error;
+
+use crate::common::{Inputs, data_files};
+
+const IMPRESSIONS: &str = "
+    impression_id,user_id,listing_id,impression_ts
+    1,10,1,2026-10-01T12:00:00Z
+    2,20,2,2026-10-02T18:00:00Z
+    3,20,2,2026-10-02T06:00:00Z
+";
+const CLICKS: &str = "
+    listing_id,click_ts
+    1,2026-10-01T11:00:00Z
+    2,2026-10-05T00:00:00Z
+";
+const LISTINGS: &str = "
+    listing_id,category,price,created_ts
+    1,shoes,10.5,2026-09-30T00:00:00Z
+";
+
+fn snapshot(inputs: &Inputs) -> Vec<(String, Vec<u8>)> {
+    let out = inputs.out();
+    let mut files: Vec<_> = data_files(&out)
+        .into_iter()
+        .chain(std::iter::once(out.join("_manifest.json")))
+        .map(|p| {
+            (
+                p.strip_prefix(&out).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bytes_whatever_the_partitions() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    inputs.run(None, 1).unwrap();
+    let first = snapshot(&inputs);
+    inputs.run(None, 1).unwrap();
+    assert_eq!(snapshot(&inputs), first);
+    assert_eq!(
+        first.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        [
+            "_manifest.json",
+            "dt=2026-10-01/part-00000.parquet",
+            "dt=2026-10-02/part-00000.parquet"
+        ]
+    );
+    // Only the settings line of the manifest may differ with other partitions.
+    inputs.run(None, 8).unwrap();
+    let data = |s: &[(String, Vec<u8>)]| {
+        s.iter()
+            .filter(|f| f.0 != "_manifest.json")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(data(&snapshot(&inputs)), data(&first));
+}
+
+#[test]
+fn an_existing_dataset_is_replaced_only_with_overwrite() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    inputs.run(None, 2).unwrap();
+    let build = || inputs.build();
+    let rt = crate::common::runtime();
+    assert!(matches!(
+        rt.block_on(build().execute()),
+        Err(Error::OutputExists {
+            is_dataset: true,
+            ..
+        })
+    ));
+    rt.block_on(build().with_overwrite(true).execute()).unwrap();
+    // A folder that is not a dataset is never replaced.
+    std::fs::remove_file(inputs.out().join("_manifest.json")).unwrap();
+    assert!(matches!(
+        rt.block_on(build().with_overwrite(true).execute()),
+        Err(Error::OutputExists {
+            is_dataset: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_failed_build_leaves_the_previous_dataset_and_no_temporary_files() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    inputs.run(None, 2).unwrap();
+    let before = snapshot(&inputs);
+    std::fs::write(
+        inputs.path("impressions.csv"),
+        "impression_id,user_id,listing_id,impression_ts\n1,10,1,yesterday\n",
+    )
+    .unwrap();
+    assert!(matches!(inputs.run(None, 2), Err(Error::BadRow(_))));
+    assert_eq!(snapshot(&inputs), before);
+    let mut names: Vec<String> = std::fs::read_dir(inputs.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["clicks.csv", "dataset", "impressions.csv", "listings.csv"]
+    );
+}
+
+#[test]
+fn the_manifest_records_inputs_watermark_and_partitions() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    inputs.run(Some("2026-10-03T12:00:00Z"), 2).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["watermark"], "2026-10-03T12:00:00.000000Z");
+    assert_eq!(manifest["watermark_source"], "--watermark");
+    assert_eq!(manifest["immature_held_back"], 1);
+    assert_eq!(manifest["rows_written"], 2);
+    assert_eq!(manifest["rows_read"]["impressions"], 3);
+    assert_eq!(manifest["partitions"][1]["dt"], "2026-10-02");
+    assert_eq!(manifest["partitions"][1]["rows"], 1);
+    let clicks = &manifest["inputs"]["clicks"][0];
+    assert_eq!(clicks["rows"], 2);
+    assert_eq!(clicks["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["columns"].as_array().unwrap().len(), 10);
+}
