@@ -162,7 +162,7 @@ fn validate(
         }
         for row in 0..num_rows {
             let fault = if column.is_null(row) {
-                (!spec.nullable).then(|| ("missing value", None))
+                (!spec.nullable).then_some(("missing value", None))
             } else if spec.kind == Kind::Float64 {
                 let x = column.as_primitive::<Float64Type>().value(row);
                 (!x.is_finite()).then(|| ("not a finite float64", Some(x.to_string())))

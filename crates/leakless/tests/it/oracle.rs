@@ -78,7 +78,7 @@ fn expected_rows(
         );
         rows.push(((t, id as i64, user, l), line));
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by_key(|r| r.0);
     (rows.into_iter().map(|r| r.1).collect(), held_back)
 }
 

@@ -1,0 +1,170 @@
+//! The `leakless` binary: exit codes, messages, determinism, read-back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/marketplace")
+}
+
+fn leakless() -> Command {
+    Command::cargo_bin("leakless").unwrap()
+}
+
+/// `leakless build` on the example inputs (or `impressions` instead) into `out`.
+fn build(impressions: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    leakless()
+        .arg("build")
+        .arg("--impressions")
+        .arg(impressions)
+        .arg("--clicks")
+        .arg(examples().join("clicks.csv"))
+        .arg("--listings")
+        .arg(examples().join("listings.csv"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_names_the_build_command() {
+    let output = leakless().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    assert!(text(&output.stdout).contains("build"));
+    let output = leakless().args(["build", "--help"]).output().unwrap();
+    assert!(text(&output.stdout).contains("--watermark"));
+}
+
+#[test]
+fn a_missing_flag_is_a_usage_error() {
+    let output = leakless().args(["build", "--out", "x"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--impressions"));
+}
+
+#[test]
+fn build_end_to_end_with_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dataset");
+    let output = build(&examples().join("impressions.csv"), &out, &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["rows_read"]["impressions"], 10);
+    assert_eq!(summary["rows_written"], 9);
+    assert_eq!(summary["immature_held_back"], 1);
+    assert_eq!(summary["partitions"], 3);
+    assert!(summary["seconds"].as_f64().unwrap() >= 0.0);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("9 rows in 3 dt partitions"), "{stderr}");
+    assert!(stderr.contains("held back: 1"), "{stderr}");
+    assert!(out.join("_manifest.json").is_file());
+    assert!(out.join("dt=2026-10-02/part-00000.parquet").is_file());
+}
+
+#[test]
+fn a_malformed_row_exits_2_naming_file_line_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let impressions = dir.path().join("impressions.csv");
+    std::fs::write(
+        &impressions,
+        "impression_id,user_id,listing_id,impression_ts\n1,10,1,2026-10-01T09:00:00Z\n2,ten,1,2026-10-01T09:00:00Z\n",
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let output = build(&impressions, &out, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    let expected = format!(
+        "caused by: bad input row: `{}` line 3, column `user_id`: not a valid int64: \"ten\"",
+        impressions.display()
+    );
+    assert!(stderr.starts_with("error: building `"), "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_existing_dataset_needs_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dataset");
+    let impressions = examples().join("impressions.csv");
+    assert!(build(&impressions, &out, &[]).status.success());
+    let output = build(&impressions, &out, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("hint: pass --overwrite"));
+    assert!(build(&impressions, &out, &["--overwrite"]).status.success());
+}
+
+#[test]
+fn two_runs_write_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dataset");
+    let impressions = examples().join("impressions.csv");
+    let snapshot = || {
+        let mut files = Vec::new();
+        let mut stack = vec![out.clone()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    };
+    assert!(build(&impressions, &out, &["--overwrite"]).status.success());
+    let first = snapshot();
+    assert!(build(&impressions, &out, &["--overwrite"]).status.success());
+    assert_eq!(first.len(), 4);
+    assert!(first == snapshot(), "the second run wrote different bytes");
+}
+
+#[test]
+fn pyarrow_reads_the_dataset_with_dt_as_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dataset");
+    assert!(
+        build(&examples().join("impressions.csv"), &out, &[])
+            .status
+            .success()
+    );
+    let script = r#"
+import sys
+import pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1], partitioning="hive").to_table()
+print(t.num_rows)
+print(",".join(t.schema.names))
+print(t.schema.field("impression_ts").type)
+print(",".join(sorted(set(t.column("dt").to_pylist()))))
+print(sum(t.column("clicked").to_pylist()))
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "pyarrow failed: {}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        text(&output.stdout),
+        "9\n\
+         impression_id,user_id,listing_id,impression_ts,listing_age_seconds,price,category,prior_listing_clicks,listing_clicks_24h,clicked,dt\n\
+         timestamp[us, tz=UTC]\n\
+         2026-10-01,2026-10-02,2026-10-03\n\
+         6\n"
+    );
+}
