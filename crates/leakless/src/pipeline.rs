@@ -335,3 +335,36 @@ fn find_point_in_time(plan: &Arc<dyn ExecutionPlan>) -> Option<&PointInTimeExec>
     }
     plan.children().into_iter().find_map(find_point_in_time)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listings_are_broadcast_and_the_operator_sees_every_click_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let clicks = write("clicks.csv", "listing_id,click_ts\n1,2026-10-01T00:00:00Z\n");
+        let impressions = write(
+            "impressions.csv",
+            "impression_id,user_id,listing_id,impression_ts\n1,1,1,2026-10-01T00:00:00Z\n",
+        );
+        let policy = BadRowPolicy::Fail;
+        let pit = PointInTimeTable::try_new(
+            Arc::new(Source::open(Table::Clicks, &clicks, policy).unwrap().table_provider().unwrap()),
+            Arc::new(Source::open(Table::Impressions, &impressions, policy).unwrap().table_provider().unwrap()),
+            spec::listing_clicks(Watermark::MaxEventTime),
+        )
+        .unwrap();
+        let listings = MemTable::try_new(Table::Listings.schema(), vec![vec![]]).unwrap();
+        let plan = output_plan(&session(4), pit, listings).await.unwrap();
+        let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+        assert!(text.contains("HashJoinExec: mode=CollectLeft"), "{text}");
+        assert!(text.contains("PointInTimeExec"), "{text}");
+        assert!(find_point_in_time(&plan).is_some());
+    }
+}
