@@ -25,6 +25,11 @@ enum Command {
     /// Build a training dataset: one row per mature impression, features from
     /// the past, the label from the next 24 h, as Parquet partitioned by date.
     Build(commands::build::Args),
+    /// Generate a realistic, seeded marketplace: impressions, clicks and
+    /// listings in the schemas `build` reads.
+    Generate(commands::generate::Args),
+    /// Generate a marketplace, build its training dataset and show the result.
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     match cli.command {
         Command::Build(args) => runtime.block_on(commands::build::run(args)),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
     }
 }
 

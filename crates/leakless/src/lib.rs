@@ -30,6 +30,7 @@ pub mod error;
 pub mod ingest;
 pub mod pipeline;
 pub mod spec;
+pub mod synth;
 pub mod temporal;
 pub mod time;
 pub mod write;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int8Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::common::JoinType;
@@ -58,6 +58,8 @@ pub struct BuildSummary {
     pub out: PathBuf,
     pub rows_read: BTreeMap<Table, u64>,
     pub rows_written: u64,
+    /// Rows with `clicked = 1`.
+    pub positive_labels: u64,
     /// Impressions whose label window had not closed by the watermark.
     pub immature_held_back: u64,
     /// The watermark in force (RFC 3339, UTC).
@@ -165,8 +167,12 @@ impl Build {
         let mut buckets = DayBuckets::new(plan.schema(), 3);
         let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;
         let mut rows: u64 = 0;
+        let mut positive_labels: u64 = 0;
+        let clicked = OUTPUT_COLUMNS.len() - 1;
         while let Some(batch) = stream.try_next().await? {
             rows += batch.num_rows() as u64;
+            let labels = batch.column(clicked).as_primitive::<Int8Type>();
+            positive_labels += labels.values().iter().map(|&v| v as u64).sum::<u64>();
             self.reporter.rows(rows);
             buckets.push(batch)?;
         }
@@ -220,6 +226,7 @@ impl Build {
             },
             immature_held_back: held_back,
             rows_written: rows,
+            positive_labels,
             partitions: partitions.clone(),
             columns: ColumnDefinition::all(),
         };
@@ -229,6 +236,7 @@ impl Build {
             out: self.out,
             rows_read,
             rows_written: rows,
+            positive_labels,
             immature_held_back: held_back,
             watermark: format_rfc3339(watermark),
             partitions: partitions.len(),
@@ -348,21 +356,36 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             path
         };
-        let clicks = write("clicks.csv", "listing_id,click_ts\n1,2026-10-01T00:00:00Z\n");
+        let clicks = write(
+            "clicks.csv",
+            "listing_id,click_ts\n1,2026-10-01T00:00:00Z\n",
+        );
         let impressions = write(
             "impressions.csv",
             "impression_id,user_id,listing_id,impression_ts\n1,1,1,2026-10-01T00:00:00Z\n",
         );
         let policy = BadRowPolicy::Fail;
         let pit = PointInTimeTable::try_new(
-            Arc::new(Source::open(Table::Clicks, &clicks, policy).unwrap().table_provider().unwrap()),
-            Arc::new(Source::open(Table::Impressions, &impressions, policy).unwrap().table_provider().unwrap()),
+            Arc::new(
+                Source::open(Table::Clicks, &clicks, policy)
+                    .unwrap()
+                    .table_provider()
+                    .unwrap(),
+            ),
+            Arc::new(
+                Source::open(Table::Impressions, &impressions, policy)
+                    .unwrap()
+                    .table_provider()
+                    .unwrap(),
+            ),
             spec::listing_clicks(Watermark::MaxEventTime),
         )
         .unwrap();
         let listings = MemTable::try_new(Table::Listings.schema(), vec![vec![]]).unwrap();
         let plan = output_plan(&session(4), pit, listings).await.unwrap();
-        let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
         assert!(text.contains("HashJoinExec: mode=CollectLeft"), "{text}");
         assert!(text.contains("PointInTimeExec"), "{text}");
         assert!(find_point_in_time(&plan).is_some());

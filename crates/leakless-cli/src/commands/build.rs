@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(s: &BuildSummary, seconds: f64) {
+pub fn print_summary(s: &BuildSummary, seconds: f64) {
     let read: Vec<String> = s
         .rows_read
         .iter()

@@ -39,6 +39,8 @@ pub struct Manifest {
     pub watermark_source: &'static str,
     pub immature_held_back: u64,
     pub rows_written: u64,
+    /// Rows with `clicked = 1`.
+    pub positive_labels: u64,
     pub partitions: Vec<PartitionWritten>,
     /// The output columns and their definitions in words.
     pub columns: Vec<ColumnDefinition>,

@@ -295,3 +295,33 @@ pub fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
         })
     }
 }
+
+/// The first `rows` rows of a dataset (its first file), as a text table.
+pub fn preview(dataset: &Path, rows: usize) -> Result<String> {
+    let mut days: Vec<PathBuf> = std::fs::read_dir(dataset)
+        .map_err(|e| Error::io("reading", dataset, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    days.sort();
+    let Some(first_day) = days.first() else {
+        return Ok("(no rows)".into());
+    };
+    let path = first_day.join("part-00000.parquet");
+    let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(rows.max(1)).with_limit(rows).build())
+            .map_err(|source| Error::Parquet {
+                path: path.clone(),
+                source,
+            })?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DataFusionError::from)?;
+    Ok(
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .map_err(DataFusionError::from)?
+            .to_string(),
+    )
+}
