@@ -393,7 +393,7 @@ fn pick_listing(rng: &mut Rng, popularity: &AliasTable, listings: &[Listing], t:
 fn click_probability(l: &Listing, t: i64) -> f64 {
     let age_days = (t - l.created) as f64 / MICROS_PER_DAY as f64;
     let age = if age_days < 7.0 { 1.8 } else { 1.0 };
-    let price = 1.6 / (1.0 + l.price / 60.0).sqrt();
+    let price = (40.0 / (l.price + 20.0)).powf(0.6);
     (0.025 * age * price * CATEGORIES[l.category].1).min(0.5)
 }
 

@@ -6,3 +6,4 @@ mod ingest;
 mod operator;
 mod oracle;
 mod output;
+mod synth;
