@@ -168,3 +168,81 @@ print(sum(t.column("clicked").to_pylist()))
          6\n"
     );
 }
+
+#[test]
+fn generate_writes_the_tables_and_reports_totals_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = leakless()
+        .args([
+            "generate",
+            "--impressions",
+            "5000",
+            "--days",
+            "7",
+            "--seed",
+            "9",
+            "--format",
+            "parquet",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let totals: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(totals["impressions"], 5000);
+    assert_eq!(totals["watermark"], "2026-10-08T00:00:00.000000Z");
+    for name in [
+        "impressions.parquet",
+        "clicks.parquet",
+        "listings.parquet",
+        "_generator.json",
+    ] {
+        assert!(dir.path().join(name).is_file(), "{name}");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("_generator.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["params"]["seed"], 9);
+    assert_eq!(meta["params"]["format"], "parquet");
+    assert_eq!(meta["totals"], totals);
+}
+
+#[test]
+fn a_bad_start_date_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = leakless()
+        .args(["generate", "--start", "October", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--start \"October\" is not a date"));
+}
+
+#[test]
+fn demo_generates_builds_and_shows_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = leakless()
+        .args(["demo", "--impressions", "20000", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("label rate: "), "{stdout}");
+    assert!(stdout.contains("| impression_id |"), "{stdout}");
+    assert!(dir.path().join("dataset/_manifest.json").is_file());
+    assert!(dir.path().join("data/impressions.csv").is_file());
+    // The built label rate is the one the generator computed independently.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("label rate: "))
+        .unwrap();
+    let numbers: Vec<&str> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|s| s.contains('.'))
+        .collect();
+    assert_eq!(numbers[0], numbers[1], "{line}");
+}

@@ -9,14 +9,11 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
 use datafusion::arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
 
+use super::columns::{ColumnBuilder, Value};
 use super::{ColumnSpec, FileReader, Kind, hex};
 use crate::error::{BadRow, Error, Location, Result};
 use crate::time::parse_timestamp_micros;
@@ -184,15 +181,6 @@ fn field_bytes<'a>(buf: &'a [u8], f: &FieldRef) -> Cow<'a, [u8]> {
     }
 }
 
-/// A parsed value, before it is committed to a builder.
-enum Value<'a> {
-    Null,
-    Int(i64),
-    Float(f64),
-    Str(Cow<'a, str>),
-    Ts(i64),
-}
-
 /// Why a value cannot be read as its column's kind.
 fn parse_value<'a>(
     spec: &ColumnSpec,
@@ -257,48 +245,6 @@ pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
         };
     }
     Some(acc)
-}
-
-enum ColumnBuilder {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Str(StringBuilder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
-impl ColumnBuilder {
-    fn new(kind: Kind, capacity: usize) -> Self {
-        match kind {
-            Kind::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(capacity)),
-            Kind::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(capacity)),
-            Kind::Utf8 => ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
-            Kind::Timestamp => ColumnBuilder::Ts(
-                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            ),
-        }
-    }
-
-    fn push(&mut self, value: &Value<'_>) {
-        match (self, value) {
-            (ColumnBuilder::Int(b), Value::Int(x)) => b.append_value(*x),
-            (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(*x),
-            (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x),
-            (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
-            (ColumnBuilder::Int(b), _) => b.append_null(),
-            (ColumnBuilder::Float(b), _) => b.append_null(),
-            (ColumnBuilder::Str(b), _) => b.append_null(),
-            (ColumnBuilder::Ts(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Int(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float(b) => Arc::new(b.finish()),
-            ColumnBuilder::Str(b) => Arc::new(b.finish()),
-            ColumnBuilder::Ts(b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 fn shorten(bytes: &[u8]) -> String {

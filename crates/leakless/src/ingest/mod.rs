@@ -16,6 +16,7 @@
 //!   same file;
 //! - `ingest` knows nothing of features, labels or output.
 
+pub(crate) mod columns;
 mod csv;
 mod parquet;
 

@@ -30,9 +30,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::ingest::Kind;
+use crate::ingest::columns::Value;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND, format_rfc3339};
 use rng::{AliasTable, Rng};
-use sink::{Cell, ColumnKind, TableSink};
+use sink::TableSink;
 
 pub use sink::OutputFormat;
 
@@ -195,18 +197,18 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         "listings",
         params.format,
         &[
-            ("listing_id", ColumnKind::Int),
-            ("category", ColumnKind::Str),
-            ("price", ColumnKind::Float),
-            ("created_ts", ColumnKind::Timestamp),
+            ("listing_id", Kind::Int64),
+            ("category", Kind::Utf8),
+            ("price", Kind::Float64),
+            ("created_ts", Kind::Timestamp),
         ],
     )?;
     for (i, l) in listings.iter().enumerate() {
         listing_sink.write(&[
-            Cell::Int(i as i64 + 1),
-            Cell::Str(CATEGORIES[l.category].0),
-            Cell::Float(l.price),
-            Cell::Timestamp(l.created),
+            Value::Int(i as i64 + 1),
+            Value::Str(CATEGORIES[l.category].0.into()),
+            Value::Float(l.price),
+            Value::Ts(l.created),
         ])?;
     }
     files.push(listing_sink.finish()?);
@@ -216,10 +218,10 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         "impressions",
         params.format,
         &[
-            ("impression_id", ColumnKind::Int),
-            ("user_id", ColumnKind::Int),
-            ("listing_id", ColumnKind::Int),
-            ("impression_ts", ColumnKind::Timestamp),
+            ("impression_id", Kind::Int64),
+            ("user_id", Kind::Int64),
+            ("listing_id", Kind::Int64),
+            ("impression_ts", Kind::Timestamp),
         ],
     )?;
     let mut click_sink = TableSink::create(
@@ -227,9 +229,9 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         "clicks",
         params.format,
         &[
-            ("listing_id", ColumnKind::Int),
-            ("click_ts", ColumnKind::Timestamp),
-            ("user_id", ColumnKind::Int),
+            ("listing_id", Kind::Int64),
+            ("click_ts", Kind::Timestamp),
+            ("user_id", Kind::Int64),
         ],
     )?;
 
@@ -264,10 +266,10 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         for &(t, listing, user) in &day_rows {
             let l = &listings[listing];
             impression_sink.write(&[
-                Cell::Int(next_id),
-                Cell::Int(user),
-                Cell::Int(listing as i64 + 1),
-                Cell::Timestamp(t),
+                Value::Int(next_id),
+                Value::Int(user),
+                Value::Int(listing as i64 + 1),
+                Value::Ts(t),
             ])?;
             next_id += 1;
             totals.impressions += 1;
@@ -309,12 +311,12 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
             }
             labels.click(listing as usize, c);
             click_sink.write(&[
-                Cell::Int(listing + 1),
-                Cell::Timestamp(c),
+                Value::Int(listing + 1),
+                Value::Ts(c),
                 if user < 0 {
-                    Cell::Null
+                    Value::Null
                 } else {
-                    Cell::Int(user)
+                    Value::Int(user)
                 },
             ])?;
             totals.clicks += 1;

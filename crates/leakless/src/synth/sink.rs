@@ -6,10 +6,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -18,7 +16,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::utc_micros;
+use crate::ingest::Kind;
+use crate::ingest::columns::{ColumnBuilder, Value};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND, civil_from_days};
 
 const BATCH_ROWS: usize = 65_536;
@@ -40,32 +39,6 @@ impl OutputFormat {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum ColumnKind {
-    Int,
-    Str,
-    Float,
-    /// Whole seconds, written `YYYY-MM-DD HH:MM:SS` (UTC) in CSV.
-    Timestamp,
-}
-
-/// One value of a row.
-#[derive(Debug, Clone, Copy)]
-pub enum Cell<'a> {
-    Int(i64),
-    Str(&'a str),
-    Float(f64),
-    Timestamp(i64),
-    Null,
-}
-
-enum Builder {
-    Int(Int64Builder),
-    Str(StringBuilder),
-    Float(Float64Builder),
-    Timestamp(TimestampMicrosecondBuilder),
-}
-
 enum Target {
     Csv {
         out: BufWriter<File>,
@@ -74,9 +47,9 @@ enum Target {
         day: Option<(i64, String)>,
     },
     Parquet {
-        writer: ArrowWriter<File>,
+        writer: Box<ArrowWriter<File>>,
         schema: SchemaRef,
-        builders: Vec<Builder>,
+        builders: Vec<ColumnBuilder>,
         rows: usize,
     },
 }
@@ -92,7 +65,7 @@ impl TableSink {
         dir: &Path,
         name: &str,
         format: OutputFormat,
-        columns: &[(&str, ColumnKind)],
+        columns: &[(&str, Kind)],
     ) -> Result<Self> {
         let path = dir.join(format!("{name}.{}", format.extension()));
         let tmp = dir.join(format!(".{name}.{}.tmp", format.extension()));
@@ -112,15 +85,7 @@ impl TableSink {
                 let schema = Arc::new(Schema::new(
                     columns
                         .iter()
-                        .map(|(name, kind)| {
-                            let data_type = match kind {
-                                ColumnKind::Int => DataType::Int64,
-                                ColumnKind::Str => DataType::Utf8,
-                                ColumnKind::Float => DataType::Float64,
-                                ColumnKind::Timestamp => utc_micros(),
-                            };
-                            Field::new(*name, data_type, true)
-                        })
+                        .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
                         .collect::<Vec<_>>(),
                 ));
                 let props = WriterProperties::builder()
@@ -135,9 +100,12 @@ impl TableSink {
                             source,
                         }
                     })?;
-                let builders = columns.iter().map(|(_, kind)| new_builder(*kind)).collect();
+                let builders = columns
+                    .iter()
+                    .map(|(_, kind)| ColumnBuilder::new(*kind, BATCH_ROWS))
+                    .collect();
                 Target::Parquet {
-                    writer,
+                    writer: Box::new(writer),
                     schema,
                     builders,
                     rows: 0,
@@ -147,7 +115,7 @@ impl TableSink {
         Ok(TableSink { tmp, path, target })
     }
 
-    pub fn write(&mut self, row: &[Cell<'_>]) -> Result<()> {
+    pub fn write(&mut self, row: &[Value<'_>]) -> Result<()> {
         match &mut self.target {
             Target::Csv { out, line, day } => {
                 line.clear();
@@ -155,7 +123,7 @@ impl TableSink {
                     if i > 0 {
                         line.push(',');
                     }
-                    format_cell(line, day, *cell);
+                    format_cell(line, day, cell);
                 }
                 line.push('\n');
                 out.write_all(line.as_bytes())
@@ -167,8 +135,8 @@ impl TableSink {
                 builders,
                 rows,
             } => {
-                for (builder, cell) in builders.iter_mut().zip(row) {
-                    append(builder, *cell);
+                for (builder, value) in builders.iter_mut().zip(row) {
+                    builder.push(value);
                 }
                 *rows += 1;
                 if *rows == BATCH_ROWS {
@@ -207,47 +175,13 @@ impl TableSink {
     }
 }
 
-fn new_builder(kind: ColumnKind) -> Builder {
-    match kind {
-        ColumnKind::Int => Builder::Int(Int64Builder::with_capacity(BATCH_ROWS)),
-        ColumnKind::Str => Builder::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8)),
-        ColumnKind::Float => Builder::Float(Float64Builder::with_capacity(BATCH_ROWS)),
-        ColumnKind::Timestamp => Builder::Timestamp(
-            TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
-        ),
-    }
-}
-
-fn append(builder: &mut Builder, cell: Cell<'_>) {
-    match (builder, cell) {
-        (Builder::Int(b), Cell::Int(x)) => b.append_value(x),
-        (Builder::Str(b), Cell::Str(x)) => b.append_value(x),
-        (Builder::Float(b), Cell::Float(x)) => b.append_value(x),
-        (Builder::Timestamp(b), Cell::Timestamp(x)) => b.append_value(x),
-        (Builder::Int(b), _) => b.append_null(),
-        (Builder::Str(b), _) => b.append_null(),
-        (Builder::Float(b), _) => b.append_null(),
-        (Builder::Timestamp(b), _) => b.append_null(),
-    }
-}
-
 fn flush(
     writer: &mut ArrowWriter<File>,
     schema: &SchemaRef,
-    builders: &mut [Builder],
+    builders: &mut [ColumnBuilder],
     path: &Path,
 ) -> Result<()> {
-    let columns: Vec<ArrayRef> = builders
-        .iter_mut()
-        .map(|b| -> ArrayRef {
-            match b {
-                Builder::Int(b) => Arc::new(b.finish()),
-                Builder::Str(b) => Arc::new(b.finish()),
-                Builder::Float(b) => Arc::new(b.finish()),
-                Builder::Timestamp(b) => Arc::new(b.finish()),
-            }
-        })
-        .collect();
+    let columns: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(DataFusionError::from)?;
     writer.write(&batch).map_err(|source| Error::Parquet {
         path: path.to_owned(),
@@ -255,22 +189,22 @@ fn flush(
     })
 }
 
-fn format_cell(line: &mut String, day_cache: &mut Option<(i64, String)>, cell: Cell<'_>) {
+fn format_cell(line: &mut String, day_cache: &mut Option<(i64, String)>, value: &Value<'_>) {
     use std::fmt::Write as _;
-    match cell {
-        Cell::Int(x) => {
+    match value {
+        Value::Int(x) => {
             let _ = write!(line, "{x}");
         }
-        Cell::Float(x) => {
+        Value::Float(x) => {
             let _ = write!(line, "{x}");
         }
-        Cell::Str(s) if s.contains([',', '"', '\n', '\r']) => {
+        Value::Str(s) if s.contains([',', '"', '\n', '\r']) => {
             line.push('"');
             line.push_str(&s.replace('"', "\"\""));
             line.push('"');
         }
-        Cell::Str(s) => line.push_str(s),
-        Cell::Timestamp(micros) => {
+        Value::Str(s) => line.push_str(s),
+        Value::Ts(micros) => {
             let day = micros.div_euclid(MICROS_PER_DAY);
             if day_cache.as_ref().is_none_or(|(d, _)| *d != day) {
                 let (y, m, d) = civil_from_days(day);
@@ -287,6 +221,6 @@ fn format_cell(line: &mut String, day_cache: &mut Option<(i64, String)>, cell: C
                 secs % 60
             );
         }
-        Cell::Null => {}
+        Value::Null => {}
     }
 }

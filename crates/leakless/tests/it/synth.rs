@@ -20,7 +20,12 @@ fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -33,7 +38,11 @@ fn the_same_seed_gives_the_same_bytes_and_another_seed_does_not() {
         generate(&params(20_000, 1, format), dirs[0].path()).unwrap();
         generate(&params(20_000, 1, format), dirs[1].path()).unwrap();
         generate(&params(20_000, 2, format), dirs[2].path()).unwrap();
-        let (a, b, c) = (read_all(dirs[0].path()), read_all(dirs[1].path()), read_all(dirs[2].path()));
+        let (a, b, c) = (
+            read_all(dirs[0].path()),
+            read_all(dirs[1].path()),
+            read_all(dirs[2].path()),
+        );
         assert_eq!(a.len(), 4, "three tables and _generator.json");
         assert!(a == b, "same seed, different bytes ({format:?})");
         for (x, y) in a.iter().zip(&c) {
@@ -73,7 +82,14 @@ fn market() -> Market {
     let totals = generate(&p, dir.path()).unwrap().totals;
     let impressions = rows(&dir.path().join("impressions.csv"))
         .iter()
-        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap(), r[2].parse().unwrap(), ts(&r[3])))
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+                ts(&r[3]),
+            )
+        })
         .collect();
     let clicks = rows(&dir.path().join("clicks.csv"))
         .iter()
@@ -99,7 +115,11 @@ fn the_generated_marketplace_has_the_modelled_properties() {
     assert_eq!(m.impressions.len(), 150_000);
 
     // Ids unique and rows in time order.
-    assert!(m.impressions.windows(2).all(|w| w[0].0 < w[1].0 && w[0].3 <= w[1].3));
+    assert!(
+        m.impressions
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].3 <= w[1].3)
+    );
     assert!(m.clicks.windows(2).all(|w| w[0].1 <= w[1].1));
 
     // Heavy-tailed popularity: the top 1 % of listings take 30-60 %.
@@ -114,8 +134,12 @@ fn the_generated_marketplace_has_the_modelled_properties() {
     assert!((top - m.totals.top_1pct_listing_impression_share).abs() < 1e-6);
 
     // Listings created over time, never shown before they exist.
-    let during = m.listings.values().filter(|l| l.1 >= m.start).count() as f64 / m.listings.len() as f64;
-    assert!((0.10..=0.30).contains(&during), "created during the period: {during}");
+    let during =
+        m.listings.values().filter(|l| l.1 >= m.start).count() as f64 / m.listings.len() as f64;
+    assert!(
+        (0.10..=0.30).contains(&during),
+        "created during the period: {during}"
+    );
     assert!(m.impressions.iter().all(|i| m.listings[&i.2].1 <= i.3));
 
     // Diurnal: the busy afternoon has clearly more traffic than the night.
@@ -125,14 +149,25 @@ fn the_generated_marketplace_has_the_modelled_properties() {
     }
     let (day, night): (u64, u64) = (by_hour[13..18].iter().sum(), by_hour[1..6].iter().sum());
     assert!(day as f64 > 3.0 * night as f64, "by hour {by_hour:?}");
-    let days = m.impressions.iter().map(|i| i.3.div_euclid(MICROS_PER_DAY)).collect::<std::collections::BTreeSet<_>>();
+    let days = m
+        .impressions
+        .iter()
+        .map(|i| i.3.div_euclid(MICROS_PER_DAY))
+        .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(days.len(), 30);
 
     // A few percent click; organic clicks have no user.
     let attributed = m.clicks.iter().filter(|c| c.2.is_some()).count() as f64;
     let organic = m.clicks.len() as f64 - attributed;
-    assert!((0.01..=0.08).contains(&(attributed / n)), "click rate {}", attributed / n);
-    assert!(organic > 0.02 * attributed && organic < 0.5 * attributed, "organic {organic}");
+    assert!(
+        (0.01..=0.08).contains(&(attributed / n)),
+        "click rate {}",
+        attributed / n
+    );
+    assert!(
+        organic > 0.02 * attributed && organic < 0.5 * attributed,
+        "organic {organic}"
+    );
 
     // Click-through differs between cheap and expensive, new and old listings.
     let mut clicks_per_listing: HashMap<i64, u64> = HashMap::new();
@@ -154,7 +189,10 @@ fn the_generated_marketplace_has_the_modelled_properties() {
     let median = prices[prices.len() / 2];
     let (cheap, dear) = (ctr(&|l| l.0 < median), ctr(&|l| l.0 >= median));
     assert!(cheap > 1.2 * dear, "cheap {cheap} vs expensive {dear}");
-    let (new, old) = (ctr(&|l| l.1 >= m.start), ctr(&|l| l.1 < m.start - 7 * MICROS_PER_DAY));
+    let (new, old) = (
+        ctr(&|l| l.1 >= m.start),
+        ctr(&|l| l.1 < m.start - 7 * MICROS_PER_DAY),
+    );
     assert!(new > 1.15 * old, "new {new} vs old {old}");
 
     // Delays: attribute each click to the latest impression of the same user
@@ -173,7 +211,9 @@ fn the_generated_marketplace_has_the_modelled_properties() {
         })
         .collect();
     assert!(delays.len() as f64 > 0.95 * attributed);
-    let share = |f: &dyn Fn(i64) -> bool| delays.iter().filter(|&&d| f(d)).count() as f64 / delays.len() as f64;
+    let share = |f: &dyn Fn(i64) -> bool| {
+        delays.iter().filter(|&&d| f(d)).count() as f64 / delays.len() as f64
+    };
     let within_hour = share(&|d| d < HOUR);
     let late = share(&|d| d >= MICROS_PER_DAY);
     let same_second = share(&|d| d == 0);
@@ -182,8 +222,15 @@ fn the_generated_marketplace_has_the_modelled_properties() {
     assert!(same_second > 0.003, "same second {same_second}");
 
     // Ties: clicks that share a timestamp with an impression of the listing.
-    let shown_at: std::collections::HashSet<(i64, i64)> = m.impressions.iter().map(|i| (i.2, i.3)).collect();
-    assert!(m.clicks.iter().filter(|c| shown_at.contains(&(c.0, c.1))).count() > 10);
+    let shown_at: std::collections::HashSet<(i64, i64)> =
+        m.impressions.iter().map(|i| (i.2, i.3)).collect();
+    assert!(
+        m.clicks
+            .iter()
+            .filter(|c| shown_at.contains(&(c.0, c.1)))
+            .count()
+            > 10
+    );
 }
 
 #[test]
@@ -192,7 +239,11 @@ fn build_on_generated_data_finds_the_label_rate_the_generator_expects() {
     for format in [OutputFormat::Csv, OutputFormat::Parquet] {
         let data = dir.path().join(format!("{format:?}"));
         let generated = generate(&params(60_000, 3, format), &data).unwrap();
-        let ext = if format == OutputFormat::Csv { "csv" } else { "parquet" };
+        let ext = if format == OutputFormat::Csv {
+            "csv"
+        } else {
+            "parquet"
+        };
         let t = &generated.totals;
         let build = leakless::Build::new(
             data.join(format!("impressions.{ext}")),
@@ -203,9 +254,16 @@ fn build_on_generated_data_finds_the_label_rate_the_generator_expects() {
         .with_watermark(parse_timestamp_micros(t.watermark.as_bytes()));
         let summary = crate::common::runtime().block_on(build.execute()).unwrap();
         assert_eq!(summary.rows_written, t.mature_impressions);
-        assert_eq!(summary.immature_held_back, t.impressions - t.mature_impressions);
+        assert_eq!(
+            summary.immature_held_back,
+            t.impressions - t.mature_impressions
+        );
         let rate = summary.positive_labels as f64 / summary.rows_written as f64;
-        assert!((rate - t.label_rate_24h).abs() < 1e-5, "built {rate}, generator {}", t.label_rate_24h);
+        assert!(
+            (rate - t.label_rate_24h).abs() < 1e-5,
+            "built {rate}, generator {}",
+            t.label_rate_24h
+        );
         // The label is listing-level, so it is at least the own-click rate.
         assert!(rate >= t.own_click_within_24h_rate);
     }
