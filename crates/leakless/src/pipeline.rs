@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int8Type, Int64Type};
@@ -69,6 +70,34 @@ pub struct BuildSummary {
     pub files: usize,
     /// DataFusion partitions the plan ran with.
     pub target_partitions: usize,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Seconds per stage. Wall-clock stages follow each other; the CPU figures
+/// (`probe`, `sort`, `encode`) are summed over parallel workers.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Reading the listings and checking their ids (wall).
+    pub read_listings: f64,
+    /// Running the plan: reading impressions and clicks, the index, the
+    /// probes, the listings join, bucketing by day (wall).
+    pub compute: f64,
+    /// Reading the clicks into memory, within `compute` (wall).
+    pub read_clicks: f64,
+    /// Sorting the clicks into the index, within `compute` (wall).
+    pub index_build: f64,
+    /// Probing, within `compute` (CPU, summed over partitions).
+    pub probe: f64,
+    /// Sorting and writing the days (wall).
+    pub write: f64,
+    /// Sorting days (CPU, summed over days).
+    pub sort: f64,
+    /// Encoding Parquet (CPU, summed over days).
+    pub encode: f64,
+    /// Manifest and rename (wall).
+    pub commit: f64,
+    pub total: f64,
 }
 
 /// A `leakless build` run, configured with builder methods.
@@ -147,8 +176,10 @@ impl Build {
         let clicks = Source::open(Table::Clicks, &self.clicks, self.policy)?;
         let listings = Source::open(Table::Listings, &self.listings, self.policy)?;
 
+        let started = Instant::now();
         self.reporter.stage(Stage::Reading);
         let listing_batches = read_listings(&listings).await?;
+        let listings_read = Instant::now();
 
         let ctx = session(self.target_partitions);
         let watermark = match self.watermark {
@@ -189,13 +220,15 @@ impl Build {
             .and_then(|s| s.watermark)
             .ok_or(Error::NoWatermark)?;
 
+        let computed = Instant::now();
         self.reporter.stage(Stage::Writing);
         let dir = staging.dir().to_owned();
         let threads = self.target_partitions;
-        let partitions: Vec<PartitionWritten> =
+        let (partitions, write_timings): (Vec<PartitionWritten>, _) =
             tokio::task::spawn_blocking(move || buckets.write(&dir, &[3, 0, 1, 2], threads))
                 .await
                 .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+        let written = Instant::now();
 
         let rows_read: BTreeMap<Table, u64> = [&impressions, &clicks, &listings]
             .iter()
@@ -232,6 +265,19 @@ impl Build {
         };
         staging.commit(&manifest.to_json(), self.overwrite)?;
         self.reporter.stage(Stage::Done);
+        let build_side = pit_exec.build_summary();
+        let timings = Timings {
+            read_listings: (listings_read - started).as_secs_f64(),
+            compute: (computed - listings_read).as_secs_f64(),
+            read_clicks: build_side.map_or(0.0, |b| b.collect_seconds),
+            index_build: build_side.map_or(0.0, |b| b.index_seconds),
+            probe: pit_exec.probe_seconds(),
+            write: (written - computed).as_secs_f64(),
+            sort: write_timings.sort_seconds,
+            encode: write_timings.encode_seconds,
+            commit: written.elapsed().as_secs_f64(),
+            total: started.elapsed().as_secs_f64(),
+        };
         Ok(BuildSummary {
             out: self.out,
             rows_read,
@@ -242,6 +288,7 @@ impl Build {
             partitions: partitions.len(),
             files: partitions.iter().map(|p| p.files.len()).sum(),
             target_partitions: self.target_partitions,
+            timings,
         })
     }
 }

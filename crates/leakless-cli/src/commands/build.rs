@@ -42,6 +42,9 @@ pub struct Args {
     /// Print the summary as JSON on stdout
     #[arg(long)]
     json: bool,
+    /// Print how long each stage took (stderr)
+    #[arg(long)]
+    timings: bool,
     /// No progress indicator
     #[arg(long, short)]
     quiet: bool,
@@ -74,6 +77,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = result.with_context(|| format!("building `{}`", args.out.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     print_summary(&summary, seconds);
+    if args.timings {
+        print_timings(&summary);
+    }
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["seconds"] = serde_json::json!((seconds * 1000.0).round() / 1000.0);
@@ -101,4 +107,21 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
         s.immature_held_back, s.watermark
     );
     eprintln!("  ran on {} DataFusion partitions", s.target_partitions);
+}
+
+fn print_timings(s: &BuildSummary) {
+    let t = &s.timings;
+    eprintln!("  timings (s): total {:.3}", t.total);
+    eprintln!("    read listings      {:>8.3}", t.read_listings);
+    eprintln!(
+        "    compute (streamed) {:>8.3}  read+parse, index, probe, join, bucket",
+        t.compute
+    );
+    eprintln!("      read clicks      {:>8.3}", t.read_clicks);
+    eprintln!("      index build      {:>8.3}", t.index_build);
+    eprintln!("      probe (cpu)      {:>8.3}", t.probe);
+    eprintln!("    write              {:>8.3}", t.write);
+    eprintln!("      sort (cpu)       {:>8.3}", t.sort);
+    eprintln!("      encode (cpu)     {:>8.3}", t.encode);
+    eprintln!("    commit             {:>8.3}", t.commit);
 }

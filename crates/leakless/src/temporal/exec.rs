@@ -21,7 +21,7 @@ use super::stream::{BuildSide, Columns, collect_build_side, probe_batch};
 use crate::spec::{AggregationKind, TemporalSpec};
 
 /// What the build side turned out to be, once collected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BuildSummary {
     /// Events indexed.
     pub events: usize,
@@ -29,6 +29,9 @@ pub struct BuildSummary {
     pub keys: usize,
     /// The watermark in force (UTC microseconds); `None` without labels.
     pub watermark: Option<i64>,
+    /// Seconds spent reading the events, and sorting them into the index.
+    pub collect_seconds: f64,
+    pub index_seconds: f64,
 }
 
 /// Point-in-time aggregations of `events` for every row of `spine`.
@@ -105,6 +108,8 @@ impl PointInTimeExec {
             events: side.index.len(),
             keys: side.index.keys(),
             watermark: side.watermark,
+            collect_seconds: side.collect_seconds,
+            index_seconds: side.index_seconds,
         })
     }
 
@@ -114,6 +119,14 @@ impl PointInTimeExec {
             .clone_inner()
             .sum_by_name("held_back")
             .map_or(0, |v| v.as_usize())
+    }
+
+    /// Seconds spent probing, summed over partitions.
+    pub fn probe_seconds(&self) -> f64 {
+        self.metrics
+            .clone_inner()
+            .sum_by_name("probe_time")
+            .map_or(0.0, |v| v.as_usize() as f64 / 1e9)
     }
 }
 
@@ -231,6 +244,7 @@ impl ExecutionPlan for PointInTimeExec {
     ) -> Result<SendableRecordBatchStream> {
         let spine = self.spine.execute(partition, context.clone())?;
         let held_back = MetricBuilder::new(&self.metrics).counter("held_back", partition);
+        let probe_time = MetricBuilder::new(&self.metrics).subset_time("probe_time", partition);
         let build = self.build.clone();
         let events = self.events.clone();
         let spec = self.spec.clone();
@@ -243,7 +257,9 @@ impl ExecutionPlan for PointInTimeExec {
                 .await?
                 .clone();
             Ok::<_, DataFusionError>(spine.map(move |batch| {
-                probe_batch(&side, &spec, columns, &output_schema, &batch?, &held_back)
+                let batch = batch?;
+                let _timer = probe_time.timer();
+                probe_batch(&side, &spec, columns, &output_schema, &batch, &held_back)
             }))
         };
         let stream = futures::stream::once(probe).try_flatten();

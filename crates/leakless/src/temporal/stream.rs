@@ -9,6 +9,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, Int64Array};
 use datafusion::arrow::compute::filter_record_batch;
@@ -39,6 +40,9 @@ pub(super) struct BuildSide {
     pub index: TemporalIndex,
     /// The watermark in force; `None` when the spec has no label.
     pub watermark: Option<i64>,
+    /// Seconds spent reading the events, and building the index from them.
+    pub collect_seconds: f64,
+    pub index_seconds: f64,
     _reservation: MemoryReservation,
 }
 
@@ -50,6 +54,7 @@ pub(super) async fn collect_build_side(
     spec: &TemporalSpec,
     columns: Columns,
 ) -> Result<Arc<BuildSide>> {
+    let started = Instant::now();
     let reservation = MemoryConsumer::new("PointInTimeExec[build]").register(context.memory_pool());
     let mut pairs: Vec<(i64, i64)> = Vec::new();
     for partition in 0..events.output_partitioning().partition_count() {
@@ -76,7 +81,9 @@ pub(super) async fn collect_build_side(
             }
         }
     }
+    let collected = Instant::now();
     let index = TemporalIndex::from_pairs(pairs);
+    let index_seconds = collected.elapsed().as_secs_f64();
     reservation.resize(index.memory_size());
     let watermark = match (spec.max_horizon_micros(), spec.watermark) {
         (None, _) => None,
@@ -90,6 +97,8 @@ pub(super) async fn collect_build_side(
     Ok(Arc::new(BuildSide {
         index,
         watermark,
+        collect_seconds: (collected - started).as_secs_f64(),
+        index_seconds,
         _reservation: reservation,
     }))
 }

@@ -55,6 +55,13 @@ pub struct PartitionWritten {
     pub files: Vec<FileWritten>,
 }
 
+/// CPU seconds spent sorting and encoding, summed over days.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct WriteTimings {
+    pub sort_seconds: f64,
+    pub encode_seconds: f64,
+}
+
 /// Batches bucketed by UTC day.
 #[derive(Debug)]
 pub struct DayBuckets {
@@ -114,7 +121,7 @@ impl DayBuckets {
         dir: &Path,
         sort_columns: &[usize],
         threads: usize,
-    ) -> Result<Vec<PartitionWritten>> {
+    ) -> Result<(Vec<PartitionWritten>, WriteTimings)> {
         let schema = self.schema;
         let queue = std::sync::Mutex::new(self.days.into_iter().collect::<Vec<_>>().into_iter());
         let results = std::sync::Mutex::new(Vec::new());
@@ -138,13 +145,16 @@ impl DayBuckets {
                 });
             }
         });
-        let mut partitions = results
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        let mut timings = WriteTimings::default();
+        let mut partitions = Vec::new();
+        for written in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let (partition, day_timings) = written?;
+            timings.sort_seconds += day_timings.sort_seconds;
+            timings.encode_seconds += day_timings.encode_seconds;
+            partitions.push(partition);
+        }
         partitions.sort_by(|a, b| a.dt.cmp(&b.dt));
-        Ok(partitions)
+        Ok((partitions, timings))
     }
 }
 
@@ -154,7 +164,8 @@ fn write_day(
     day: i64,
     batches: &[RecordBatch],
     sort_columns: &[usize],
-) -> Result<PartitionWritten> {
+) -> Result<(PartitionWritten, WriteTimings)> {
+    let started = std::time::Instant::now();
     let dt = utc_date(day * MICROS_PER_DAY);
     let all = concat_batches(schema, batches).map_err(DataFusionError::from)?;
     let keys: Vec<SortColumn> = sort_columns
@@ -167,6 +178,7 @@ fn write_day(
     let order = lexsort_to_indices(&keys, None).map_err(DataFusionError::from)?;
     let sorted = take_record_batch(&all, &order).map_err(DataFusionError::from)?;
     drop(all);
+    let sorted_at = std::time::Instant::now();
     let folder = format!("dt={dt}");
     let day_dir = dir.join(&folder);
     std::fs::create_dir_all(&day_dir).map_err(|e| Error::io("creating", &day_dir, e))?;
@@ -182,11 +194,16 @@ fn write_day(
         });
         offset += len;
     }
-    Ok(PartitionWritten {
+    let timings = WriteTimings {
+        sort_seconds: (sorted_at - started).as_secs_f64(),
+        encode_seconds: sorted_at.elapsed().as_secs_f64(),
+    };
+    let partition = PartitionWritten {
         dt,
         rows: sorted.num_rows() as u64,
         files,
-    })
+    };
+    Ok((partition, timings))
 }
 
 fn write_file(path: &Path, batch: &RecordBatch) -> Result<()> {
