@@ -1,0 +1,135 @@
+"""The leakless benchmark: leakless against hand-written DuckDB and Polars
+jobs (and a DuckDB I/O floor) on the same generated data, in one run.
+
+usage: python3 bench/run.py [--sizes 1000000,10000000] [--runs 3]
+
+Creates bench/.venv with DuckDB, Polars and pyarrow if missing, builds
+leakless in release mode, generates 30 days of data per size with
+`leakless generate`, runs every tool `--runs` times under /usr/bin/time,
+checks every reference's rows against leakless's, and writes
+bench/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENV = HERE / ".venv"
+PY = VENV / "bin" / "python"
+
+
+def sh(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, **kw)
+
+
+def ensure_venv():
+    if not PY.exists():
+        sh(sys.executable, "-m", "venv", VENV)
+    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb", "polars", "pyarrow")
+
+
+def leakless_binary():
+    sh("cargo", "build", "--release", "--quiet", "-p", "leakless-cli", cwd=ROOT)
+    meta = json.loads(subprocess.check_output(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=ROOT))
+    return Path(meta["target_directory"]) / "release" / "leakless"
+
+
+def timed(cmd):
+    """Wall seconds and peak resident MB of one run."""
+    stats = HERE / "out" / ".time"
+    started = time.perf_counter()
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats)] + [str(c) for c in cmd], check=True,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    return wall, int(stats.read_text().split()[-1]) / 1024
+
+
+def du(path):
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    ensure_venv()
+    leakless = leakless_binary()
+    (HERE / "out").mkdir(exist_ok=True)
+    rows = []
+    notes = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        data = HERE / "data" / str(n)
+        for fmt in ["csv", "parquet"]:
+            if not (data / fmt / "_generator.json").exists():
+                sh(leakless, "generate", "--out", data / fmt, "--impressions", n, "--format", fmt)
+        gen = json.loads((data / "csv" / "_generator.json").read_text())
+        wm = gen["totals"]["watermark"]
+        inputs = {fmt: [data / fmt / f"{t}.{fmt}" for t in ("impressions", "clicks", "listings")] for fmt in ["csv", "parquet"]}
+        out = HERE / "out" / str(n)
+        tools = {
+            "leakless (CSV in)": [leakless, "build", "--impressions", inputs["csv"][0], "--clicks", inputs["csv"][1],
+                                  "--listings", inputs["csv"][2], "--out", out / "leakless", "--watermark", wm,
+                                  "--overwrite", "--quiet"],
+            "leakless (Parquet in)": [leakless, "build", "--impressions", inputs["parquet"][0], "--clicks",
+                                      inputs["parquet"][1], "--listings", inputs["parquet"][2], "--out",
+                                      out / "leakless-parquet", "--watermark", wm, "--overwrite", "--quiet"],
+            "floor: DuckDB read 3 CSVs, write impressions partitioned": [PY, HERE / "ref_duckdb.py", *inputs["csv"], out / "floor", wm, "floor"],
+            "Polars join_asof": [PY, HERE / "ref_polars.py", *inputs["csv"], out / "polars", wm],
+            "DuckDB ASOF JOIN": [PY, HERE / "ref_duckdb.py", *inputs["csv"], out / "duckdb", wm],
+        }
+        results = {}
+        for name, cmd in tools.items():
+            runs = []
+            for _ in range(args.runs):
+                target = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-2] if cmd[-1] == "floor" else cmd[-2])
+                if not str(cmd[0]).endswith("leakless"):
+                    subprocess.run(["rm", "-rf", str(target)], check=True)
+                runs.append(timed(cmd))
+            results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), runs)
+            print(f"{n:>11,} {name:<60} {results[name][0]:7.2f} s {results[name][1]:8.0f} MB", flush=True)
+        base = results["leakless (CSV in)"][0]
+        for name, (wall, rss, _) in results.items():
+            folder = {"leakless (CSV in)": "leakless", "leakless (Parquet in)": "leakless-parquet",
+                      "Polars join_asof": "polars", "DuckDB ASOF JOIN": "duckdb"}.get(name)
+            check = "-"
+            if folder and folder != "leakless":
+                r = subprocess.run([PY, HERE / "compare.py", out / "leakless", out / folder], capture_output=True, text=True)
+                check = "identical" if r.returncode == 0 else "DIFFERENT"
+                if r.returncode != 0:
+                    notes.append(f"{n:,} {name}: {r.stdout.strip()} {r.stderr.strip()}")
+            size = du(out / folder) if folder else du(out / "floor")
+            rows.append((n, name, wall, rss, size, wall / base, check))
+        timings = json.loads(subprocess.check_output([str(c) for c in tools["leakless (CSV in)"] + ["--json"]]))["timings"]
+        notes.append(f"{n:,} leakless --timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}. Machine: {cores} cores, {mem:.0f} GiB. "
+        f"Command: `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}`.",
+        "",
+        "Data: `leakless generate --impressions N` (30 days, seed 42), CSV in, Parquet partitioned by date out; "
+        "every tool gets the same `--watermark` (the end of the period). Wall time is the median of the runs; "
+        "peak memory is the largest maximum resident set size (`/usr/bin/time`). Ratio = tool time / leakless (CSV in) time.",
+        "",
+        "| impressions | tool | wall (s) | peak RSS (MB) | output (MB) | ratio to leakless | rows vs leakless |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for n, name, wall, rss, size, ratio, check in rows:
+        lines.append(f"| {n:,} | {name} | {wall:.2f} | {rss:.0f} | {size:.0f} | {ratio:.2f} | {check} |")
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
