@@ -195,7 +195,7 @@ impl Build {
         let plan = output_plan(&ctx, pit, listings_table).await?;
 
         let staging = Staging::create(&self.out, self.overwrite)?;
-        let mut buckets = DayBuckets::new(plan.schema(), 3);
+        let mut buckets = DayBuckets::new(plan.schema(), 3, &staging.dir().join("_spill"))?;
         let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;
         let mut rows: u64 = 0;
         let mut positive_labels: u64 = 0;
@@ -228,6 +228,8 @@ impl Build {
             tokio::task::spawn_blocking(move || buckets.write(&dir, &[3, 0, 1, 2], threads))
                 .await
                 .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+        let spill = staging.dir().join("_spill");
+        std::fs::remove_dir_all(&spill).map_err(|e| Error::io("removing", &spill, e))?;
         let written = Instant::now();
 
         let rows_read: BTreeMap<Table, u64> = [&impressions, &clicks, &listings]

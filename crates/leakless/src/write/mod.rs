@@ -17,6 +17,7 @@ pub mod manifest;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{AsArray, UInt32Array};
@@ -24,6 +25,8 @@ use datafusion::arrow::compute::{
     SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -62,23 +65,38 @@ pub struct WriteTimings {
     pub encode_seconds: f64,
 }
 
-/// Batches bucketed by UTC day.
+/// Batches bucketed by UTC day, spilled to one Arrow IPC file per day so
+/// that memory does not grow with the number of rows.
 #[derive(Debug)]
 pub struct DayBuckets {
     schema: SchemaRef,
     time_column: usize,
-    days: BTreeMap<i64, Vec<RecordBatch>>,
+    spill_dir: PathBuf,
+    days: BTreeMap<i64, Spill>,
+}
+
+struct Spill {
+    path: PathBuf,
+    writer: FileWriter<BufWriter<File>>,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill").field("path", &self.path).finish()
+    }
 }
 
 impl DayBuckets {
     /// Buckets by the UTC day of `time_column`, a non-null microsecond
-    /// timestamp column.
-    pub fn new(schema: SchemaRef, time_column: usize) -> Self {
-        DayBuckets {
+    /// timestamp column, spilling into `spill_dir` (created if needed).
+    pub fn new(schema: SchemaRef, time_column: usize, spill_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(spill_dir).map_err(|e| Error::io("creating", spill_dir, e))?;
+        Ok(DayBuckets {
             schema,
             time_column,
+            spill_dir: spill_dir.to_owned(),
             days: BTreeMap::new(),
-        }
+        })
     }
 
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
@@ -91,8 +109,7 @@ impl DayBuckets {
         let day_of = |row: usize| times.value(row).div_euclid(MICROS_PER_DAY);
         let first = day_of(0);
         if (1..batch.num_rows()).all(|row| day_of(row) == first) {
-            self.days.entry(first).or_default().push(batch);
-            return Ok(());
+            return self.append(first, &batch);
         }
         let mut rows_by_day: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for row in 0..batch.num_rows() {
@@ -101,17 +118,25 @@ impl DayBuckets {
         for (day, rows) in rows_by_day {
             let part = take_record_batch(&batch, &UInt32Array::from(rows))
                 .map_err(DataFusionError::from)?;
-            self.days.entry(day).or_default().push(part);
+            self.append(day, &part)?;
         }
         Ok(())
     }
 
-    pub fn rows(&self) -> usize {
-        self.days
-            .values()
-            .flatten()
-            .map(RecordBatch::num_rows)
-            .sum()
+    fn append(&mut self, day: i64, batch: &RecordBatch) -> Result<()> {
+        let spill = match self.days.entry(day) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let path = self.spill_dir.join(format!("day-{day}.arrow"));
+                let file = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
+                let writer =
+                    FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &self.schema)
+                        .map_err(DataFusionError::from)?;
+                e.insert(Spill { path, writer })
+            }
+        };
+        spill.writer.write(batch).map_err(DataFusionError::from)?;
+        Ok(())
     }
 
     /// Sorts each day by `sort_columns` and writes it under `dir`, days in
@@ -123,16 +148,23 @@ impl DayBuckets {
         threads: usize,
     ) -> Result<(Vec<PartitionWritten>, WriteTimings)> {
         let schema = self.schema;
-        let queue = std::sync::Mutex::new(self.days.into_iter().collect::<Vec<_>>().into_iter());
+        let mut days = Vec::with_capacity(self.days.len());
+        for (day, mut spill) in self.days {
+            spill.writer.finish().map_err(DataFusionError::from)?;
+            days.push((day, spill.path));
+        }
+        let queue = std::sync::Mutex::new(days.into_iter());
         let results = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| {
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some((day, batches)) = next else { break };
-                        let written = write_day(dir, &schema, day, &batches, sort_columns);
-                        drop(batches);
+                        let Some((day, spill)) = next else { break };
+                        let written = read_spill(&spill).and_then(|batches| {
+                            write_day(dir, &schema, day, &batches, sort_columns)
+                        });
+                        let _ = std::fs::remove_file(&spill);
                         let failed = written.is_err();
                         results
                             .lock()
@@ -156,6 +188,15 @@ impl DayBuckets {
         partitions.sort_by(|a, b| a.dt.cmp(&b.dt));
         Ok((partitions, timings))
     }
+}
+
+fn read_spill(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let reader =
+        FileReader::try_new(std::io::BufReader::new(file), None).map_err(DataFusionError::from)?;
+    Ok(reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DataFusionError::from)?)
 }
 
 fn write_day(
