@@ -1,8 +1,9 @@
 //! The seeded marketplace simulator behind `leakless generate`.
 //!
 //! The model, each point checked by a test:
-//! - listing popularity is Zipf-like (weight `1 / rank^1.05`, ranks shuffled
-//!   over listing ids), so the top 1 % of listings take a large share;
+//! - listing popularity is Zipf-like (weight `1 / rank^s`, ranks shuffled
+//!   over listing ids, `s` chosen for the listing count so that the top 1 %
+//!   of listings get about 45 % of the weight at every size);
 //! - 80 % of listings exist before the start, 20 % are created during the
 //!   period; no impression of a listing precedes its `created_ts`;
 //! - traffic follows the day (busiest mid-afternoon UTC, quietest at night);
@@ -166,9 +167,10 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
     // Listings: a popularity rank each, the most popular created before the start.
     let mut ranks: Vec<usize> = (0..n_listings).collect();
     rng.shuffle(&mut ranks);
+    let exponent = zipf_exponent(n_listings, TOP_1PCT_SHARE);
     let weights: Vec<f64> = ranks
         .iter()
-        .map(|&r| 1.0 / ((r + 1) as f64).powf(1.05))
+        .map(|&r| 1.0 / ((r + 1) as f64).powf(exponent))
         .collect();
     let popularity = AliasTable::new(&weights);
     let mut totals = Totals::default();
@@ -356,6 +358,37 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         files,
         totals,
     })
+}
+
+/// The share of impressions the top 1 % of listings should get.
+const TOP_1PCT_SHARE: f64 = 0.45;
+
+/// The Zipf exponent `s` (weights `1 / rank^s`) at which the top 1 % of `n`
+/// ranks hold `share` of the weight, so that the tail looks the same at
+/// every size. Bisection over `[0.3, 2.5]`.
+fn zipf_exponent(n: usize, share: f64) -> f64 {
+    let top = n.div_ceil(100);
+    let share_at = |s: f64| {
+        let weights = (1..=n).map(|r| (r as f64).powf(-s));
+        let (mut head, mut all) = (0.0, 0.0);
+        for (i, w) in weights.enumerate() {
+            all += w;
+            if i < top {
+                head += w;
+            }
+        }
+        head / all
+    };
+    let (mut lo, mut hi) = (0.3, 2.5);
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if share_at(mid) < share {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
