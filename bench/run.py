@@ -88,7 +88,7 @@ def main():
         for name, cmd in tools.items():
             runs = []
             for _ in range(args.runs):
-                target = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-2] if cmd[-1] == "floor" else cmd[-2])
+                target = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-3] if cmd[-1] == "floor" else cmd[-2])
                 if not str(cmd[0]).endswith("leakless"):
                     subprocess.run(["rm", "-rf", str(target)], check=True)
                 runs.append(timed(cmd))
