@@ -22,7 +22,7 @@ use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 
-use super::index::{TemporalIndex, window_count};
+use super::index::{Positions, TemporalIndex};
 use crate::spec::{AggregationKind, TemporalSpec, Watermark};
 
 /// Positions of the key and time columns in the two inputs.
@@ -156,8 +156,9 @@ pub(super) fn probe_batch(
             side.index.times(keys.value(row))
         };
         let t = times.value(row);
+        let mut positions = Positions::new(events);
         for (a, out) in spec.aggregations.iter().zip(counts.iter_mut()) {
-            out.push(window_count(events, t, a.window) as i64);
+            out.push(positions.count(t, a.window) as i64);
         }
     }
     let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
