@@ -362,13 +362,15 @@ async fn output_plan(
     ])?;
     let age_micros =
         cast(col("impression_ts"), DataType::Int64) - cast(col("created_ts"), DataType::Int64);
-    let df = ctx
-        .read_table(Arc::new(pit))?
+    // Listings on the left, the build side of the hash join: the planner
+    // keeps it there (the spine side has no statistics to swap on), so the
+    // hash table holds the listings, never the impressions.
+    let df = listings
         .join(
-            listings,
-            JoinType::Left,
-            &["listing_id"],
+            ctx.read_table(Arc::new(pit))?,
+            JoinType::Right,
             &["l_listing_id"],
+            &["listing_id"],
             None,
         )?
         .select(vec![
@@ -398,7 +400,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn listings_are_broadcast_and_the_operator_sees_every_click_partition() {
+    async fn the_listings_are_the_broadcast_build_side_at_any_partition_count() {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
@@ -413,30 +415,40 @@ mod tests {
             "impressions.csv",
             "impression_id,user_id,listing_id,impression_ts\n1,1,1,2026-10-01T00:00:00Z\n",
         );
-        let policy = BadRowPolicy::Fail;
-        let pit = PointInTimeTable::try_new(
-            Arc::new(
-                Source::open(Table::Clicks, &clicks, policy)
-                    .unwrap()
-                    .table_provider()
-                    .unwrap(),
-            ),
-            Arc::new(
-                Source::open(Table::Impressions, &impressions, policy)
-                    .unwrap()
-                    .table_provider()
-                    .unwrap(),
-            ),
-            spec::listing_clicks(Watermark::MaxEventTime),
-        )
-        .unwrap();
-        let listings = MemTable::try_new(Table::Listings.schema(), vec![vec![]]).unwrap();
-        let plan = output_plan(&session(4), pit, listings).await.unwrap();
-        let text = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(false)
-            .to_string();
-        assert!(text.contains("HashJoinExec: mode=CollectLeft"), "{text}");
-        assert!(text.contains("PointInTimeExec"), "{text}");
-        assert!(find_point_in_time(&plan).is_some());
+        for partitions in [1, 2, 8] {
+            let policy = BadRowPolicy::Fail;
+            let pit = PointInTimeTable::try_new(
+                Arc::new(
+                    Source::open(Table::Clicks, &clicks, policy)
+                        .unwrap()
+                        .table_provider()
+                        .unwrap(),
+                ),
+                Arc::new(
+                    Source::open(Table::Impressions, &impressions, policy)
+                        .unwrap()
+                        .table_provider()
+                        .unwrap(),
+                ),
+                spec::listing_clicks(Watermark::MaxEventTime),
+            )
+            .unwrap();
+            let listings = MemTable::try_new(Table::Listings.schema(), vec![vec![]]).unwrap();
+            let plan = output_plan(&session(partitions), pit, listings)
+                .await
+                .unwrap();
+            let text = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(false)
+                .to_string();
+            // The listings are the build (first) child of the join.
+            let join = text
+                .find("HashJoinExec: mode=CollectLeft")
+                .unwrap_or_else(|| panic!("{text}"));
+            let listings_at = text.find("l_listing_id").unwrap();
+            let operator_at = text.find("PointInTimeExec").unwrap();
+            assert!(join < listings_at && listings_at < operator_at, "{text}");
+            assert!(text.contains("PointInTimeExec"), "{text}");
+            assert!(find_point_in_time(&plan).is_some());
+        }
     }
 }
