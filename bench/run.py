@@ -1,11 +1,12 @@
 """The leakless benchmark: leakless against hand-written DuckDB and Polars
 jobs (and a DuckDB I/O floor) on the same generated data, in one run.
 
-usage: python3 bench/run.py [--sizes 1000000,10000000] [--runs 3]
+usage: python3 bench/run.py [--sizes 1000000,10000000] [--runs 3] [--spark-max 1000000]
 
 Creates bench/.venv with DuckDB, Polars and pyarrow if missing, builds
 leakless in release mode, generates 30 days of data per size with
-`leakless generate`, runs every tool `--runs` times under /usr/bin/time,
+`leakless generate`, runs every tool `--runs` times under /usr/bin/time
+(PySpark only up to --spark-max impressions),
 checks every reference's rows against leakless's, and writes
 bench/RESULTS.md.
 """
@@ -31,7 +32,7 @@ def sh(*args, **kw):
 def ensure_venv():
     if not PY.exists():
         sh(sys.executable, "-m", "venv", VENV)
-    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb", "polars", "pyarrow")
+    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb", "polars", "pyarrow", "pyspark")
 
 
 def leakless_binary():
@@ -58,6 +59,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--spark-max", type=int, default=1_000_000, help="largest size PySpark runs at")
     args = ap.parse_args()
     ensure_venv()
     leakless = leakless_binary()
@@ -84,6 +86,8 @@ def main():
             "Polars join_asof": [PY, HERE / "ref_polars.py", *inputs["csv"], out / "polars", wm],
             "DuckDB ASOF JOIN": [PY, HERE / "ref_duckdb.py", *inputs["csv"], out / "duckdb", wm],
         }
+        if n <= args.spark_max:
+            tools["PySpark window functions, local[2]"] = [PY, HERE / "ref_spark.py", *inputs["csv"], out / "spark", wm]
         results = {}
         for name, cmd in tools.items():
             runs = []
@@ -97,7 +101,8 @@ def main():
         base = results["leakless (CSV in)"][0]
         for name, (wall, rss, _) in results.items():
             folder = {"leakless (CSV in)": "leakless", "leakless (Parquet in)": "leakless-parquet",
-                      "Polars join_asof": "polars", "DuckDB ASOF JOIN": "duckdb"}.get(name)
+                      "Polars join_asof": "polars", "DuckDB ASOF JOIN": "duckdb",
+                      "PySpark window functions, local[2]": "spark"}.get(name)
             check = "-"
             if folder and folder != "leakless":
                 r = subprocess.run([PY, HERE / "compare.py", out / "leakless", out / folder], capture_output=True, text=True)
