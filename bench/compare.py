@@ -2,7 +2,8 @@
 
 usage: compare.py LEAKLESS_DATASET OTHER_DATASET
 Both are read with DuckDB (hive partitioning), timestamps as epoch
-microseconds, sorted by impression_id, and compared column by column.
+microseconds; every column of every row is compared (a multiset difference
+both ways, so duplicates count), and the first differing impression is shown.
 """
 import sys
 
@@ -14,22 +15,19 @@ COLUMNS = [
     "clicked::INTEGER AS clicked", "dt::VARCHAR AS dt",
 ]
 
-
-def load(path):
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM read_parquet('{path}/*/*.parquet', hive_partitioning = true) "
-        "ORDER BY impression_id"
-    ).fetchall()
-
-
-a, b = load(sys.argv[1]), load(sys.argv[2])
-if len(a) != len(b):
-    sys.exit(f"row counts differ: {len(a)} vs {len(b)}")
-names = [c.split(" AS ")[-1].split("::")[0] for c in COLUMNS]
-for ra, rb in zip(a, b):
-    if ra != rb:
-        diff = {n: (x, y) for n, x, y in zip(names, ra, rb) if x != y}
-        sys.exit(f"impression {ra[0]} differs: {diff}")
-print(f"identical: {len(a)} rows")
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+for name, path in (("a", sys.argv[1]), ("b", sys.argv[2])):
+    con.execute(
+        f"CREATE TABLE {name} AS SELECT {', '.join(COLUMNS)} "
+        f"FROM read_parquet('{path}/*/*.parquet', hive_partitioning = true)"
+    )
+na = con.execute("SELECT count(*) FROM a").fetchone()[0]
+nb = con.execute("SELECT count(*) FROM b").fetchone()[0]
+if na != nb:
+    sys.exit(f"row counts differ: {na} vs {nb}")
+only_a = con.execute("SELECT * FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) ORDER BY impression_id LIMIT 1").fetchall()
+only_b = con.execute("SELECT * FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) ORDER BY impression_id LIMIT 1").fetchall()
+if only_a or only_b:
+    sys.exit(f"rows differ: leakless has {only_a}, the other has {only_b}")
+print(f"identical: {na} rows")

@@ -60,9 +60,13 @@ def main():
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--spark-max", type=int, default=1_000_000, help="largest size PySpark runs at")
+    ap.add_argument("--large", help="sizes (e.g. 100000000) to run leakless alone at, once each, "
+                    "against leakless at 10,000,000; replaces the scale section of RESULTS.md")
     args = ap.parse_args()
     ensure_venv()
     leakless = leakless_binary()
+    if args.large:
+        return scale(leakless, [int(s) for s in args.large.split(",")])
     (HERE / "out").mkdir(exist_ok=True)
     rows = []
     notes = []
@@ -133,6 +137,40 @@ def main():
         lines.append(f"| {n:,} | {name} | {wall:.2f} | {rss:.0f} | {size:.0f} | {ratio:.2f} | {check} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def scale(leakless, sizes):
+    """leakless alone at large sizes, against 10 M in the same run."""
+    lines = ["## Scale: leakless alone", "",
+             f"Command: `python3 bench/run.py --large {','.join(map(str, sizes))}` (one run each; "
+             "the data scales listings and users with impressions, 1 % and 10 %).", "",
+             "| impressions | input CSV (MB) | wall (s) | peak RSS (MB) | time / time at 10 M | rows / s | stage timings (s) |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    base = None
+    for n in [10_000_000] + sizes:
+        data = HERE / "data" / str(n) / "csv"
+        if not (data / "_generator.json").exists():
+            sh(leakless, "generate", "--out", data, "--impressions", n)
+        wm = json.loads((data / "_generator.json").read_text())["totals"]["watermark"]
+        out = HERE / "out" / f"scale-{n}"
+        cmd = [leakless, "build", "--impressions", data / "impressions.csv", "--clicks", data / "clicks.csv",
+               "--listings", data / "listings.csv", "--out", out, "--watermark", wm, "--overwrite", "--quiet", "--json"]
+        stats = HERE / "out" / ".time"
+        started = time.perf_counter()
+        summary = json.loads(subprocess.check_output(["/usr/bin/time", "-f", "%M", "-o", str(stats)] + [str(c) for c in cmd]))
+        wall = time.perf_counter() - started
+        rss = int(stats.read_text().split()[-1]) / 1024
+        base = base or wall
+        t = summary["timings"]
+        stages = ", ".join(f"{k} {t[k]:.1f}" for k in ("compute", "probe", "write", "encode"))
+        lines.append(f"| {n:,} | {du(data / 'impressions.csv'):.0f} | {wall:.1f} | {rss:.0f} | {wall / base:.1f} | "
+                     f"{n / wall / 1e6:.2f} M | {stages} |")
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    results = HERE / "RESULTS.md"
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    text = text.split("## Scale: leakless alone")[0].rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    results.write_text(text)
     print("\n".join(lines))
 
 

@@ -11,10 +11,9 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use sha2::{Digest, Sha256};
 
 use super::columns::{ColumnBuilder, Value};
-use super::{ColumnSpec, FileReader, Kind, hex};
+use super::{ColumnSpec, FileReader, Kind};
 use crate::error::{BadRow, Error, Location, Result};
 use crate::time::parse_timestamp_micros;
 
@@ -255,13 +254,12 @@ fn shorten(bytes: &[u8]) -> String {
     }
 }
 
-/// The buffered, hashed byte source of one file.
+/// The buffered byte source of one file.
 struct Input {
     file: std::fs::File,
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
-    hasher: Sha256,
 }
 
 impl Input {
@@ -286,7 +284,6 @@ impl Input {
             }
             filled += n;
         }
-        self.hasher.update(&self.buf[old..filled]);
         self.buf.truncate(filled);
         Ok(true)
     }
@@ -311,11 +308,11 @@ impl Input {
     }
 }
 
-/// Reads one CSV file; returns its row count and hash unless `emit` stopped it.
+/// Reads one CSV file; returns its row count unless `emit` stopped it.
 pub(super) fn read(
     reader: &FileReader<'_>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<(u64, String)>> {
+) -> Result<Option<u64>> {
     let path = &reader.file.path;
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let mut input = Input {
@@ -323,7 +320,6 @@ pub(super) fn read(
         buf: Vec::with_capacity(2 * CHUNK),
         pos: 0,
         eof: false,
-        hasher: Sha256::new(),
     };
     let mut fields = Vec::new();
 
@@ -443,7 +439,7 @@ pub(super) fn read(
     if pending > 0 && !emit(finish(reader, &mut builders)?) {
         return Ok(None);
     }
-    Ok(Some((rows, hex(&input.hasher.finalize()))))
+    Ok(Some(rows))
 }
 
 enum RowFault {

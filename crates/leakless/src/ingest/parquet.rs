@@ -19,7 +19,7 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{ColumnSpec, FileReader, Kind, hash_file};
+use super::{ColumnSpec, FileReader, Kind};
 use crate::error::{BadRow, Error, Location, Result};
 
 fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
@@ -32,13 +32,12 @@ fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
     }))
 }
 
-/// Reads one Parquet file; returns its row count and hash unless `emit` stopped it.
+/// Reads one Parquet file; returns its row count unless `emit` stopped it.
 pub(super) fn read(
     reader: &FileReader<'_>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<(u64, String)>> {
+) -> Result<Option<u64>> {
     let path = &reader.file.path;
-    let sha256 = hash_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(reader, e))?;
@@ -101,7 +100,7 @@ pub(super) fn read(
             return Ok(None);
         }
     }
-    Ok(Some((rows_kept, sha256)))
+    Ok(Some(rows_kept))
 }
 
 fn convertible(found: &DataType, kind: Kind) -> bool {
