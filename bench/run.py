@@ -52,7 +52,9 @@ def timed(cmd):
 
 
 def du(path):
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+    path = Path(path)
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 1e6
 
 
 def main():

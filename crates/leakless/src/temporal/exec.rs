@@ -17,7 +17,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::stream::{BuildSide, Columns, collect_build_side, probe_batch};
+use super::stream::{BuildSide, Columns, collect_build_side, cursor, probe_batch};
 use crate::spec::{AggregationKind, TemporalSpec};
 
 /// What the build side turned out to be, once collected.
@@ -256,10 +256,19 @@ impl ExecutionPlan for PointInTimeExec {
                 .get_or_try_init(|| collect_build_side(events, context, &spec, columns))
                 .await?
                 .clone();
+            let mut cursor = cursor(&side, &spec);
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
                 let _timer = probe_time.timer();
-                probe_batch(&side, &spec, columns, &output_schema, &batch, &held_back)
+                probe_batch(
+                    &side,
+                    &spec,
+                    columns,
+                    &output_schema,
+                    &batch,
+                    &mut cursor,
+                    &held_back,
+                )
             }))
         };
         let stream = futures::stream::once(probe).try_flatten();

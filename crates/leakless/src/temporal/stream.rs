@@ -22,7 +22,7 @@ use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 
-use super::index::{Positions, TemporalIndex};
+use super::index::{Cursor, TemporalIndex, WindowPlan};
 use crate::spec::{AggregationKind, TemporalSpec, Watermark};
 
 /// Positions of the key and time columns in the two inputs.
@@ -103,6 +103,12 @@ pub(super) async fn collect_build_side(
     }))
 }
 
+/// A cursor over the build side for one output stream.
+pub(super) fn cursor(side: &BuildSide, spec: &TemporalSpec) -> Cursor {
+    let windows: Vec<_> = spec.aggregations.iter().map(|a| a.window).collect();
+    Cursor::new(&side.index, WindowPlan::new(&windows))
+}
+
 /// Answers one spine batch: drops immature rows, then appends one column per
 /// aggregation.
 pub(super) fn probe_batch(
@@ -111,6 +117,7 @@ pub(super) fn probe_batch(
     columns: Columns,
     schema: &SchemaRef,
     batch: &RecordBatch,
+    cursor: &mut Cursor,
     held_back: &Count,
 ) -> Result<RecordBatch> {
     let times = batch
@@ -143,6 +150,7 @@ pub(super) fn probe_batch(
     let times = batch
         .column(columns.spine_time)
         .as_primitive::<TimestampMicrosecondType>();
+    let mut found = vec![0usize; spec.aggregations.len()];
     let mut counts: Vec<Vec<i64>> = spec
         .aggregations
         .iter()
@@ -150,15 +158,13 @@ pub(super) fn probe_batch(
         .collect();
     for row in 0..batch.num_rows() {
         // A null key matches no event.
-        let events = if keys.is_null(row) {
-            &[][..]
+        if keys.is_null(row) {
+            found.fill(0);
         } else {
-            side.index.times(keys.value(row))
-        };
-        let t = times.value(row);
-        let mut positions = Positions::new(events);
-        for (a, out) in spec.aggregations.iter().zip(counts.iter_mut()) {
-            out.push(positions.count(t, a.window) as i64);
+            cursor.counts(&side.index, keys.value(row), times.value(row), &mut found);
+        }
+        for (&n, out) in found.iter().zip(counts.iter_mut()) {
+            out.push(n as i64);
         }
     }
     let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
