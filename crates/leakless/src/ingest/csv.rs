@@ -347,18 +347,7 @@ pub(super) fn read(
         }
         _ => return Err(reader.missing_column(reader.table.columns()[0].name, &[])),
     };
-    let wanted: Vec<(usize, ColumnSpec)> = reader
-        .table
-        .columns()
-        .iter()
-        .map(|spec| {
-            header
-                .iter()
-                .position(|h| h == spec.name)
-                .map(|i| (i, *spec))
-                .ok_or_else(|| reader.missing_column(spec.name, &header))
-        })
-        .collect::<Result<_>>()?;
+    let wanted = reader.locate_columns(&header)?;
 
     let mut line: u64 = 2;
     let mut rows: u64 = 0;

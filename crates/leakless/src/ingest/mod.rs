@@ -360,6 +360,22 @@ struct FileReader<'a> {
 }
 
 impl FileReader<'_> {
+    /// Where each required column is among the file's `names`, in
+    /// canonical order; a missing one is an error naming file and column.
+    fn locate_columns(&self, names: &[String]) -> Result<Vec<(usize, ColumnSpec)>> {
+        self.table
+            .columns()
+            .iter()
+            .map(|spec| {
+                names
+                    .iter()
+                    .position(|n| n == spec.name)
+                    .map(|i| (i, *spec))
+                    .ok_or_else(|| self.missing_column(spec.name, names))
+            })
+            .collect()
+    }
+
     fn missing_column(&self, column: &str, found: &[String]) -> Error {
         Error::MissingColumn {
             path: self.file.path.clone(),

@@ -19,7 +19,7 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{ColumnSpec, FileReader, Kind};
+use super::{FileReader, Kind};
 use crate::error::{BadRow, Error, Location, Result};
 
 fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
@@ -47,18 +47,7 @@ pub(super) fn read(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let wanted: Vec<(usize, ColumnSpec)> = reader
-        .table
-        .columns()
-        .iter()
-        .map(|spec| {
-            names
-                .iter()
-                .position(|n| n == spec.name)
-                .map(|i| (i, *spec))
-                .ok_or_else(|| reader.missing_column(spec.name, &names))
-        })
-        .collect::<Result<_>>()?;
+    let wanted = reader.locate_columns(&names)?;
     for (i, spec) in &wanted {
         let found = file_schema.field(*i).data_type();
         if !convertible(found, spec.kind) {
