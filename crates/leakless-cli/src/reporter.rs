@@ -1,6 +1,6 @@
-//! Progress on stderr with indicatif; hidden when stderr is not a terminal,
-//! with `--quiet`, or under `NO_COLOR`-free pipes. Only the binary knows
-//! indicatif: the library reports through [`leakless::Reporter`].
+//! Progress on stderr with indicatif, hidden when stderr is not a terminal
+//! or with `--quiet`; it uses no colour. Only the binary knows indicatif:
+//! the library reports through [`leakless::Reporter`].
 
 use std::io::IsTerminal;
 use std::time::Duration;
