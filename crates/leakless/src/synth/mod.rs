@@ -13,9 +13,11 @@
 //!   some clicks are organic (no impression, no user);
 //! - clicks after the period's end are cut off, as in a real log extract.
 //!
-//! Generation is one thread, day by day: a day's impressions are drawn and
-//! sorted, their clicks go to a min-heap and are written once no later
-//! impression can precede them. Memory is the per-listing state plus about
+//! Generation goes day by day: a day's impressions are drawn and sorted,
+//! their clicks go to a min-heap and are released once no later impression
+//! can precede them; a second thread formats and writes each day's rows
+//! while the next day is drawn. Every random draw happens on the first
+//! thread, in a fixed order. Memory is the per-listing state plus about
 //! three days of pending clicks and one day of unresolved labels.
 //!
 //! Invariant: the same [`Params`] give the same bytes; nothing reads the
@@ -215,7 +217,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
     }
     files.push(listing_sink.finish()?);
 
-    let mut impression_sink = TableSink::create(
+    let impression_sink = TableSink::create(
         dir,
         "impressions",
         params.format,
@@ -226,7 +228,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
             ("impression_ts", Kind::Timestamp),
         ],
     )?;
-    let mut click_sink = TableSink::create(
+    let click_sink = TableSink::create(
         dir,
         "clicks",
         params.format,
@@ -243,93 +245,99 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
     let mut listing_impressions = vec![0u64; n_listings];
     let mut next_id = 1i64;
     let organic_per_impression = 0.004;
-    for day in 0..params.days {
-        let day_start = start + i64::from(day) * MICROS_PER_DAY;
-        let count = params.impressions / u64::from(params.days)
-            + u64::from(u64::from(day) < params.impressions % u64::from(params.days));
-        let mut times: Vec<i64> = (0..count)
-            .map(|_| diurnal_time(&mut rng, day_start))
-            .collect();
-        times.sort_unstable();
-        let mut day_rows: Vec<(i64, usize, i64)> = Vec::with_capacity(times.len());
-        for t in times {
-            let listing = pick_listing(&mut rng, &popularity, &listings, t);
-            let user = rng.below(params.users) as i64 + 1;
-            day_rows.push((t, listing, user));
-            // Organic clicks, spread like traffic.
-            if rng.uniform() < organic_per_impression {
-                let l = popularity.sample(&mut rng);
-                let c = t + (rng.uniform() * 3600.0) as i64 * MICROS_PER_SECOND;
-                heap.push(Reverse((c, sequence, l as i64, -1)));
-                sequence += 1;
-                totals.organic_clicks += 1;
-            }
-        }
-        for &(t, listing, user) in &day_rows {
-            let l = &listings[listing];
-            impression_sink.write(&[
-                Value::Int(next_id),
-                Value::Int(user),
-                Value::Int(listing as i64 + 1),
-                Value::Ts(t),
-            ])?;
-            next_id += 1;
-            totals.impressions += 1;
-            listing_impressions[listing] += 1;
-            if rng.uniform() < click_probability(l, t) {
-                let delay = click_delay(&mut rng);
-                if delay >= MICROS_PER_DAY {
-                    totals.clicks_after_24h += 1;
-                } else {
-                    totals.own_click_within_24h_rate += 1.0;
+    // Rows are formatted and written on a second thread, a day at a time,
+    // while the next day is drawn: at 10 M this took generation from 2.7 s
+    // on one thread (about what `build` needs) to 1.4 s, the same bytes.
+    let (day_tx, day_rx) = std::sync::mpsc::sync_channel::<DayRows>(2);
+    let written = std::thread::scope(|scope| -> Result<Vec<PathBuf>> {
+        let writer = scope.spawn(move || write_days(day_rx, impression_sink, click_sink));
+        for day in 0..params.days {
+            let day_start = start + i64::from(day) * MICROS_PER_DAY;
+            let count = params.impressions / u64::from(params.days)
+                + u64::from(u64::from(day) < params.impressions % u64::from(params.days));
+            let mut times: Vec<i64> = (0..count)
+                .map(|_| diurnal_time(&mut rng, day_start))
+                .collect();
+            times.sort_unstable();
+            let mut day_rows: Vec<(i64, usize, i64)> = Vec::with_capacity(times.len());
+            for t in times {
+                let listing = pick_listing(&mut rng, &popularity, &listings, t);
+                let user = rng.below(params.users) as i64 + 1;
+                day_rows.push((t, listing, user));
+                // Organic clicks, spread like traffic.
+                if rng.uniform() < organic_per_impression {
+                    let l = popularity.sample(&mut rng);
+                    let c = t + (rng.uniform() * 3600.0) as i64 * MICROS_PER_SECOND;
+                    heap.push(Reverse((c, sequence, l as i64, -1)));
+                    sequence += 1;
+                    totals.organic_clicks += 1;
                 }
-                if delay == 0 {
-                    totals.clicks_at_impression_time += 1;
+            }
+            let first_id = next_id;
+            let mut day_clicks = Vec::new();
+            for &(t, listing, user) in &day_rows {
+                let l = &listings[listing];
+                next_id += 1;
+                totals.impressions += 1;
+                listing_impressions[listing] += 1;
+                if rng.uniform() < click_probability(l, t) {
+                    let delay = click_delay(&mut rng);
+                    if delay >= MICROS_PER_DAY {
+                        totals.clicks_after_24h += 1;
+                    } else {
+                        totals.own_click_within_24h_rate += 1.0;
+                    }
+                    if delay == 0 {
+                        totals.clicks_at_impression_time += 1;
+                    }
+                    totals.attributed_clicks += 1;
+                    heap.push(Reverse((t + delay, sequence, listing as i64, user)));
+                    sequence += 1;
                 }
-                totals.attributed_clicks += 1;
-                heap.push(Reverse((t + delay, sequence, listing as i64, user)));
-                sequence += 1;
             }
-        }
-        // Impressions and clicks of this day, merged in time order (an
-        // impression before a click at the same time), resolve labels.
-        let day_end = day_start + MICROS_PER_DAY;
-        let mut rows = day_rows.iter().peekable();
-        while let Some(Reverse((c, _, listing, user))) = heap.peek().copied() {
-            if c >= day_end {
-                break;
-            }
-            heap.pop();
-            while let Some(&&(t, l, _)) = rows.peek() {
-                if t > c {
+            // Impressions and clicks of this day, merged in time order (an
+            // impression before a click at the same time), resolve labels.
+            let day_end = day_start + MICROS_PER_DAY;
+            let mut rows = day_rows.iter().peekable();
+            while let Some(Reverse((c, _, listing, user))) = heap.peek().copied() {
+                if c >= day_end {
                     break;
                 }
+                heap.pop();
+                while let Some(&&(t, l, _)) = rows.peek() {
+                    if t > c {
+                        break;
+                    }
+                    labels.impression(l, t);
+                    rows.next();
+                }
+                if c >= end {
+                    totals.clicks_cut_at_end += 1;
+                    continue;
+                }
+                labels.click(listing as usize, c);
+                day_clicks.push((listing, c, user));
+                totals.clicks += 1;
+            }
+            for &(t, l, _) in rows {
                 labels.impression(l, t);
-                rows.next();
             }
-            if c >= end {
-                totals.clicks_cut_at_end += 1;
-                continue;
+            let rows = DayRows {
+                first_id,
+                impressions: day_rows,
+                clicks: day_clicks,
+            };
+            if day_tx.send(rows).is_err() {
+                break; // The writer failed; its error is returned below.
             }
-            labels.click(listing as usize, c);
-            click_sink.write(&[
-                Value::Int(listing + 1),
-                Value::Ts(c),
-                if user < 0 {
-                    Value::Null
-                } else {
-                    Value::Int(user)
-                },
-            ])?;
-            totals.clicks += 1;
         }
-        for &(t, l, _) in rows {
-            labels.impression(l, t);
-        }
-    }
+        drop(day_tx);
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the writer thread panicked".into())))
+    })?;
     totals.clicks_cut_at_end += heap.len() as u64;
-    files.push(impression_sink.finish()?);
-    files.push(click_sink.finish()?);
+    files.extend(written);
 
     let (mature, ones) = labels.finish();
     totals.mature_impressions = mature;
@@ -389,6 +397,42 @@ fn zipf_exponent(n: usize, share: f64) -> f64 {
         }
     }
     (lo + hi) / 2.0
+}
+
+/// One day of generated rows for the writer thread.
+struct DayRows {
+    first_id: i64,
+    /// (time, listing index, user)
+    impressions: Vec<(i64, usize, i64)>,
+    /// (listing index, time, user or -1)
+    clicks: Vec<(i64, i64, i64)>,
+}
+
+/// Writes days of rows as they come; returns the two files.
+fn write_days(
+    days: std::sync::mpsc::Receiver<DayRows>,
+    mut impressions: TableSink,
+    mut clicks: TableSink,
+) -> Result<Vec<PathBuf>> {
+    for day in days {
+        for (i, &(t, listing, user)) in day.impressions.iter().enumerate() {
+            impressions.write(&[
+                Value::Int(day.first_id + i as i64),
+                Value::Int(user),
+                Value::Int(listing as i64 + 1),
+                Value::Ts(t),
+            ])?;
+        }
+        for &(listing, c, user) in &day.clicks {
+            let user = if user < 0 {
+                Value::Null
+            } else {
+                Value::Int(user)
+            };
+            clicks.write(&[Value::Int(listing + 1), Value::Ts(c), user])?;
+        }
+    }
+    Ok(vec![impressions.finish()?, clicks.finish()?])
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
