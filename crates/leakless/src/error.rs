@@ -81,6 +81,10 @@ pub enum Error {
     #[error("no input files for {table} under `{path}` (looked for .csv and .parquet)")]
     NoInputFiles { table: &'static str, path: PathBuf },
 
+    /// A file cannot be read as the format its extension names.
+    #[error("`{path}` is not a readable Parquet file: {reason}")]
+    UnreadableFile { path: PathBuf, reason: String },
+
     /// A file's extension names no format leakless reads.
     #[error("`{path}` is neither .csv nor .parquet")]
     UnknownFormat { path: PathBuf },
@@ -202,6 +206,10 @@ impl Error {
                 path: path.clone(),
             },
             Error::UnknownFormat { path } => Error::UnknownFormat { path: path.clone() },
+            Error::UnreadableFile { path, reason } => Error::UnreadableFile {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::DuplicateListing { path, listing_id } => Error::DuplicateListing {
                 path: path.clone(),
                 listing_id: *listing_id,

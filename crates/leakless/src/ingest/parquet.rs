@@ -23,13 +23,10 @@ use super::{FileReader, Kind};
 use crate::error::{BadRow, Error, Location, Result};
 
 fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
-    Error::BadRow(Box::new(BadRow {
+    Error::UnreadableFile {
         path: reader.file.path.clone(),
-        location: Location::Row(0),
-        column: None,
-        value: None,
-        reason: format!("not a readable Parquet file: {e}"),
-    }))
+        reason: e.to_string(),
+    }
 }
 
 /// Reads one Parquet file; returns its row count unless `emit` stopped it.

@@ -348,3 +348,22 @@ fn a_null_in_a_parquet_key_names_the_row() {
         (Location::Row(2), Some("listing_id"))
     );
 }
+
+#[test]
+fn a_file_that_is_not_parquet_is_named() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    let fake = inputs.path("clicks.parquet");
+    std::fs::write(&fake, "listing_id,click_ts\n").unwrap();
+    let build = leakless::Build::new(
+        inputs.path("impressions.csv"),
+        &fake,
+        inputs.path("listings.csv"),
+        inputs.out(),
+    );
+    let result = runtime().block_on(build.execute());
+    let Err(Error::UnreadableFile { path, .. }) = result else {
+        panic!("expected an unreadable file, got {result:?}")
+    };
+    assert_eq!(path, fake);
+    assert!(!inputs.out().exists());
+}
