@@ -53,6 +53,14 @@ pub const OUTPUT_COLUMNS: [&str; 10] = [
     "clicked",
 ];
 
+/// The position of an output column.
+fn output_index(name: &str) -> usize {
+    OUTPUT_COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .expect("a column of OUTPUT_COLUMNS")
+}
+
 /// What a finished build reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildSummary {
@@ -195,11 +203,12 @@ impl Build {
         let plan = output_plan(&ctx, pit, listings_table).await?;
 
         let staging = Staging::create(&self.out, self.overwrite)?;
-        let mut buckets = DayBuckets::new(plan.schema(), 3, &staging.dir().join("_spill"))?;
+        let spill = staging.dir().join("_spill");
+        let mut buckets = DayBuckets::new(plan.schema(), output_index("impression_ts"), &spill)?;
         let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;
         let mut rows: u64 = 0;
         let mut positive_labels: u64 = 0;
-        let clicked = OUTPUT_COLUMNS.len() - 1;
+        let clicked = output_index("clicked");
         while let Some(batch) = stream.try_next().await? {
             rows += batch.num_rows() as u64;
             let labels = batch.column(clicked).as_primitive::<Int8Type>();
@@ -224,11 +233,14 @@ impl Build {
         self.reporter.stage(Stage::Writing);
         let dir = staging.dir().to_owned();
         let threads = self.target_partitions;
+        // The row order of a day; the other columns are functions of the
+        // listing and the time, so this fixes the position of every row.
+        let sort_columns =
+            ["impression_ts", "impression_id", "user_id", "listing_id"].map(output_index);
         let (partitions, write_timings): (Vec<PartitionWritten>, _) =
-            tokio::task::spawn_blocking(move || buckets.write(&dir, &[3, 0, 1, 2], threads))
+            tokio::task::spawn_blocking(move || buckets.write(&dir, &sort_columns, threads))
                 .await
                 .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
-        let spill = staging.dir().join("_spill");
         std::fs::remove_dir_all(&spill).map_err(|e| Error::io("removing", &spill, e))?;
         let written = Instant::now();
 
