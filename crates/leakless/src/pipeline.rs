@@ -385,18 +385,17 @@ async fn output_plan(
             &["listing_id"],
             None,
         )?
-        .select(vec![
-            col("impression_id"),
-            col("user_id"),
-            col("listing_id"),
-            col("impression_ts"),
-            floor_div(age_micros, MICROS_PER_SECOND).alias("listing_age_seconds"),
-            col("price"),
-            col("category"),
-            col("prior_listing_clicks"),
-            col("listing_clicks_24h"),
-            col("clicked"),
-        ])?;
+        .select(
+            OUTPUT_COLUMNS
+                .iter()
+                .map(|&name| match name {
+                    "listing_age_seconds" => {
+                        floor_div(age_micros.clone(), MICROS_PER_SECOND).alias(name)
+                    }
+                    _ => col(name),
+                })
+                .collect::<Vec<_>>(),
+        )?;
     Ok(df.create_physical_plan().await?)
 }
 
