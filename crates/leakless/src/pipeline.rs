@@ -410,6 +410,12 @@ fn find_point_in_time(plan: &Arc<dyn ExecutionPlan>) -> Option<&PointInTimeExec>
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_manifest_defines_every_output_column_in_order() {
+        let defined = crate::write::manifest::COLUMN_DEFINITIONS.map(|(name, _)| name);
+        assert_eq!(defined, OUTPUT_COLUMNS);
+    }
+
     #[tokio::test]
     async fn the_listings_are_the_broadcast_build_side_at_any_partition_count() {
         let dir = tempfile::tempdir().unwrap();
