@@ -179,7 +179,8 @@ impl Build {
 
     /// Runs the build and commits the dataset.
     pub async fn execute(self) -> Result<BuildSummary> {
-        crate::write::check_destination(&self.out, self.overwrite)?;
+        // Checks the destination before any work; removed again on failure.
+        let staging = Staging::create(&self.out, self.overwrite)?;
         let impressions = Source::open(Table::Impressions, &self.impressions, self.policy)?;
         let clicks = Source::open(Table::Clicks, &self.clicks, self.policy)?;
         let listings = Source::open(Table::Listings, &self.listings, self.policy)?;
@@ -202,7 +203,6 @@ impl Build {
         let listings_table = MemTable::try_new(Table::Listings.schema(), vec![listing_batches])?;
         let plan = output_plan(&ctx, pit, listings_table).await?;
 
-        let staging = Staging::create(&self.out, self.overwrite)?;
         let spill = staging.dir().join("_spill");
         let mut buckets = DayBuckets::new(plan.schema(), output_index("impression_ts"), &spill)?;
         let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::Kind;
 use crate::ingest::columns::Value;
+use crate::ingest::{Kind, Table};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND, format_rfc3339};
 use rng::{AliasTable, Rng};
 use sink::TableSink;
@@ -196,17 +196,8 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         .collect();
     totals.listings = params.listings;
     let mut files = Vec::new();
-    let mut listing_sink = TableSink::create(
-        dir,
-        "listings",
-        params.format,
-        &[
-            ("listing_id", Kind::Int64),
-            ("category", Kind::Utf8),
-            ("price", Kind::Float64),
-            ("created_ts", Kind::Timestamp),
-        ],
-    )?;
+    let mut listing_sink =
+        TableSink::create(dir, "listings", params.format, &columns_of(Table::Listings))?;
     for (i, l) in listings.iter().enumerate() {
         listing_sink.write(&[
             Value::Int(i as i64 + 1),
@@ -221,23 +212,12 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         dir,
         "impressions",
         params.format,
-        &[
-            ("impression_id", Kind::Int64),
-            ("user_id", Kind::Int64),
-            ("listing_id", Kind::Int64),
-            ("impression_ts", Kind::Timestamp),
-        ],
+        &columns_of(Table::Impressions),
     )?;
-    let click_sink = TableSink::create(
-        dir,
-        "clicks",
-        params.format,
-        &[
-            ("listing_id", Kind::Int64),
-            ("click_ts", Kind::Timestamp),
-            ("user_id", Kind::Int64),
-        ],
-    )?;
+    // Clicks also carry the user, as real click logs often do.
+    let mut click_columns = columns_of(Table::Clicks);
+    click_columns.push(("user_id", Kind::Int64));
+    let click_sink = TableSink::create(dir, "clicks", params.format, &click_columns)?;
 
     let mut heap: BinaryHeap<Pending> = BinaryHeap::new();
     let mut sequence = 0u64;
@@ -433,6 +413,12 @@ fn write_days(
         }
     }
     Ok(vec![impressions.finish()?, clicks.finish()?])
+}
+
+/// The columns `leakless build` reads from `table`, in its order: the
+/// generator writes exactly what ingest expects.
+fn columns_of(table: Table) -> Vec<(&'static str, Kind)> {
+    table.columns().iter().map(|c| (c.name, c.kind)).collect()
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
