@@ -22,9 +22,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build a training dataset: one row per mature impression, features from
-    /// the past, the label from the next 24 h, as Parquet partitioned by date.
+    /// Build a training dataset from a spec: one row per mature spine row,
+    /// features from the past, labels from the future, as partitioned Parquet.
     Build(commands::build::Args),
+    /// Validate a spec against the inputs' headers without computing anything.
+    Check(commands::check::CheckArgs),
+    /// Print every output column's exact definition and the feature-set hash.
+    Explain(commands::check::ExplainArgs),
     /// Generate a realistic, seeded marketplace: impressions, clicks and
     /// listings in the schemas `build` reads.
     Generate(commands::generate::Args),
@@ -55,6 +59,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     match cli.command {
         Command::Build(args) => runtime.block_on(commands::build::run(args)),
+        Command::Check(args) => commands::check::check(args),
+        Command::Explain(args) => commands::check::explain(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
     }
@@ -73,12 +79,14 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         Error::OutputExists {
             is_dataset: false, ..
         } => Some("choose another --out; leakless only replaces folders it wrote".into()),
-        Error::NoWatermark => {
-            Some("pass --watermark with the time up to which clicks are complete".into())
+        Error::NoWatermark { .. } => {
+            Some("pass --watermark with the time up to which the label sources are complete".into())
         }
-        Error::MissingColumn { .. } => {
-            Some("`leakless build --help` lists the columns each input needs".into())
-        }
+        Error::MissingColumn { .. } => Some(
+            "fix the spec's `columns` or the file; `leakless check --spec S` checks every header"
+                .into(),
+        ),
+        Error::Spec(_) => Some("the spec reference is in docs/semantics.md".into()),
         _ => None,
     }
 }

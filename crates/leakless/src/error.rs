@@ -60,9 +60,16 @@ pub enum Error {
     #[error("bad input row: {0}")]
     BadRow(Box<BadRow>),
 
-    /// An input file lacks a column the job needs.
-    #[error("`{path}` has no column `{column}` (it has: {found})")]
+    /// The spec file is not valid: every mistake found, each with its place.
+    #[error("{0}")]
+    Spec(Box<crate::spec::SpecErrors>),
+
+    /// An input file lacks a column the spec declares.
+    #[error(
+        "`{path}` has no column `{column}`, declared in source `{source_name}` (it has: {found})"
+    )]
     MissingColumn {
+        source_name: String,
         path: PathBuf,
         column: String,
         found: String,
@@ -78,8 +85,8 @@ pub enum Error {
     },
 
     /// An input path holds no file leakless can read.
-    #[error("no input files for {table} under `{path}` (looked for .csv and .parquet)")]
-    NoInputFiles { table: &'static str, path: PathBuf },
+    #[error("no input files for source `{source_name}` at `{path}` (looked for .csv and .parquet)")]
+    NoInputFiles { source_name: String, path: PathBuf },
 
     /// A file cannot be read as the format its extension names.
     #[error("`{path}` is not a readable Parquet file: {reason}")]
@@ -89,13 +96,18 @@ pub enum Error {
     #[error("`{path}` is neither .csv nor .parquet")]
     UnknownFormat { path: PathBuf },
 
-    /// The same listing appears twice in the listings table.
-    #[error("`{path}`: listing_id {listing_id} appears more than once in the listings")]
-    DuplicateListing { path: PathBuf, listing_id: i64 },
+    /// A dimension has two rows for one key (snapshot) or for one key and
+    /// `valid_from` (versioned).
+    #[error("source `{source_name}`: {key} appears more than once{}", if *.versioned { "" } else { " (a dimension without valid_from has one row per key)" })]
+    DuplicateKey {
+        source_name: String,
+        key: String,
+        versioned: bool,
+    },
 
-    /// The watermark cannot be inferred because there are no clicks.
-    #[error("cannot infer the watermark: the clicks input has no rows")]
-    NoWatermark,
+    /// A label's watermark cannot be inferred because its source is empty.
+    #[error("cannot infer the watermark of label `{label}`: source `{source_name}` has no rows")]
+    NoWatermark { label: String, source_name: String },
 
     /// The output folder exists and may not be replaced.
     #[error("`{path}` already exists{}", if *.is_dataset { "" } else { " and is not a leakless dataset (no _manifest.json)" })]
@@ -181,11 +193,14 @@ impl Error {
     fn duplicate(&self) -> Error {
         match self {
             Error::BadRow(row) => Error::BadRow(row.clone()),
+            Error::Spec(e) => Error::Spec(e.clone()),
             Error::MissingColumn {
+                source_name,
                 path,
                 column,
                 found,
             } => Error::MissingColumn {
+                source_name: source_name.clone(),
                 path: path.clone(),
                 column: column.clone(),
                 found: found.clone(),
@@ -201,8 +216,8 @@ impl Error {
                 found: found.clone(),
                 expected: expected.clone(),
             },
-            Error::NoInputFiles { table, path } => Error::NoInputFiles {
-                table,
+            Error::NoInputFiles { source_name, path } => Error::NoInputFiles {
+                source_name: source_name.clone(),
                 path: path.clone(),
             },
             Error::UnknownFormat { path } => Error::UnknownFormat { path: path.clone() },
@@ -210,11 +225,19 @@ impl Error {
                 path: path.clone(),
                 reason: reason.clone(),
             },
-            Error::DuplicateListing { path, listing_id } => Error::DuplicateListing {
-                path: path.clone(),
-                listing_id: *listing_id,
+            Error::DuplicateKey {
+                source_name,
+                key,
+                versioned,
+            } => Error::DuplicateKey {
+                source_name: source_name.clone(),
+                key: key.clone(),
+                versioned: *versioned,
             },
-            Error::NoWatermark => Error::NoWatermark,
+            Error::NoWatermark { label, source_name } => Error::NoWatermark {
+                label: label.clone(),
+                source_name: source_name.clone(),
+            },
             Error::OutputExists { path, is_dataset } => Error::OutputExists {
                 path: path.clone(),
                 is_dataset: *is_dataset,

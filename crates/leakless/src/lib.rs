@@ -1,31 +1,29 @@
 //! leakless turns raw event logs into point-in-time correct training data.
 //!
-//! Give it impressions, clicks and listings; it writes one row per mature
-//! impression with features that look only backward in time and a label that
-//! looks only forward, as date-partitioned Parquet. See `docs/semantics.md`
-//! in the repository for the exact definitions.
+//! A spec (TOML) declares sources, keys, features over exact windows,
+//! as-of lookups of dimensions and forward-looking labels; leakless writes
+//! one row per mature spine row with features that look only backward in
+//! time and labels that look only forward, as time-partitioned Parquet. See
+//! `docs/semantics.md` in the repository for the exact definitions.
 //!
 //! ```no_run
 //! # async fn run() -> leakless::Result<()> {
-//! let summary = leakless::Build::new(
-//!     "data/impressions.csv",
-//!     "data/clicks.csv",
-//!     "data/listings.csv",
-//!     "dataset",
-//! )
-//! .execute()
-//! .await?;
+//! let summary = leakless::Build::from_spec_file("examples/marketplace/leakless.toml", "dataset")?
+//!     .execute()
+//!     .await?;
 //! // Impressions whose 24 h label window is still open are held back.
-//! let read = summary.rows_read[&leakless::ingest::Table::Impressions];
+//! let read = summary.rows_read["impressions"];
 //! assert_eq!(summary.rows_written + summary.immature_held_back, read);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The pieces, in data-flow order: [`ingest`] (files to typed batches),
-//! [`temporal`] (the point-in-time operator over a [`spec`]), [`pipeline`]
-//! (the DataFusion plan), [`write`] (partitioned Parquet and the manifest).
+//! The pieces, in data-flow order: [`spec`] (what to compute), [`ingest`]
+//! (files to typed batches), [`temporal`] (the point-in-time operator),
+//! [`pipeline`] (the DataFusion plan), [`write`] (partitioned Parquet and
+//! the manifest).
 
+pub mod check;
 pub mod error;
 pub mod ingest;
 pub mod pipeline;

@@ -10,27 +10,34 @@ use leakless::{Build, BuildSummary};
 
 use crate::reporter::Progress;
 
-/// Inputs: a CSV file (with header), a Parquet file, or a folder of them.
-/// impressions need impression_id, user_id, listing_id, impression_ts;
-/// clicks need listing_id, click_ts; listings need listing_id, category,
-/// price, created_ts. Timestamps without an offset are UTC.
+/// Either `--spec SPEC.toml` (any sources, features and labels), or the
+/// marketplace shorthand `--impressions --clicks --listings` (the built-in
+/// spec of examples/marketplace/leakless.toml). Inputs are a CSV file (with
+/// header), a Parquet file, a folder of them, or a glob. Timestamps without
+/// an offset are UTC.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Impressions: impression_id, user_id, listing_id, impression_ts
-    #[arg(long, value_name = "PATH")]
-    impressions: PathBuf,
-    /// Clicks: listing_id, click_ts (other columns are ignored)
-    #[arg(long, value_name = "PATH")]
-    clicks: PathBuf,
-    /// Listings: listing_id, category, price, created_ts
-    #[arg(long, value_name = "PATH")]
-    listings: PathBuf,
-    /// The dataset folder to write (dt=YYYY-MM-DD/part-NNNNN.parquet and _manifest.json)
+    /// The spec file (TOML): sources, spine, features, labels
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["impressions", "clicks", "listings"])]
+    spec: Option<PathBuf>,
+    /// Replace a source's path for this run (repeatable): NAME=PATH
+    #[arg(long = "source", value_name = "NAME=PATH", requires = "spec")]
+    sources: Vec<String>,
+    /// Shorthand: impressions (impression_id, user_id, listing_id, impression_ts)
+    #[arg(long, value_name = "PATH", requires_all = ["clicks", "listings"])]
+    impressions: Option<PathBuf>,
+    /// Shorthand: clicks (listing_id, click_ts; other columns are ignored)
+    #[arg(long, value_name = "PATH", requires_all = ["impressions", "listings"])]
+    clicks: Option<PathBuf>,
+    /// Shorthand: listings (listing_id, category, price, created_ts)
+    #[arg(long, value_name = "PATH", requires_all = ["impressions", "clicks"])]
+    listings: Option<PathBuf>,
+    /// The dataset folder to write (partition folders of Parquet files and _manifest.json)
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Time up to which clicks are complete (RFC 3339, UTC without offset);
-    /// default: the largest click_ts. Impressions whose 24 h label window
-    /// ends after it are held back.
+    /// Time up to which label sources are complete (RFC 3339, UTC without
+    /// offset); default: the spec's `watermark`, else each label source's
+    /// largest event time. Rows whose label windows end after it are held back.
     #[arg(long, value_name = "TIMESTAMP")]
     watermark: Option<String>,
     /// Replace an existing dataset at --out (only one leakless wrote)
@@ -50,6 +57,19 @@ pub struct Args {
     quiet: bool,
 }
 
+/// `NAME=PATH` pairs of `--source`.
+pub fn parse_overrides(sources: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    sources
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+                Ok((name.to_owned(), PathBuf::from(path)))
+            }
+            _ => bail!("--source {s:?} is not NAME=PATH"),
+        })
+        .collect()
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let watermark = match &args.watermark {
         None => None,
@@ -63,8 +83,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
+    let build = match (&args.spec, &args.impressions, &args.clicks, &args.listings) {
+        (Some(spec), _, _, _) => {
+            Build::from_spec_file_with(spec, &args.out, &parse_overrides(&args.sources)?)?
+        }
+        (None, Some(i), Some(c), Some(l)) => Build::new(i, c, l, &args.out),
+        _ => bail!("give --spec SPEC.toml, or all of --impressions, --clicks and --listings"),
+    };
     let progress = Arc::new(Progress::new(args.quiet));
-    let mut build = Build::new(&args.impressions, &args.clicks, &args.listings, &args.out)
+    let mut build = build
         .with_watermark(watermark)
         .with_overwrite(args.overwrite)
         .with_reporter(progress.clone());
@@ -92,32 +119,45 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
     let read: Vec<String> = s
         .rows_read
         .iter()
-        .map(|(t, n)| format!("{} {n}", t.name()))
+        .map(|(t, n)| format!("{t} {n}"))
         .collect();
     eprintln!(
-        "built `{}`: {} rows in {} dt partitions ({} files) in {seconds:.2} s",
+        "built `{}`: {} rows in {} partitions ({} files) in {seconds:.2} s",
         s.out.display(),
         s.rows_written,
         s.partitions,
         s.files
     );
     eprintln!("  rows read: {}", read.join(", "));
-    eprintln!(
-        "  held back: {} impressions whose 24 h label window is still open at the watermark {}",
-        s.immature_held_back, s.watermark
-    );
+    if s.spine_filtered_out > 0 {
+        eprintln!(
+            "  spine rows dropped by [spine] where: {}",
+            s.spine_filtered_out
+        );
+    }
+    if !s.watermarks.is_empty() {
+        let watermarks: Vec<String> = s
+            .watermarks
+            .iter()
+            .map(|(label, w)| format!("{label} {w}"))
+            .collect();
+        eprintln!(
+            "  held back: {} rows whose label windows are still open at the watermark ({})",
+            s.immature_held_back,
+            watermarks.join(", ")
+        );
+    }
     eprintln!("  ran on {} DataFusion partitions", s.target_partitions);
 }
 
 fn print_timings(s: &BuildSummary) {
     let t = &s.timings;
     eprintln!("  timings (s): total {:.3}", t.total);
-    eprintln!("    read listings      {:>8.3}", t.read_listings);
     eprintln!(
-        "    compute (streamed) {:>8.3}  read+parse, index, probe, join, bucket",
+        "    compute (streamed) {:>8.3}  read+parse, index, probe, bucket",
         t.compute
     );
-    eprintln!("      read clicks      {:>8.3}", t.read_clicks);
+    eprintln!("      read indexed     {:>8.3}", t.read_indexed);
     eprintln!("      index build      {:>8.3}", t.index_build);
     eprintln!("      probe (cpu)      {:>8.3}", t.probe);
     eprintln!("    write              {:>8.3}", t.write);

@@ -50,7 +50,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish();
     let summary = summary?;
     super::build::print_summary(&summary, started.elapsed().as_secs_f64());
-    let label_rate = summary.positive_labels as f64 / (summary.rows_written.max(1)) as f64;
+    let positives = summary.positive_labels.get("clicked").copied().unwrap_or(0);
+    let label_rate = positives as f64 / (summary.rows_written.max(1)) as f64;
     println!("logs:    {}", generated.dir.display());
     println!("dataset: {}", dataset.display());
     println!(

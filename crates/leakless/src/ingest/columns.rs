@@ -5,10 +5,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int8Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 
-use super::Kind;
+use crate::spec::ValueType;
 
 /// One value, before it is committed to a builder.
 pub(crate) enum Value<'a> {
@@ -17,6 +18,7 @@ pub(crate) enum Value<'a> {
     Float(f64),
     Str(Cow<'a, str>),
     Ts(i64),
+    Bool(bool),
 }
 
 pub(crate) enum ColumnBuilder {
@@ -24,15 +26,21 @@ pub(crate) enum ColumnBuilder {
     Float(Float64Builder),
     Str(StringBuilder),
     Ts(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
+    Int8(Int8Builder),
 }
 
 impl ColumnBuilder {
-    pub(crate) fn new(kind: Kind, capacity: usize) -> Self {
-        match kind {
-            Kind::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(capacity)),
-            Kind::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(capacity)),
-            Kind::Utf8 => ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
-            Kind::Timestamp => ColumnBuilder::Ts(
+    pub(crate) fn new(ty: ValueType, capacity: usize) -> Self {
+        match ty {
+            ValueType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(capacity)),
+            ValueType::Int8 => ColumnBuilder::Int8(Int8Builder::with_capacity(capacity)),
+            ValueType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            ValueType::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(capacity)),
+            ValueType::String => {
+                ColumnBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+            }
+            ValueType::Timestamp => ColumnBuilder::Ts(
                 TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
             ),
         }
@@ -44,10 +52,14 @@ impl ColumnBuilder {
             (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(*x),
             (ColumnBuilder::Str(b), Value::Str(x)) => b.append_value(x),
             (ColumnBuilder::Ts(b), Value::Ts(x)) => b.append_value(*x),
+            (ColumnBuilder::Bool(b), Value::Bool(x)) => b.append_value(*x),
+            (ColumnBuilder::Int8(b), Value::Int(x)) => b.append_value(*x as i8),
             (ColumnBuilder::Int(b), _) => b.append_null(),
             (ColumnBuilder::Float(b), _) => b.append_null(),
             (ColumnBuilder::Str(b), _) => b.append_null(),
             (ColumnBuilder::Ts(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Int8(b), _) => b.append_null(),
         }
     }
 
@@ -57,6 +69,8 @@ impl ColumnBuilder {
             ColumnBuilder::Float(b) => Arc::new(b.finish()),
             ColumnBuilder::Str(b) => Arc::new(b.finish()),
             ColumnBuilder::Ts(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int8(b) => Arc::new(b.finish()),
         }
     }
 }

@@ -13,8 +13,9 @@ use std::io::Read;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::columns::{ColumnBuilder, Value};
-use super::{ColumnSpec, FileReader, Kind};
+use super::{ColumnSpec, FileReader};
 use crate::error::{BadRow, Error, Location, Result};
+use crate::spec::ColumnType;
 use crate::time::parse_timestamp_micros;
 
 const CHUNK: usize = 8 << 20;
@@ -44,7 +45,7 @@ enum Split {
 }
 
 /// Splits the record at the start of `buf` into `fields`.
-fn split_record(buf: &[u8], at_eof: bool, fields: &mut Vec<FieldRef>) -> Split {
+fn split_record(buf: &[u8], delimiter: u8, at_eof: bool, fields: &mut Vec<FieldRef>) -> Split {
     fields.clear();
     let n = buf.len();
     let mut i = 0;
@@ -87,7 +88,7 @@ fn split_record(buf: &[u8], at_eof: bool, fields: &mut Vec<FieldRef>) -> Split {
             i = close + 1;
             match buf.get(i) {
                 None => return Split::Record { end: n, newlines },
-                Some(b',') => i += 1,
+                Some(&d) if d == delimiter => i += 1,
                 Some(b'\n') => {
                     return Split::Record {
                         end: i + 1,
@@ -118,7 +119,7 @@ fn split_record(buf: &[u8], at_eof: bool, fields: &mut Vec<FieldRef>) -> Split {
                 }
             }
         } else {
-            match memchr::memchr2(b',', b'\n', &buf[i..]) {
+            match memchr::memchr2(delimiter, b'\n', &buf[i..]) {
                 None if at_eof => {
                     let end = if n > i && buf[n - 1] == b'\r' {
                         n - 1
@@ -131,7 +132,7 @@ fn split_record(buf: &[u8], at_eof: bool, fields: &mut Vec<FieldRef>) -> Split {
                 None => return Split::NeedMore,
                 Some(k) => {
                     let e = i + k;
-                    if buf[e] == b',' {
+                    if buf[e] == delimiter {
                         fields.push(unquoted(i, e));
                         i = e + 1;
                     } else {
@@ -180,22 +181,30 @@ fn field_bytes<'a>(buf: &'a [u8], f: &FieldRef) -> Cow<'a, [u8]> {
     }
 }
 
-/// Why a value cannot be read as its column's kind.
+/// Why a value cannot be read as its column's type.
 fn parse_value<'a>(
     spec: &ColumnSpec,
     bytes: Cow<'a, [u8]>,
     quoted: bool,
+    null_values: &[String],
 ) -> Result<Value<'a>, &'static str> {
-    if bytes.is_empty() && !quoted {
+    if !quoted && null_values.iter().any(|n| n.as_bytes() == &*bytes) {
         return if spec.nullable {
             Ok(Value::Null)
         } else {
             Err("missing value")
         };
     }
-    match spec.kind {
-        Kind::Int64 => parse_i64(&bytes).map(Value::Int).ok_or("not a valid int64"),
-        Kind::Float64 => {
+    let epoch = |scale: i64| {
+        parse_i64(&bytes)
+            .ok_or("not a valid integer epoch")?
+            .checked_mul(scale)
+            .map(Value::Ts)
+            .ok_or("an epoch that overflows 64-bit microseconds")
+    };
+    match spec.ty {
+        ColumnType::Int64 => parse_i64(&bytes).map(Value::Int).ok_or("not a valid int64"),
+        ColumnType::Float64 => {
             let x = std::str::from_utf8(&bytes)
                 .ok()
                 .and_then(|s| s.parse::<f64>().ok())
@@ -206,10 +215,20 @@ fn parse_value<'a>(
                 Err("not a finite float64")
             }
         }
-        Kind::Timestamp => parse_timestamp_micros(&bytes)
+        ColumnType::Bool => match &*bytes {
+            b"1" => Ok(Value::Bool(true)),
+            b"0" => Ok(Value::Bool(false)),
+            b if b.eq_ignore_ascii_case(b"true") => Ok(Value::Bool(true)),
+            b if b.eq_ignore_ascii_case(b"false") => Ok(Value::Bool(false)),
+            _ => Err("not a valid bool (true, false, 1 or 0)"),
+        },
+        ColumnType::Timestamp => parse_timestamp_micros(&bytes)
             .map(Value::Ts)
             .ok_or("not a valid timestamp (expected RFC 3339, e.g. 2026-10-01T12:00:00Z)"),
-        Kind::Utf8 => match bytes {
+        ColumnType::TimestampS => epoch(1_000_000),
+        ColumnType::TimestampMs => epoch(1_000),
+        ColumnType::TimestampUs => epoch(1),
+        ColumnType::String => match bytes {
             Cow::Borrowed(b) => std::str::from_utf8(b)
                 .map(|s| Value::Str(Cow::Borrowed(s)))
                 .map_err(|_| "not valid UTF-8"),
@@ -298,7 +317,12 @@ impl Input {
             if self.pos == self.buf.len() && self.eof {
                 return Ok(None);
             }
-            match split_record(&self.buf[self.pos..], self.eof, fields) {
+            match split_record(
+                &self.buf[self.pos..],
+                reader.layout.csv.delimiter,
+                self.eof,
+                fields,
+            ) {
                 Split::NeedMore => {
                     self.fill(reader)?;
                 }
@@ -323,37 +347,14 @@ pub(super) fn read(
     };
     let mut fields = Vec::new();
 
-    // The header names the columns.
-    let header: Vec<String> = match input.next_record(reader, &mut fields)? {
-        Some(Split::Record { end, .. }) => {
-            let names = fields
-                .iter()
-                .map(|f| {
-                    String::from_utf8_lossy(&field_bytes(&input.buf[input.pos..], f)).into_owned()
-                })
-                .map(|name| name.trim_start_matches('\u{feff}').to_owned())
-                .collect();
-            input.pos += end;
-            names
-        }
-        Some(Split::Malformed { reason, .. }) => {
-            return Err(Error::BadRow(Box::new(BadRow {
-                path: path.clone(),
-                location: Location::Line(1),
-                column: None,
-                value: None,
-                reason: format!("header: {reason}"),
-            })));
-        }
-        _ => return Err(reader.missing_column(reader.table.columns()[0].name, &[])),
-    };
+    let header = read_header(reader, &mut input, &mut fields)?;
     let wanted = reader.locate_columns(&header)?;
 
     let mut line: u64 = 2;
     let mut rows: u64 = 0;
     let mut builders: Vec<ColumnBuilder> = wanted
         .iter()
-        .map(|(_, spec)| ColumnBuilder::new(spec.kind, reader.batch_rows))
+        .map(|(_, spec)| ColumnBuilder::new(spec.ty.value_type(), reader.batch_rows))
         .collect();
     let mut pending = 0usize;
     let bad_row = |line: u64, column: Option<&str>, value: &[u8], reason: String| BadRow {
@@ -387,7 +388,13 @@ pub(super) fn read(
         };
         let blank = fields.len() == 1 && fields[0].start == fields[0].end && !fields[0].quoted;
         if !blank {
-            match decode_row(buf, &fields, &wanted, header.len()) {
+            match decode_row(
+                buf,
+                &fields,
+                &wanted,
+                header.len(),
+                &reader.layout.csv.null_values,
+            ) {
                 Ok(values) => {
                     for (builder, value) in builders.iter_mut().zip(&values) {
                         builder.push(value);
@@ -409,7 +416,7 @@ pub(super) fn read(
                     let f = &fields[field];
                     reader.policy.route(bad_row(
                         line,
-                        Some(column),
+                        Some(&wanted[column].1.name),
                         &field_bytes(buf, f),
                         reason.to_owned(),
                     ))?
@@ -431,10 +438,64 @@ pub(super) fn read(
     Ok(Some(rows))
 }
 
+/// The column names of the header line, consumed from `input`.
+fn read_header(
+    reader: &FileReader<'_>,
+    input: &mut Input,
+    fields: &mut Vec<FieldRef>,
+) -> Result<Vec<String>> {
+    let path = &reader.file.path;
+    let header: Vec<String> = match input.next_record(reader, fields)? {
+        Some(Split::Record { end, .. }) => {
+            let names = fields
+                .iter()
+                .map(|f| {
+                    String::from_utf8_lossy(&field_bytes(&input.buf[input.pos..], f)).into_owned()
+                })
+                .map(|name| name.trim_start_matches('\u{feff}').to_owned())
+                .collect();
+            input.pos += end;
+            names
+        }
+        Some(Split::Malformed { reason, .. }) => {
+            return Err(Error::BadRow(Box::new(BadRow {
+                path: path.clone(),
+                location: Location::Line(1),
+                column: None,
+                value: None,
+                reason: format!("header: {reason}"),
+            })));
+        }
+        _ => {
+            let first = reader
+                .layout
+                .columns
+                .first()
+                .map_or("", |c| c.name.as_str());
+            return Err(reader.missing_column(first, &[]));
+        }
+    };
+    Ok(header)
+}
+
+/// The column names of a CSV file's header.
+pub(super) fn header(reader: &FileReader<'_>) -> Result<Vec<String>> {
+    let path = &reader.file.path;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut input = Input {
+        file,
+        buf: Vec::with_capacity(1 << 16),
+        pos: 0,
+        eof: false,
+    };
+    read_header(reader, &mut input, &mut Vec::new())
+}
+
 enum RowFault {
     FieldCount(usize),
     Value {
-        column: &'static str,
+        /// Position in `wanted`.
+        column: usize,
         field: usize,
         reason: &'static str,
     },
@@ -443,20 +504,24 @@ enum RowFault {
 fn decode_row<'a>(
     buf: &'a [u8],
     fields: &[FieldRef],
-    wanted: &[(usize, ColumnSpec)],
+    wanted: &[(usize, &ColumnSpec)],
     width: usize,
+    null_values: &[String],
 ) -> Result<Vec<Value<'a>>, RowFault> {
     if fields.len() != width {
         return Err(RowFault::FieldCount(fields.len()));
     }
     wanted
         .iter()
-        .map(|(i, spec)| {
+        .enumerate()
+        .map(|(column, (i, spec))| {
             let f = &fields[*i];
-            parse_value(spec, field_bytes(buf, f), f.quoted).map_err(|reason| RowFault::Value {
-                column: spec.name,
-                field: *i,
-                reason,
+            parse_value(spec, field_bytes(buf, f), f.quoted, null_values).map_err(|reason| {
+                RowFault::Value {
+                    column,
+                    field: *i,
+                    reason,
+                }
             })
         })
         .collect()
@@ -469,7 +534,7 @@ fn trim_line(bytes: &[u8]) -> &[u8] {
 
 fn finish(reader: &FileReader<'_>, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
     let columns = builders.iter_mut().map(ColumnBuilder::finish).collect();
-    Ok(RecordBatch::try_new(reader.schema.clone(), columns)
+    Ok(RecordBatch::try_new(reader.layout.schema.clone(), columns)
         .map_err(datafusion::error::DataFusionError::from)?)
 }
 
@@ -483,7 +548,7 @@ mod tests {
         let mut fields = Vec::new();
         let mut out = Vec::new();
         while pos < buf.len() {
-            match split_record(&buf[pos..], true, &mut fields) {
+            match split_record(&buf[pos..], b',', true, &mut fields) {
                 Split::Record { end, .. } => {
                     out.push(
                         fields
@@ -517,17 +582,20 @@ mod tests {
     #[test]
     fn waits_for_more_input_inside_a_record() {
         let mut fields = Vec::new();
-        assert_eq!(split_record(b"1,2", false, &mut fields), Split::NeedMore);
         assert_eq!(
-            split_record(b"1,\"a\nb", false, &mut fields),
+            split_record(b"1,2", b',', false, &mut fields),
             Split::NeedMore
         );
         assert_eq!(
-            split_record(b"1,\"a\"", false, &mut fields),
+            split_record(b"1,\"a\nb", b',', false, &mut fields),
             Split::NeedMore
         );
         assert_eq!(
-            split_record(b"1,\"a\nb\"\n", false, &mut fields),
+            split_record(b"1,\"a\"", b',', false, &mut fields),
+            Split::NeedMore
+        );
+        assert_eq!(
+            split_record(b"1,\"a\nb\"\n", b',', false, &mut fields),
             Split::Record {
                 end: 8,
                 newlines: 2
@@ -539,11 +607,11 @@ mod tests {
     fn malformed_quotes_are_reported() {
         let mut fields = Vec::new();
         assert!(matches!(
-            split_record(b"\"a\"b,1\nnext", true, &mut fields),
+            split_record(b"\"a\"b,1\nnext", b',', true, &mut fields),
             Split::Malformed { end: 7, .. }
         ));
         assert!(matches!(
-            split_record(b"\"open", true, &mut fields),
+            split_record(b"\"open", b',', true, &mut fields),
             Split::Malformed { end: 5, .. }
         ));
     }

@@ -23,125 +23,74 @@ mod parquet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::streaming::StreamingTable;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{BadRow, Error, Result};
+use crate::spec::{ColumnDef, ColumnType, CsvOptions, SourceDef, ValueType};
 
-/// The three event tables leakless reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Table {
-    Impressions,
-    Clicks,
-    Listings,
-}
-
-/// The type a required column is read as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Int64,
-    Float64,
-    Utf8,
-    /// UTC microseconds.
-    Timestamp,
-}
-
-/// One required column of an input table.
-#[derive(Debug, Clone, Copy)]
+/// One column read from a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnSpec {
-    pub name: &'static str,
-    pub kind: Kind,
+    pub name: String,
+    pub ty: ColumnType,
     /// Whether an empty value is allowed (it becomes null).
     pub nullable: bool,
 }
 
-const fn required(name: &'static str, kind: Kind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        nullable: false,
+/// What ingest reads from a source's files: its declared columns, in
+/// declared order, and how its CSV files are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// The source's name, for messages.
+    pub name: String,
+    pub columns: Vec<ColumnSpec>,
+    pub csv: CsvOptions,
+    /// The batches' schema: every column nullable, timestamps UTC µs.
+    pub schema: SchemaRef,
+}
+
+impl Layout {
+    pub fn of(def: &SourceDef) -> Layout {
+        let columns: Vec<ColumnSpec> = def
+            .columns
+            .iter()
+            .flatten()
+            .map(|c| ColumnSpec {
+                name: c.name.clone(),
+                ty: c.ty,
+                nullable: !c.required,
+            })
+            .collect();
+        Layout {
+            name: def.name.clone(),
+            schema: crate::temporal::filter::declared_schema(def),
+            columns,
+            csv: def.csv.clone(),
+        }
+    }
+
+    /// The position of column `name` in the batches.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
     }
 }
 
-const fn optional(name: &'static str, kind: Kind) -> ColumnSpec {
-    ColumnSpec {
-        name,
-        kind,
-        nullable: true,
-    }
-}
-
-impl Table {
-    pub const ALL: [Table; 3] = [Table::Impressions, Table::Clicks, Table::Listings];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Impressions => "impressions",
-            Table::Clicks => "clicks",
-            Table::Listings => "listings",
-        }
-    }
-
-    /// The columns read from this table, in canonical order.
-    pub fn columns(self) -> &'static [ColumnSpec] {
-        const IMPRESSIONS: &[ColumnSpec] = &[
-            required("impression_id", Kind::Int64),
-            required("user_id", Kind::Int64),
-            required("listing_id", Kind::Int64),
-            required("impression_ts", Kind::Timestamp),
-        ];
-        const CLICKS: &[ColumnSpec] = &[
-            required("listing_id", Kind::Int64),
-            required("click_ts", Kind::Timestamp),
-        ];
-        const LISTINGS: &[ColumnSpec] = &[
-            required("listing_id", Kind::Int64),
-            optional("category", Kind::Utf8),
-            optional("price", Kind::Float64),
-            required("created_ts", Kind::Timestamp),
-        ];
-        match self {
-            Table::Impressions => IMPRESSIONS,
-            Table::Clicks => CLICKS,
-            Table::Listings => LISTINGS,
-        }
-    }
-
-    /// The canonical Arrow schema of this table's batches.
-    pub fn schema(self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns()
-                .iter()
-                .map(|c| Field::new(c.name, c.kind.data_type(), c.nullable))
-                .collect::<Vec<_>>(),
-        ))
-    }
-}
-
-impl Kind {
-    pub fn data_type(self) -> DataType {
-        match self {
-            Kind::Int64 => DataType::Int64,
-            Kind::Float64 => DataType::Float64,
-            Kind::Utf8 => DataType::Utf8,
-            Kind::Timestamp => utc_micros(),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Kind::Int64 => "int64",
-            Kind::Float64 => "float64",
-            Kind::Utf8 => "string",
-            Kind::Timestamp => "timestamp",
-        }
+/// The Arrow type of a value type.
+pub fn arrow_type(ty: ValueType) -> DataType {
+    match ty {
+        ValueType::Int64 => DataType::Int64,
+        ValueType::Int8 => DataType::Int8,
+        ValueType::Float64 => DataType::Float64,
+        ValueType::String => DataType::Utf8,
+        ValueType::Bool => DataType::Boolean,
+        ValueType::Timestamp => utc_micros(),
     }
 }
 
@@ -208,7 +157,10 @@ pub struct FileStats {
 /// `.parquet` file below the folder `path` (hive `key=value/` folders
 /// included), in sorted order. Names starting with `.` or `_` are skipped,
 /// as Spark and pyarrow do.
-pub fn discover(table: Table, path: &Path) -> Result<Vec<InputFile>> {
+pub fn discover(source: &str, path: &Path) -> Result<Vec<InputFile>> {
+    if is_glob(path) {
+        return discover_glob(source, path);
+    }
     let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
     let mut files = Vec::new();
     if meta.is_dir() {
@@ -216,7 +168,7 @@ pub fn discover(table: Table, path: &Path) -> Result<Vec<InputFile>> {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         if files.is_empty() {
             return Err(Error::NoInputFiles {
-                table: table.name(),
+                source_name: source.to_owned(),
                 path: path.to_owned(),
             });
         }
@@ -231,6 +183,64 @@ pub fn discover(table: Table, path: &Path) -> Result<Vec<InputFile>> {
         });
     }
     Ok(files)
+}
+
+fn is_glob(path: &Path) -> bool {
+    path.to_string_lossy().contains(['*', '?', '['])
+}
+
+/// The files matching a glob (`*` and `?` within one path component, `**`
+/// across folders), in sorted order.
+fn discover_glob(source: &str, pattern: &Path) -> Result<Vec<InputFile>> {
+    let text = pattern.to_string_lossy().into_owned();
+    let cut = text.find(['*', '?', '[']).unwrap_or(text.len());
+    let root = match text[..cut].rfind('/') {
+        Some(i) => PathBuf::from(&text[..=i]),
+        None => PathBuf::from("."),
+    };
+    let mut all = Vec::new();
+    walk(&root, &mut all)?;
+    let under_cwd = !text[..cut].contains('/');
+    let mut files: Vec<InputFile> = all
+        .into_iter()
+        .filter(|f| {
+            let candidate = f.path.to_string_lossy();
+            let candidate = match under_cwd {
+                true => candidate.trim_start_matches("./"),
+                false => &candidate,
+            };
+            glob_match(text.as_bytes(), candidate.as_bytes())
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.is_empty() {
+        return Err(Error::NoInputFiles {
+            source_name: source.to_owned(),
+            path: pattern.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
+/// Whether `name` matches `pattern`: `*` any run of characters but `/`,
+/// `**` any run including `/`, `?` one character but `/`.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => {
+            let (deep, rest) = match rest.split_first() {
+                Some((b'*', r)) => (true, r.strip_prefix(b"/").unwrap_or(r)),
+                _ => (false, rest),
+            };
+            (0..=name.len())
+                .take_while(|&i| deep || i == 0 || name[i - 1] != b'/')
+                .any(|i| glob_match(rest, &name[i..]))
+        }
+        Some((b'?', rest)) => {
+            name.first().is_some_and(|&c| c != b'/') && glob_match(rest, &name[1..])
+        }
+        Some((c, rest)) => name.first() == Some(c) && glob_match(rest, &name[1..]),
+    }
 }
 
 fn walk(dir: &Path, files: &mut Vec<InputFile>) -> Result<()> {
@@ -257,43 +267,90 @@ fn walk(dir: &Path, files: &mut Vec<InputFile>) -> Result<()> {
     Ok(())
 }
 
-/// An input table as a DataFusion source: one partition per file.
+/// An input source as a DataFusion source: one partition per file.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub table: Table,
+    pub layout: Arc<Layout>,
     pub files: Vec<InputFile>,
     pub policy: BadRowPolicy,
     stats: Arc<Mutex<Vec<Option<FileStats>>>>,
 }
 
 impl Source {
-    pub fn new(table: Table, files: Vec<InputFile>, policy: BadRowPolicy) -> Self {
+    pub fn new(layout: Layout, files: Vec<InputFile>, policy: BadRowPolicy) -> Self {
         let stats = Arc::new(Mutex::new(vec![None; files.len()]));
         Source {
-            table,
+            layout: Arc::new(layout),
             files,
             policy,
             stats,
         }
     }
 
-    /// Discovers the files at `path` and makes a source of them.
-    pub fn open(table: Table, path: &Path, policy: BadRowPolicy) -> Result<Self> {
-        Ok(Source::new(table, discover(table, path)?, policy))
+    /// Discovers the files of `def` and makes a source of them.
+    pub fn open(def: &SourceDef, policy: BadRowPolicy) -> Result<Self> {
+        Ok(Source::new(
+            Layout::of(def),
+            discover(&def.name, &def.path)?,
+            policy,
+        ))
     }
 
-    /// A DataFusion table whose partition `i` streams file `i`.
-    pub fn table_provider(&self) -> Result<StreamingTable> {
+    pub fn name(&self) -> &str {
+        &self.layout.name
+    }
+
+    /// A scan whose partition `i` streams file `i`, in file order.
+    pub fn exec(&self) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.layout.schema.clone();
         let partitions = (0..self.files.len())
             .map(|index| {
                 Arc::new(FilePartition {
                     source: self.clone(),
                     index,
-                    schema: self.table.schema(),
+                    schema: schema.clone(),
                 }) as Arc<dyn PartitionStream>
             })
             .collect();
-        Ok(StreamingTable::try_new(self.table.schema(), partitions)?)
+        if self.files.is_empty() {
+            return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                schema,
+            )));
+        }
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            partitions,
+            None,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+
+    /// Rows read so far, over the files read to the end.
+    pub fn rows(&self) -> u64 {
+        self.stats().iter().map(|f| f.rows).sum()
+    }
+
+    /// Checks every file's header (CSV) or schema (Parquet) against the
+    /// declared columns, reading no rows.
+    pub fn check_columns(&self) -> Result<()> {
+        for file in &self.files {
+            let reader = FileReader {
+                file,
+                layout: &self.layout,
+                batch_rows: 1,
+                policy: self.policy,
+            };
+            match file.format {
+                Format::Csv => {
+                    let header = csv::header(&reader)?;
+                    reader.locate_columns(&header)?;
+                }
+                Format::Parquet => parquet::check(&reader)?,
+            }
+        }
+        Ok(())
     }
 
     /// Stats of every file read to the end so far, in file order.
@@ -313,8 +370,7 @@ impl Source {
         let file = &self.files[index];
         let reader = FileReader {
             file,
-            table: self.table,
-            schema: self.table.schema(),
+            layout: &self.layout,
             batch_rows: batch_rows.max(1),
             policy: self.policy,
         };
@@ -353,31 +409,31 @@ impl Source {
 /// What a format reader needs to know.
 struct FileReader<'a> {
     file: &'a InputFile,
-    table: Table,
-    schema: SchemaRef,
+    layout: &'a Layout,
     batch_rows: usize,
     policy: BadRowPolicy,
 }
 
-impl FileReader<'_> {
+impl<'a> FileReader<'a> {
     /// Where each required column is among the file's `names`, in
     /// canonical order; a missing one is an error naming file and column.
-    fn locate_columns(&self, names: &[String]) -> Result<Vec<(usize, ColumnSpec)>> {
-        self.table
-            .columns()
+    fn locate_columns(&self, names: &[String]) -> Result<Vec<(usize, &'a ColumnSpec)>> {
+        self.layout
+            .columns
             .iter()
             .map(|spec| {
                 names
                     .iter()
-                    .position(|n| n == spec.name)
-                    .map(|i| (i, *spec))
-                    .ok_or_else(|| self.missing_column(spec.name, names))
+                    .position(|n| *n == spec.name)
+                    .map(|i| (i, spec))
+                    .ok_or_else(|| self.missing_column(&spec.name, names))
             })
             .collect()
     }
 
     fn missing_column(&self, column: &str, found: &[String]) -> Error {
         Error::MissingColumn {
+            source_name: self.layout.name.clone(),
             path: self.file.path.clone(),
             column: column.to_owned(),
             found: found.join(", "),
@@ -430,4 +486,21 @@ impl PartitionStream for FilePartition {
         });
         builder.build()
     }
+}
+
+/// The columns of a source that declares none, from the schema of its first
+/// Parquet file: integers as int64, floats as float64, strings, booleans and
+/// timestamps; columns of other types are left out.
+pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, String> {
+    let files = discover(&def.name, &def.path).map_err(|e| e.to_string())?;
+    let Some(first) = files.first() else {
+        return Err("no input files".into());
+    };
+    if first.format != Format::Parquet {
+        return Err(format!(
+            "missing `columns`: `{}` is CSV, and only Parquet sources may omit them (name = \"type\")",
+            first.path.display()
+        ));
+    }
+    parquet::infer_columns(&first.path).map_err(|e| e.to_string())
 }

@@ -19,8 +19,44 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{FileReader, Kind};
+use super::{ColumnSpec, FileReader, arrow_type};
 use crate::error::{BadRow, Error, Location, Result};
+use crate::spec::{ColumnDef, ColumnType, ValueType};
+
+/// Columns with a type leakless reads, from a Parquet file's schema.
+pub(super) fn infer_columns(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::UnreadableFile {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .filter_map(|f| {
+            let ty = [
+                ColumnType::Int64,
+                ColumnType::Float64,
+                ColumnType::String,
+                ColumnType::Bool,
+                ColumnType::Timestamp,
+            ]
+            .into_iter()
+            .find(|&t| convertible(f.data_type(), t))?;
+            let ty = match (ty, f.data_type().is_floating()) {
+                (ColumnType::Float64, false) if f.data_type().is_integer() => ColumnType::Int64,
+                _ => ty,
+            };
+            Some(ColumnDef {
+                name: f.name().clone(),
+                ty,
+                required: false,
+            })
+        })
+        .collect())
+}
 
 fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
     Error::UnreadableFile {
@@ -29,11 +65,14 @@ fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads one Parquet file; returns its row count unless `emit` stopped it.
-pub(super) fn read(
-    reader: &FileReader<'_>,
-    emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<u64>> {
+/// Opens a Parquet file and finds and type-checks the declared columns.
+#[allow(clippy::type_complexity)]
+fn open_checked<'a>(
+    reader: &FileReader<'a>,
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<std::fs::File>,
+    Vec<(usize, &'a ColumnSpec)>,
+)> {
     let path = &reader.file.path;
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let builder =
@@ -47,15 +86,30 @@ pub(super) fn read(
     let wanted = reader.locate_columns(&names)?;
     for (i, spec) in &wanted {
         let found = file_schema.field(*i).data_type();
-        if !convertible(found, spec.kind) {
+        if !convertible(found, spec.ty) {
             return Err(Error::ColumnType {
                 path: path.clone(),
-                column: spec.name.to_owned(),
+                column: spec.name.clone(),
                 found: found.to_string(),
-                expected: spec.kind.describe().to_owned(),
+                expected: spec.ty.name().to_owned(),
             });
         }
     }
+    Ok((builder, wanted))
+}
+
+/// Checks that a Parquet file has the declared columns in types that read
+/// as declared, without reading its rows.
+pub(super) fn check(reader: &FileReader<'_>) -> Result<()> {
+    open_checked(reader).map(|_| ())
+}
+
+/// Reads one Parquet file; returns its row count unless `emit` stopped it.
+pub(super) fn read(
+    reader: &FileReader<'_>,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<Option<u64>> {
+    let (builder, wanted) = open_checked(reader)?;
     let mut roots: Vec<usize> = wanted.iter().map(|(i, _)| *i).collect();
     roots.sort_unstable();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
@@ -73,13 +127,13 @@ pub(super) fn read(
             .iter()
             .map(|(i, spec)| {
                 let position = roots.iter().position(|r| r == i).expect("projected column");
-                convert(batch.column(position), spec.kind)
+                convert(batch.column(position), spec.ty)
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(DataFusionError::from)?;
         let columns = validate(reader, columns, batch.num_rows(), rows_seen)?;
-        let typed =
-            RecordBatch::try_new(reader.schema.clone(), columns).map_err(DataFusionError::from)?;
+        let typed = RecordBatch::try_new(reader.layout.schema.clone(), columns)
+            .map_err(DataFusionError::from)?;
         rows_seen += batch.num_rows() as u64;
         rows_kept += typed.num_rows() as u64;
         if typed.num_rows() > 0 && !emit(typed) {
@@ -89,40 +143,58 @@ pub(super) fn read(
     Ok(Some(rows_kept))
 }
 
-fn convertible(found: &DataType, kind: Kind) -> bool {
-    match kind {
-        Kind::Int64 => found.is_integer(),
-        Kind::Float64 => found.is_floating() || found.is_integer(),
-        Kind::Utf8 => match found {
-            DataType::Dictionary(_, value) => convertible(value, kind),
+fn convertible(found: &DataType, ty: ColumnType) -> bool {
+    match ty {
+        ColumnType::Int64 => found.is_integer(),
+        ColumnType::Float64 => found.is_floating() || found.is_integer(),
+        ColumnType::Bool => found == &DataType::Boolean,
+        ColumnType::String => match found {
+            DataType::Dictionary(_, value) => convertible(value, ty),
             other => matches!(
                 other,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             ),
         },
-        Kind::Timestamp => matches!(found, DataType::Timestamp(..)),
+        ColumnType::Timestamp => matches!(found, DataType::Timestamp(..)),
+        ColumnType::TimestampS | ColumnType::TimestampMs | ColumnType::TimestampUs => {
+            found.is_integer() || matches!(found, DataType::Timestamp(..))
+        }
     }
 }
 
-fn convert(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+fn convert(
+    array: &ArrayRef,
+    ty: ColumnType,
+) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
     let strict = CastOptions {
         safe: false,
         ..Default::default()
     };
-    if kind != Kind::Timestamp {
-        return cast_with_options(array, &kind.data_type(), &strict);
+    let value_type = ty.value_type();
+    if value_type != ValueType::Timestamp {
+        return cast_with_options(array, &arrow_type(value_type), &strict);
     }
-    let DataType::Timestamp(unit, _) = array.data_type() else {
-        unreachable!("checked by convertible")
+    let unit = match (array.data_type(), ty) {
+        (DataType::Timestamp(unit, _), _) => *unit,
+        // Integer epochs in the declared unit.
+        (_, ColumnType::TimestampS) => TimeUnit::Second,
+        (_, ColumnType::TimestampMs) => TimeUnit::Millisecond,
+        _ => TimeUnit::Microsecond,
+    };
+    let array = if matches!(array.data_type(), DataType::Timestamp(..)) {
+        array.clone()
+    } else {
+        let ints = cast_with_options(array, &DataType::Int64, &strict)?;
+        cast_with_options(&ints, &DataType::Timestamp(unit, None), &strict)?
     };
     // Floor to microseconds; the zone only labels the instant, which is UTC.
     let micros: TimestampMicrosecondArray = match unit {
         TimeUnit::Second => array
             .as_primitive::<TimestampSecondType>()
-            .unary(|s| s.saturating_mul(1_000_000)),
+            .try_unary(|s| s.checked_mul(1_000_000).ok_or_else(overflow))?,
         TimeUnit::Millisecond => array
             .as_primitive::<TimestampMillisecondType>()
-            .unary(|ms| ms.saturating_mul(1_000)),
+            .try_unary(|ms| ms.checked_mul(1_000).ok_or_else(overflow))?,
         TimeUnit::Microsecond => array
             .as_primitive::<TimestampMicrosecondType>()
             .unary(|us| us),
@@ -133,6 +205,12 @@ fn convert(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, datafusion::arrow::
     Ok(Arc::new(micros.with_timezone("UTC")))
 }
 
+fn overflow() -> datafusion::arrow::error::ArrowError {
+    datafusion::arrow::error::ArrowError::ComputeError(
+        "a timestamp overflows 64-bit microseconds".into(),
+    )
+}
+
 /// Routes rows with a null in a required column or a non-finite float.
 fn validate(
     reader: &FileReader<'_>,
@@ -141,14 +219,16 @@ fn validate(
     first_row: u64,
 ) -> Result<Vec<ArrayRef>> {
     let mut keep: Option<Vec<bool>> = None;
-    for (spec, column) in reader.table.columns().iter().zip(&columns) {
-        if column.null_count() == 0 && spec.kind != Kind::Float64 {
+    for (spec, column) in reader.layout.columns.iter().zip(&columns) {
+        let spec: &ColumnSpec = spec;
+        let is_float = spec.ty == ColumnType::Float64;
+        if column.null_count() == 0 && !is_float {
             continue;
         }
         for row in 0..num_rows {
             let fault = if column.is_null(row) {
                 (!spec.nullable).then_some(("missing value", None))
-            } else if spec.kind == Kind::Float64 {
+            } else if is_float {
                 let x = column.as_primitive::<Float64Type>().value(row);
                 (!x.is_finite()).then(|| ("not a finite float64", Some(x.to_string())))
             } else {
@@ -158,7 +238,7 @@ fn validate(
                 reader.policy.route(BadRow {
                     path: reader.file.path.clone(),
                     location: Location::Row(first_row + row as u64 + 1),
-                    column: Some(spec.name.to_owned()),
+                    column: Some(spec.name.clone()),
                     value,
                     reason: reason.to_owned(),
                 })?;

@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ingest::columns::Value;
-use crate::ingest::{Kind, Table};
+use crate::spec::ValueType;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND, format_rfc3339};
 use rng::{AliasTable, Rng};
 use sink::TableSink;
@@ -197,7 +197,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
     totals.listings = params.listings;
     let mut files = Vec::new();
     let mut listing_sink =
-        TableSink::create(dir, "listings", params.format, &columns_of(Table::Listings))?;
+        TableSink::create(dir, "listings", params.format, &columns_of("listings"))?;
     for (i, l) in listings.iter().enumerate() {
         listing_sink.write(&[
             Value::Int(i as i64 + 1),
@@ -212,11 +212,11 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         dir,
         "impressions",
         params.format,
-        &columns_of(Table::Impressions),
+        &columns_of("impressions"),
     )?;
     // Clicks also carry the user, as real click logs often do.
-    let mut click_columns = columns_of(Table::Clicks);
-    click_columns.push(("user_id", Kind::Int64));
+    let mut click_columns = columns_of("clicks");
+    click_columns.push(("user_id".into(), ValueType::Int64));
     let click_sink = TableSink::create(dir, "clicks", params.format, &click_columns)?;
 
     let mut heap: BinaryHeap<Pending> = BinaryHeap::new();
@@ -415,10 +415,16 @@ fn write_days(
     Ok(vec![impressions.finish()?, clicks.finish()?])
 }
 
-/// The columns `leakless build` reads from `table`, in its order: the
-/// generator writes exactly what ingest expects.
-fn columns_of(table: Table) -> Vec<(&'static str, Kind)> {
-    table.columns().iter().map(|c| (c.name, c.kind)).collect()
+/// The columns the shorthand's built-in spec reads from `source`, in its
+/// order: the generator writes exactly what ingest expects.
+fn columns_of(source: &str) -> Vec<(String, ValueType)> {
+    let spec = crate::spec::marketplace(PathBuf::new(), PathBuf::new(), PathBuf::new());
+    spec.source(source)
+        .and_then(|s| s.columns.as_ref())
+        .expect("the built-in spec declares its columns")
+        .iter()
+        .map(|c| (c.name.clone(), c.ty.value_type()))
+        .collect()
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -16,8 +16,9 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::Kind;
+use crate::ingest::arrow_type;
 use crate::ingest::columns::{ColumnBuilder, Value};
+use crate::spec::ValueType;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND, civil_from_days};
 
 const BATCH_ROWS: usize = 65_536;
@@ -65,7 +66,7 @@ impl TableSink {
         dir: &Path,
         name: &str,
         format: OutputFormat,
-        columns: &[(&str, Kind)],
+        columns: &[(String, ValueType)],
     ) -> Result<Self> {
         let path = dir.join(format!("{name}.{}", format.extension()));
         let tmp = dir.join(format!(".{name}.{}.tmp", format.extension()));
@@ -73,7 +74,7 @@ impl TableSink {
         let target = match format {
             OutputFormat::Csv => {
                 let mut out = BufWriter::with_capacity(1 << 20, file);
-                let header: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                let header: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
                 writeln!(out, "{}", header.join(",")).map_err(|e| Error::io("writing", &tmp, e))?;
                 Target::Csv {
                     out,
@@ -85,7 +86,7 @@ impl TableSink {
                 let schema = Arc::new(Schema::new(
                     columns
                         .iter()
-                        .map(|(name, kind)| Field::new(*name, kind.data_type(), true))
+                        .map(|(name, ty)| Field::new(name, arrow_type(*ty), true))
                         .collect::<Vec<_>>(),
                 ));
                 let props = WriterProperties::builder()
@@ -102,7 +103,7 @@ impl TableSink {
                     })?;
                 let builders = columns
                     .iter()
-                    .map(|(_, kind)| ColumnBuilder::new(*kind, BATCH_ROWS))
+                    .map(|(_, ty)| ColumnBuilder::new(*ty, BATCH_ROWS))
                     .collect();
                 Target::Parquet {
                     writer: Box::new(writer),
@@ -196,6 +197,9 @@ fn format_cell(line: &mut String, day_cache: &mut Option<(i64, String)>, value: 
             let _ = write!(line, "{x}");
         }
         Value::Float(x) => {
+            let _ = write!(line, "{x}");
+        }
+        Value::Bool(x) => {
             let _ = write!(line, "{x}");
         }
         Value::Str(s) if s.contains([',', '"', '\n', '\r']) => {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -17,160 +17,148 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::stream::{BuildSide, Columns, collect_build_side, cursor, probe_batch};
-use crate::spec::{AggregationKind, TemporalSpec};
+use super::indexed::{IndexedSide, collect};
+use super::plan::PitPlan;
+use super::stream::{Prober, label_watermarks};
+use crate::ingest::arrow_type;
 
-/// What the build side turned out to be, once collected.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BuildSummary {
-    /// Events indexed.
-    pub events: usize,
-    /// Distinct keys.
-    pub keys: usize,
-    /// The watermark in force (UTC microseconds); `None` without labels.
-    pub watermark: Option<i64>,
-    /// Seconds spent reading the events, and sorting them into the index.
+/// What the indexed side turned out to be, once collected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedSummary {
+    /// Rows read per input source, in the plan's input order.
+    pub rows: Vec<(String, usize)>,
+    /// Events indexed per index.
+    pub events: Vec<usize>,
+    /// The watermark of each label (UTC µs).
+    pub watermarks: Vec<(String, Option<i64>)>,
+    /// Seconds spent reading the inputs, and building the indexes.
     pub collect_seconds: f64,
     pub index_seconds: f64,
 }
 
-/// Point-in-time aggregations of `events` for every row of `spine`.
+/// Point-in-time features and labels for every row of the spine.
 ///
 /// See the [module docs](super) for semantics, distribution and memory.
 #[derive(Debug)]
 pub struct PointInTimeExec {
-    events: Arc<dyn ExecutionPlan>,
-    spine: Arc<dyn ExecutionPlan>,
-    spec: TemporalSpec,
-    columns: Columns,
+    /// The indexed sources in the plan's input order, then the spine.
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    plan: Arc<PitPlan>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
-    build: Arc<OnceCell<Arc<BuildSide>>>,
+    indexed: Arc<OnceCell<Arc<IndexedSide>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl PointInTimeExec {
-    /// Checks the columns the spec names and derives the output schema: the
-    /// spine's columns, then one column per aggregation.
+    /// `inputs`: one scan per source in `plan.inputs`, in that order;
+    /// `spine`: the spine source's scan.
     pub fn try_new(
-        events: Arc<dyn ExecutionPlan>,
+        inputs: Vec<Arc<dyn ExecutionPlan>>,
         spine: Arc<dyn ExecutionPlan>,
-        spec: TemporalSpec,
+        plan: Arc<PitPlan>,
     ) -> Result<Self> {
-        spec.validate().map_err(DataFusionError::Plan)?;
-        let columns = Columns {
-            event_key: find(&events.schema(), &spec.event_key, false)?,
-            event_time: find(&events.schema(), &spec.event_time, true)?,
-            spine_key: find(&spine.schema(), &spec.spine_key, false)?,
-            spine_time: find(&spine.schema(), &spec.spine_time, true)?,
-        };
-        let spine_schema = spine.schema();
-        let mut fields: Vec<Arc<Field>> = spine_schema.fields().iter().cloned().collect();
-        for a in &spec.aggregations {
-            if spine_schema.field_with_name(&a.name).is_ok() {
-                return Err(DataFusionError::Plan(format!(
-                    "aggregation `{}` has the name of a spine column",
-                    a.name
-                )));
-            }
-            let data_type = match a.kind {
-                AggregationKind::Count => DataType::Int64,
-                AggregationKind::Exists => DataType::Int8,
-            };
-            fields.push(Arc::new(Field::new(&a.name, data_type, false)));
+        if inputs.len() != plan.inputs.len() {
+            return Err(DataFusionError::Plan(format!(
+                "PointInTimeExec reads {} sources, got {} inputs",
+                plan.inputs.len(),
+                inputs.len()
+            )));
         }
-        let schema = Arc::new(Schema::new(fields));
+        let schema = output_schema(&plan);
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             spine.output_partitioning().clone(),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
+        let mut children = inputs;
+        children.push(spine);
         Ok(PointInTimeExec {
-            events,
-            spine,
-            spec,
-            columns,
+            children,
+            plan,
             schema,
             cache,
-            build: Arc::new(OnceCell::new()),
+            indexed: Arc::new(OnceCell::new()),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
-    pub fn spec(&self) -> &TemporalSpec {
-        &self.spec
+    pub fn plan(&self) -> &PitPlan {
+        &self.plan
     }
 
-    /// The collected build side, once some partition has collected it.
-    pub fn build_summary(&self) -> Option<BuildSummary> {
-        self.build.get().map(|side| BuildSummary {
-            events: side.index.len(),
-            keys: side.index.keys(),
-            watermark: side.watermark,
+    /// The collected indexed side, once some partition has collected it.
+    pub fn indexed_summary(&self) -> Option<IndexedSummary> {
+        self.indexed.get().map(|side| IndexedSummary {
+            rows: self
+                .plan
+                .inputs
+                .iter()
+                .cloned()
+                .zip(side.rows.iter().copied())
+                .collect(),
+            events: side.indexes.iter().map(|i| i.times.len()).collect(),
+            watermarks: label_watermarks(side, &self.plan),
             collect_seconds: side.collect_seconds,
             index_seconds: side.index_seconds,
         })
     }
 
-    /// Spine rows dropped as immature, over all partitions run so far.
-    pub fn held_back(&self) -> usize {
+    fn metric(&self, name: &str) -> usize {
         self.metrics
             .clone_inner()
-            .sum_by_name("held_back")
+            .sum_by_name(name)
             .map_or(0, |v| v.as_usize())
+    }
+
+    /// Spine rows dropped as immature, over all partitions run so far.
+    pub fn held_back(&self) -> usize {
+        self.metric("held_back")
+    }
+
+    /// Spine rows dropped by the spine's `where`.
+    pub fn filtered_out(&self) -> usize {
+        self.metric("spine_filtered")
     }
 
     /// Seconds spent probing, summed over partitions.
     pub fn probe_seconds(&self) -> f64 {
-        self.metrics
-            .clone_inner()
-            .sum_by_name("probe_time")
-            .map_or(0.0, |v| v.as_usize() as f64 / 1e9)
+        self.metric("probe_time") as f64 / 1e9
+    }
+
+    fn spine(&self) -> &Arc<dyn ExecutionPlan> {
+        self.children.last().expect("the spine is the last child")
     }
 }
 
-/// Index of an `Int64` key or a microsecond timestamp column.
-fn find(schema: &Schema, name: &str, time: bool) -> Result<usize> {
-    let (index, field) = schema
-        .column_with_name(name)
-        .ok_or_else(|| DataFusionError::Plan(format!("no column `{name}`")))?;
-    let ok = if time {
-        matches!(
-            field.data_type(),
-            DataType::Timestamp(TimeUnit::Microsecond, _)
-        )
-    } else {
-        field.data_type() == &DataType::Int64
-    };
-    if !ok {
-        return Err(DataFusionError::Plan(format!(
-            "column `{name}` is {}, expected {}",
-            field.data_type(),
-            if time {
-                "a microsecond timestamp"
-            } else {
-                "Int64"
-            }
-        )));
-    }
-    Ok(index)
+/// Spine columns, the spine time, then one column per feature and label;
+/// every column nullable, so that the schema depends on the definitions
+/// only (not on which input columns are `required`).
+fn output_schema(plan: &PitPlan) -> SchemaRef {
+    Arc::new(Schema::new(
+        plan.spec
+            .output_columns()
+            .into_iter()
+            .map(|c| Field::new(c.name, arrow_type(c.ty), true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 impl DisplayAs for PointInTimeExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let names: Vec<&str> = self
-            .spec
-            .aggregations
+            .plan
+            .columns
             .iter()
-            .map(|a| a.name.as_str())
+            .map(|c| c.derived.name.as_str())
             .collect();
         write!(
             f,
-            "PointInTimeExec: on=({}, {}) at {} aggregations=[{}]",
-            self.spec.event_key,
-            self.spec.spine_key,
-            self.spec.spine_time,
+            "PointInTimeExec: spine={} at {} indexes={} columns=[{}]",
+            self.plan.spec.spine.source,
+            self.plan.spec.spine.time,
+            self.plan.indexes.len(),
             names.join(", ")
         )
     }
@@ -186,7 +174,7 @@ impl ExecutionPlan for PointInTimeExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.events, &self.spine]
+        self.children.iter().collect()
     }
 
     fn apply_expressions(
@@ -200,36 +188,51 @@ impl ExecutionPlan for PointInTimeExec {
         self.input_distribution_requirements().into_per_child()
     }
 
+    /// Indexed inputs are read whole, partition by partition in order (the
+    /// input order that breaks ties); the spine in any partitioning.
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        InputDistributionRequirements::new(vec![
-            Distribution::SinglePartition,
-            Distribution::UnspecifiedDistribution,
-        ])
+        InputDistributionRequirements::new(
+            self.children
+                .iter()
+                .map(|_| Distribution::UnspecifiedDistribution)
+                .collect(),
+        )
+    }
+
+    /// Repartitioning an indexed input would shuffle its tie order.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        let mut benefits = vec![false; self.children.len()];
+        *benefits.last_mut().expect("a spine") = true;
+        benefits
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![false, true]
+        let mut keeps = vec![false; self.children.len()];
+        *keeps.last_mut().expect("a spine") = true;
+        keeps
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [events, spine]: [Arc<dyn ExecutionPlan>; 2] = children
-            .try_into()
-            .map_err(|_| DataFusionError::Internal("PointInTimeExec has two children".into()))?;
+        let spine = children
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("PointInTimeExec needs a spine".into()))?;
         Ok(Arc::new(PointInTimeExec::try_new(
-            events,
+            children,
             spine,
-            self.spec.clone(),
+            self.plan.clone(),
         )?))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut children = self.children.clone();
+        let spine = children.pop().expect("a spine");
         Ok(Arc::new(PointInTimeExec::try_new(
-            self.events.clone(),
-            self.spine.clone(),
-            self.spec.clone(),
+            children,
+            spine,
+            self.plan.clone(),
         )?))
     }
 
@@ -242,33 +245,28 @@ impl ExecutionPlan for PointInTimeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let spine = self.spine.execute(partition, context.clone())?;
+        let spine = self.spine().execute(partition, context.clone())?;
         let held_back = MetricBuilder::new(&self.metrics).counter("held_back", partition);
+        let filtered = MetricBuilder::new(&self.metrics).counter("spine_filtered", partition);
         let probe_time = MetricBuilder::new(&self.metrics).subset_time("probe_time", partition);
-        let build = self.build.clone();
-        let events = self.events.clone();
-        let spec = self.spec.clone();
-        let columns = self.columns;
+        let indexed = self.indexed.clone();
+        let inputs: Vec<Arc<dyn ExecutionPlan>> = self.children[..self.children.len() - 1].to_vec();
+        let plan = self.plan.clone();
         let schema = self.schema.clone();
         let output_schema = schema.clone();
         let probe = async move {
-            let side = build
-                .get_or_try_init(|| collect_build_side(events, context, &spec, columns))
+            let side = indexed
+                .get_or_try_init(|| collect(inputs, plan.clone(), context))
                 .await?
                 .clone();
-            let mut cursor = cursor(&side, &spec);
+            let mut prober = Prober::try_new(side, plan, output_schema)?;
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
                 let _timer = probe_time.timer();
-                probe_batch(
-                    &side,
-                    &spec,
-                    columns,
-                    &output_schema,
-                    &batch,
-                    &mut cursor,
-                    &held_back,
-                )
+                let probed = prober.probe(&batch)?;
+                held_back.add(probed.immature);
+                filtered.add(probed.filtered);
+                Ok(probed.batch)
             }))
         };
         let stream = futures::stream::once(probe).try_flatten();

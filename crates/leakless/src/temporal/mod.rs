@@ -1,34 +1,38 @@
-//! The point-in-time operator: counts of past events and labels from future
-//! events for every spine row, by binary search in a per-key index.
+//! The point-in-time operator: features from past events, labels from
+//! future events and as-of lookups of dimensions, for every spine row, by
+//! binary search in per-key sorted indexes.
 //!
 //! # Semantics
-//! For a spine row with key `k` and time `t`, each [`Aggregation`] looks at
-//! the events with key `k` whose time falls in its [`Window`]:
-//! - `Past { lookback: None }`: `ts < t`;
-//! - `Past { lookback: w }`: `t - w <= ts < t`;
-//! - `Future { horizon: h }`: `t <= ts < t + h`.
+//! For a spine row at time `t` and a derived column over a source with
+//! delay `d` (see `docs/semantics.md` for every op):
+//! - a feature with window `w` sees the events with `t - d - w <= e < t - d`
+//!   (lifetime: `e < t - d`);
+//! - a label with offset `o` and window `w` sees `t + o <= e < t + o + w`;
+//! - a dimension lookup takes the row for the key (snapshot) or the version
+//!   with the greatest `valid_from < t - d`.
 //!
-//! An event at exactly `t` is future. Rows with `t + h > watermark` (for the
-//! largest `h`) are immature: they are dropped and counted in the
-//! `held_back` metric. The watermark is fixed or the largest event time.
+//! Events at one instant keep input order (files in path order, then row
+//! order). Rows with `t + o + w > watermark` for some label are immature:
+//! dropped and counted in the `held_back` metric; rows failing the spine's
+//! `where` are dropped and counted in `spine_filtered`.
 //!
 //! # Inputs, distribution and memory
-//! Child 0 is the event (build) side and must be one partition; it is
-//! collected once into a [`TemporalIndex`] shared by every output partition,
-//! its memory reserved from the pool. Child 1 is the spine (probe) side in
-//! any partitioning; each of its batches streams through, and the output has
-//! the spine's partitioning and row order with immature rows removed. Memory
-//! is the index (16 bytes an event plus a hash entry a key) and one batch.
-//! Nothing joins spine rows to events.
+//! Children `0..k` are the indexed sources, read whole, partition by
+//! partition in order; they are collected once into [`KeyIndex`]es shared by
+//! every output partition, their memory reserved from the pool. The last
+//! child is the spine in any partitioning; each of its batches streams
+//! through, and the output has the spine's partitioning and row order with
+//! filtered and immature rows removed. Nothing joins spine rows to events.
 //!
-//! [`Aggregation`]: crate::spec::Aggregation
-//! [`Window`]: crate::spec::Window
+//! [`KeyIndex`]: indexed::KeyIndex
 
 mod exec;
+pub mod filter;
 pub mod index;
+mod indexed;
+mod keys;
+pub mod plan;
 mod stream;
-mod table;
 
-pub use exec::{BuildSummary, PointInTimeExec};
-pub use index::TemporalIndex;
-pub use table::PointInTimeTable;
+pub use exec::{IndexedSummary, PointInTimeExec};
+pub use plan::PitPlan;

@@ -1,180 +1,465 @@
-//! Collecting the build side and probing spine batches.
+//! Probing spine batches against the indexed side.
 //!
-//! Each output partition runs:
+//! Each output partition runs this state machine:
 //!
 //! ```text
-//!   wait for build side ──(first partition collects it, others wait)──┐
-//!                                                                     v
-//!   spine batch ──> filter immature rows ──> binary searches ──> output batch
+//!   Waiting ──(the first partition collects the indexed side, the others
+//!              wait for it)──> Probing ──(spine exhausted)──> Done
+//!   Probing: spine batch ─> `where` ─> drop immature rows ─> per index:
+//!            key slots, window ranges by cursor ─> ops ─> output batch
 //! ```
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, Int64Array};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int8Array, Int64Array, RecordBatch,
+    UInt32Array, make_comparator,
+};
+use datafusion::arrow::compute::{SortOptions, filter_record_batch, take};
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::physical_plan::metrics::Count;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use futures::TryStreamExt;
 
-use super::index::{Cursor, TemporalIndex, WindowPlan};
-use crate::spec::{AggregationKind, TemporalSpec, Watermark};
+use super::filter::FilterExpr;
+use super::index::{Cursor, WindowPlan};
+use super::indexed::{IndexedSide, KeyIndex, SortedValues};
+use super::keys::KeyColumns;
+use super::plan::{ColumnPlan, PitPlan};
+use crate::spec::Op;
+use crate::time::MICROS_PER_SECOND;
 
-/// Positions of the key and time columns in the two inputs.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Columns {
-    pub event_key: usize,
-    pub event_time: usize,
-    pub spine_key: usize,
-    pub spine_time: usize,
+/// The per-stream state of probing: one cursor per index.
+pub(super) struct Prober {
+    side: Arc<IndexedSide>,
+    plan: Arc<PitPlan>,
+    schema: SchemaRef,
+    cursors: Vec<Cursor>,
+    spine_filter: Option<FilterExpr>,
+    /// Per label: the end of its window past `t` and its watermark.
+    maturity: Vec<(i64, i64)>,
 }
 
-/// The collected event side, shared by all output partitions.
-#[derive(Debug)]
-pub(super) struct BuildSide {
-    pub index: TemporalIndex,
-    /// The watermark in force; `None` when the spec has no label.
-    pub watermark: Option<i64>,
-    /// Seconds spent reading the events, and building the index from them.
-    pub collect_seconds: f64,
-    pub index_seconds: f64,
-    _reservation: MemoryReservation,
+/// What one spine batch became.
+pub(super) struct Probed {
+    pub batch: RecordBatch,
+    pub filtered: usize,
+    pub immature: usize,
 }
 
-/// Reads every partition of `events` into a [`TemporalIndex`]. Events with a
-/// null key or time are skipped: they belong to no key and no instant.
-pub(super) async fn collect_build_side(
-    events: Arc<dyn ExecutionPlan>,
-    context: Arc<TaskContext>,
-    spec: &TemporalSpec,
-    columns: Columns,
-) -> Result<Arc<BuildSide>> {
-    let started = Instant::now();
-    let reservation = MemoryConsumer::new("PointInTimeExec[build]").register(context.memory_pool());
-    let mut pairs: Vec<(i64, i64)> = Vec::new();
-    for partition in 0..events.output_partitioning().partition_count() {
-        let mut stream = events.execute(partition, context.clone())?;
-        while let Some(batch) = stream.try_next().await? {
-            let keys = batch.column(columns.event_key).as_primitive::<Int64Type>();
-            let times = batch
-                .column(columns.event_time)
-                .as_primitive::<TimestampMicrosecondType>();
-            reservation.try_grow(batch.num_rows() * 16)?;
-            if keys.null_count() == 0 && times.null_count() == 0 {
-                pairs.extend(
-                    keys.values()
-                        .iter()
-                        .copied()
-                        .zip(times.values().iter().copied()),
-                );
-            } else {
-                pairs.extend(
-                    keys.iter()
-                        .zip(times.iter())
-                        .filter_map(|(k, t)| Some((k?, t?))),
-                );
+impl Prober {
+    pub fn try_new(side: Arc<IndexedSide>, plan: Arc<PitPlan>, schema: SchemaRef) -> Result<Self> {
+        let cursors = plan
+            .indexes
+            .iter()
+            .zip(&side.indexes)
+            .map(|(p, index)| {
+                let windows: Vec<(Option<i64>, i64)> = p
+                    .columns
+                    .iter()
+                    .map(|&c| (plan.columns[c].lo, plan.columns[c].hi))
+                    .collect();
+                Cursor::new(index.dict.len(), WindowPlan::new(&windows))
+            })
+            .collect();
+        let spine_filter = match &plan.spec.spine.filter {
+            Some(sql) => Some(FilterExpr::try_new(sql, plan.spec.spine_source())?),
+            None => None,
+        };
+        let maturity = watermarks(&side, &plan)?;
+        Ok(Prober {
+            side,
+            plan,
+            schema,
+            cursors,
+            spine_filter,
+            maturity,
+        })
+    }
+
+    /// Answers one spine batch.
+    pub fn probe(&mut self, batch: &RecordBatch) -> Result<Probed> {
+        let mut filtered = 0;
+        let batch = match &self.spine_filter {
+            Some(f) => {
+                let mask = f.evaluate(batch)?;
+                filtered = mask.len() - mask.true_count();
+                filter_record_batch(batch, &mask)?
             }
+            None => batch.clone(),
+        };
+        let times = batch
+            .column(self.plan.spine_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        if times.null_count() > 0 {
+            return Err(DataFusionError::Execution(format!(
+                "spine column `{}` has a null time",
+                self.plan.spec.spine.time
+            )));
         }
-    }
-    let collected = Instant::now();
-    let index = TemporalIndex::from_pairs(pairs);
-    let index_seconds = collected.elapsed().as_secs_f64();
-    reservation.resize(index.memory_size());
-    let watermark = match (spec.max_horizon_micros(), spec.watermark) {
-        (None, _) => None,
-        (Some(_), Watermark::Fixed(w)) => Some(w),
-        (Some(_), Watermark::MaxEventTime) => Some(
-            index
-                .max_time()
-                .ok_or_else(|| DataFusionError::from(crate::error::Error::NoWatermark))?,
-        ),
-    };
-    Ok(Arc::new(BuildSide {
-        index,
-        watermark,
-        collect_seconds: (collected - started).as_secs_f64(),
-        index_seconds,
-        _reservation: reservation,
-    }))
-}
-
-/// A cursor over the build side for one output stream.
-pub(super) fn cursor(side: &BuildSide, spec: &TemporalSpec) -> Cursor {
-    let windows: Vec<_> = spec.aggregations.iter().map(|a| a.window).collect();
-    Cursor::new(&side.index, WindowPlan::new(&windows))
-}
-
-/// Answers one spine batch: drops immature rows, then appends one column per
-/// aggregation.
-pub(super) fn probe_batch(
-    side: &BuildSide,
-    spec: &TemporalSpec,
-    columns: Columns,
-    schema: &SchemaRef,
-    batch: &RecordBatch,
-    cursor: &mut Cursor,
-    held_back: &Count,
-) -> Result<RecordBatch> {
-    let times = batch
-        .column(columns.spine_time)
-        .as_primitive::<TimestampMicrosecondType>();
-    if times.null_count() > 0 {
-        return Err(DataFusionError::Execution(format!(
-            "spine column `{}` has a null time",
-            spec.spine_time
-        )));
-    }
-    let batch = match (side.watermark, spec.max_horizon_micros()) {
-        (Some(watermark), Some(horizon)) => {
+        let mut immature = 0;
+        let batch = if self.maturity.is_empty() {
+            batch
+        } else {
             let mature: BooleanArray = times
                 .values()
                 .iter()
-                .map(|&t| Some(t.saturating_add(horizon) <= watermark))
+                .map(|&t| {
+                    Some(
+                        self.maturity
+                            .iter()
+                            .all(|&(end, watermark)| t.saturating_add(end) <= watermark),
+                    )
+                })
                 .collect();
-            let immature = mature.len() - mature.true_count();
-            held_back.add(immature);
+            immature = mature.len() - mature.true_count();
             if immature == 0 {
-                batch.clone()
+                batch
             } else {
-                filter_record_batch(batch, &mature)?
+                filter_record_batch(&batch, &mature)?
+            }
+        };
+        let rows = batch.num_rows();
+        let times = batch
+            .column(self.plan.spine_time)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .clone();
+        let mut arrays: Vec<ArrayRef> = self
+            .plan
+            .spine_columns
+            .iter()
+            .chain([&self.plan.spine_time])
+            .map(|&c| batch.column(c).clone())
+            .collect();
+        let mut outputs: Vec<Option<ArrayRef>> = vec![None; self.plan.columns.len()];
+        let mut slots = Vec::with_capacity(rows);
+        for (i, (index_plan, index)) in self.plan.indexes.iter().zip(&self.side.indexes).enumerate()
+        {
+            let keys: Vec<&ArrayRef> = index_plan
+                .spine_key
+                .iter()
+                .map(|&k| batch.column(k))
+                .collect();
+            index
+                .dict
+                .lookup_all(&KeyColumns::new(keys)?, rows, &mut slots);
+            let columns: Vec<&ColumnPlan> = index_plan
+                .columns
+                .iter()
+                .map(|&c| &self.plan.columns[c])
+                .collect();
+            let mut accs: Vec<Acc> = columns.iter().map(|c| Acc::new(c, rows)).collect();
+            let mut ranges = vec![(0usize, 0usize); columns.len()];
+            let cursor = &mut self.cursors[i];
+            let mut scratch = Scratch::default();
+            for (row, slot) in slots.iter().enumerate() {
+                let t = times[row];
+                let start = match slot {
+                    Some(slot) => {
+                        let (start, run) = index.run(*slot);
+                        cursor.ranges(*slot as usize, run, t, &mut ranges);
+                        Some((start, run.len()))
+                    }
+                    None => None,
+                };
+                for ((acc, column), &(a, b)) in accs.iter_mut().zip(&columns).zip(&ranges) {
+                    match start {
+                        Some((s, len)) => {
+                            let range = if index_plan.dimension {
+                                dimension_row(index_plan.time.is_some(), len, b)
+                                    .map_or((s, s), |p| (s + p, s + p + 1))
+                            } else {
+                                (s + a, s + b)
+                            };
+                            acc.push(column, index, range, t, &mut scratch)?;
+                        }
+                        None => acc.push(column, index, (0, 0), t, &mut scratch)?,
+                    }
+                }
+            }
+            for (acc, &c) in accs.into_iter().zip(&index_plan.columns) {
+                let column = &self.plan.columns[c];
+                let values = column.value.map(|v| &index.values[v]);
+                outputs[c] = Some(acc.finish(values)?);
             }
         }
-        _ => batch.clone(),
-    };
-    let keys = batch.column(columns.spine_key).as_primitive::<Int64Type>();
-    let times = batch
-        .column(columns.spine_time)
-        .as_primitive::<TimestampMicrosecondType>();
-    let mut found = vec![0usize; spec.aggregations.len()];
-    let mut counts: Vec<Vec<i64>> = spec
-        .aggregations
-        .iter()
-        .map(|_| Vec::with_capacity(batch.num_rows()))
-        .collect();
-    for row in 0..batch.num_rows() {
-        // A null key matches no event.
-        if keys.is_null(row) {
-            found.fill(0);
+        arrays.extend(
+            outputs
+                .into_iter()
+                .map(|o| o.expect("every column computed")),
+        );
+        Ok(Probed {
+            batch: RecordBatch::try_new(self.schema.clone(), arrays)?,
+            filtered,
+            immature,
+        })
+    }
+}
+
+/// The position in a dimension run of the row that applies: a snapshot's
+/// only row; a versioned dimension's last version before `t - delay`
+/// (`before` versions precede it).
+fn dimension_row(versioned: bool, len: usize, before: usize) -> Option<usize> {
+    if versioned {
+        before.checked_sub(1)
+    } else {
+        (len > 0).then_some(0)
+    }
+}
+
+/// Per label, the end of its window past `t` and the watermark in force.
+fn watermarks(side: &IndexedSide, plan: &PitPlan) -> Result<Vec<(i64, i64)>> {
+    plan.labels()
+        .map(|(column, input)| {
+            let watermark = plan
+                .watermark
+                .or(plan.spec.watermark)
+                .or(side.max_time[input])
+                .ok_or_else(|| {
+                    DataFusionError::from(crate::error::Error::NoWatermark {
+                        label: column.derived.name.clone(),
+                        source_name: column.derived.source.clone(),
+                    })
+                })?;
+            Ok((column.hi, watermark))
+        })
+        .collect()
+}
+
+/// The watermark of each label (µs), for the summary.
+pub(super) fn label_watermarks(side: &IndexedSide, plan: &PitPlan) -> Vec<(String, Option<i64>)> {
+    plan.labels()
+        .map(|(column, input)| {
+            let w = plan
+                .watermark
+                .or(plan.spec.watermark)
+                .or(side.max_time[input]);
+            (column.derived.name.clone(), w)
+        })
+        .collect()
+}
+
+/// Reused buffers of the scanning ops.
+#[derive(Default)]
+struct Scratch {
+    seen: HashSet<u64>,
+}
+
+/// One output column being filled.
+enum Acc {
+    Int64(Vec<Option<i64>>),
+    Int8(Vec<i8>),
+    Float(Vec<Option<f64>>),
+    /// Positions in the sorted value column (`u32::MAX`: null), taken at
+    /// the end: the value keeps its column's type, strings included.
+    Take(Vec<u32>),
+}
+
+fn floor_seconds(micros: i64) -> i64 {
+    micros.div_euclid(MICROS_PER_SECOND)
+}
+
+/// Neumaier-compensated sum of the non-null floats in `a..b`.
+fn float_sum(values: &Float64Array, a: usize, b: usize) -> f64 {
+    let (mut sum, mut compensation) = (0.0f64, 0.0f64);
+    for i in a..b {
+        if values.is_null(i) {
+            continue;
+        }
+        let x = values.value(i);
+        let next = sum + x;
+        if sum.abs() >= x.abs() {
+            compensation += (sum - next) + x;
         } else {
-            cursor.counts(&side.index, keys.value(row), times.value(row), &mut found);
+            compensation += (x - next) + sum;
         }
-        for (&n, out) in found.iter().zip(counts.iter_mut()) {
-            out.push(n as i64);
+        sum = next;
+    }
+    sum + compensation
+}
+
+impl Acc {
+    fn new(column: &ColumnPlan, rows: usize) -> Self {
+        let d = &column.derived;
+        match d.op {
+            Op::Count
+            | Op::CountDistinct
+            | Op::TimeSinceLast
+            | Op::TimeSinceFirst
+            | Op::TimeSince => Acc::Int64(Vec::with_capacity(rows)),
+            Op::Exists => Acc::Int8(Vec::with_capacity(rows)),
+            Op::Mean => Acc::Float(Vec::with_capacity(rows)),
+            Op::Sum if d.output_type == crate::spec::ValueType::Float64 => {
+                Acc::Float(Vec::with_capacity(rows))
+            }
+            Op::Sum => Acc::Int64(Vec::with_capacity(rows)),
+            Op::Min | Op::Max | Op::First | Op::Last | Op::Lookup => {
+                Acc::Take(Vec::with_capacity(rows))
+            }
         }
     }
-    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-    for (a, values) in spec.aggregations.iter().zip(counts) {
-        arrays.push(match a.kind {
-            AggregationKind::Count => Arc::new(Int64Array::from(values)),
-            AggregationKind::Exists => Arc::new(Int8Array::from_iter_values(
-                values.into_iter().map(|c| i8::from(c > 0)),
-            )),
-        });
+
+    /// Appends the answer for the positions `a..b` of `index`.
+    fn push(
+        &mut self,
+        column: &ColumnPlan,
+        index: &KeyIndex,
+        (a, b): (usize, usize),
+        t: i64,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let values: Option<&SortedValues> = column.value.map(|v| &index.values[v]);
+        let nonnull = |v: &SortedValues| (v.nonnull[b] - v.nonnull[a]) as usize;
+        match (self, column.derived.op) {
+            (Acc::Int64(out), Op::Count) => out.push(Some((b - a) as i64)),
+            (Acc::Int8(out), Op::Exists) => out.push(i8::from(b > a)),
+            (Acc::Int64(out), Op::TimeSinceLast) => {
+                out.push((b > a).then(|| floor_seconds(t - index.times[b - 1])))
+            }
+            (Acc::Int64(out), Op::TimeSinceFirst) => {
+                out.push((b > a).then(|| floor_seconds(t - index.times[a])))
+            }
+            (Acc::Int64(out), Op::TimeSince) => {
+                let v = values.expect("time_since reads a column");
+                let ts = v.array.as_primitive::<TimestampMicrosecondType>();
+                out.push((b > a && ts.is_valid(a)).then(|| floor_seconds(t - ts.value(a))))
+            }
+            (Acc::Int64(out), Op::Sum) => {
+                let sums = values.and_then(|v| v.int_sums.as_ref()).expect("int sums");
+                let sum = sums[b] - sums[a];
+                let sum = i64::try_from(sum).map_err(|_| {
+                    DataFusionError::Execution(format!(
+                        "feature `{}`: the sum {sum} overflows int64",
+                        column.derived.name
+                    ))
+                })?;
+                out.push(Some(sum))
+            }
+            (Acc::Float(out), Op::Sum) => {
+                let v = values.expect("sum reads a column");
+                out.push(Some(float_sum(v.array.as_primitive::<Float64Type>(), a, b)))
+            }
+            (Acc::Float(out), Op::Mean) => {
+                let v = values.expect("mean reads a column");
+                let n = nonnull(v);
+                out.push((n > 0).then(|| match &v.int_sums {
+                    Some(sums) => (sums[b] - sums[a]) as f64 / n as f64,
+                    None => float_sum(v.array.as_primitive::<Float64Type>(), a, b) / n as f64,
+                }))
+            }
+            (Acc::Int64(out), Op::CountDistinct) => {
+                let v = values.expect("count_distinct reads a column");
+                out.push(Some(count_distinct(&v.array, a, b, scratch) as i64))
+            }
+            (Acc::Take(out), Op::First) => {
+                let v = values.expect("first reads a column");
+                let p = if a < b { v.next_nonnull[a] } else { u32::MAX };
+                out.push(if (p as usize) < b { p } else { u32::MAX })
+            }
+            (Acc::Take(out), Op::Last) => {
+                let v = values.expect("last reads a column");
+                let p = if a < b {
+                    v.prev_nonnull[b - 1]
+                } else {
+                    u32::MAX
+                };
+                out.push(if p != u32::MAX && p as usize >= a {
+                    p
+                } else {
+                    u32::MAX
+                })
+            }
+            (Acc::Take(out), Op::Lookup) => out.push(if b > a { a as u32 } else { u32::MAX }),
+            (Acc::Take(out), op @ (Op::Min | Op::Max)) => {
+                let v = values.expect("min and max read a column");
+                out.push(extreme(&v.array, a, b, op == Op::Max)?)
+            }
+            (_, op) => {
+                return Err(DataFusionError::Internal(format!(
+                    "no accumulator for op {}",
+                    op.name()
+                )));
+            }
+        }
+        Ok(())
     }
-    Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+
+    fn finish(self, values: Option<&SortedValues>) -> Result<ArrayRef> {
+        Ok(match self {
+            Acc::Int64(v) => Arc::new(Int64Array::from(v)),
+            Acc::Int8(v) => Arc::new(Int8Array::from(v)),
+            Acc::Float(v) => Arc::new(Float64Array::from(v)),
+            Acc::Take(positions) => {
+                let values = values.expect("a taken column has values");
+                let positions: UInt32Array = positions
+                    .into_iter()
+                    .map(|p| (p != u32::MAX).then_some(p))
+                    .collect();
+                take(&values.array, &positions, None)?
+            }
+        })
+    }
+}
+
+/// The position of the smallest (or largest) non-null value in `a..b`; the
+/// first such position among equals. Floats compare by total order.
+fn extreme(array: &ArrayRef, a: usize, b: usize, largest: bool) -> Result<u32> {
+    let compare = make_comparator(array.as_ref(), array.as_ref(), SortOptions::default())?;
+    let mut best: Option<usize> = None;
+    for i in a..b {
+        if array.is_null(i) {
+            continue;
+        }
+        best = match best {
+            None => Some(i),
+            Some(j) => {
+                let order = compare(i, j);
+                let better = if largest {
+                    order.is_gt()
+                } else {
+                    order.is_lt()
+                };
+                Some(if better { i } else { j })
+            }
+        };
+    }
+    Ok(best.map_or(u32::MAX, |p| p as u32))
+}
+
+/// Distinct non-null values in `a..b`: ints, timestamps and bools by value,
+/// floats by bits with -0.0 read as 0.0, strings by bytes.
+fn count_distinct(array: &ArrayRef, a: usize, b: usize, scratch: &mut Scratch) -> usize {
+    match array.data_type() {
+        DataType::Utf8 => {
+            let strings = array.as_string::<i32>();
+            let mut seen: HashSet<&str> = HashSet::new();
+            for i in a..b {
+                if strings.is_valid(i) {
+                    seen.insert(strings.value(i));
+                }
+            }
+            seen.len()
+        }
+        _ => {
+            let seen = &mut scratch.seen;
+            seen.clear();
+            for i in a..b {
+                if array.is_null(i) {
+                    continue;
+                }
+                let bits = match array.data_type() {
+                    DataType::Float64 => {
+                        let x = array.as_primitive::<Float64Type>().value(i);
+                        if x == 0.0 { 0 } else { x.to_bits() }
+                    }
+                    DataType::Boolean => u64::from(array.as_boolean().value(i)),
+                    DataType::Int64 => array.as_primitive::<Int64Type>().value(i) as u64,
+                    _ => array.as_primitive::<TimestampMicrosecondType>().value(i) as u64,
+                };
+                seen.insert(bits);
+            }
+            seen.len()
+        }
+    }
 }

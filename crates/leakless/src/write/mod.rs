@@ -1,8 +1,10 @@
-//! Deterministic, date-partitioned Parquet, committed by rename.
+//! Deterministic, time-partitioned Parquet, committed by rename.
 //!
-//! Rows are bucketed by the UTC date of their time column, each day is sorted
-//! by the sort columns, and written as `dt=YYYY-MM-DD/part-NNNNN.parquet`
-//! into a hidden temporary folder beside the destination. The manifest is
+//! Rows are bucketed by the UTC day (or hour, or not at all) of their time
+//! column, each bucket is sorted by every column in order, and written as
+//! `dt=YYYY-MM-DD/part-NNNNN.parquet` (`dt=YYYY-MM-DD/hour=HH/...`, or
+//! `part-NNNNN.parquet` at the root) into a hidden temporary folder beside
+//! the destination. The manifest is
 //! written last, then the folder is renamed into place: a dataset exists
 //! exactly when its `_manifest.json` does, and a failed run leaves the
 //! destination as it was.
@@ -39,6 +41,7 @@ use datafusion::parquet::schema::types::ColumnPath;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::spec::Partitioning;
 use crate::time::{MICROS_PER_DAY, utc_date};
 
 /// Rows in one Parquet file before the day moves on to the next part.
@@ -54,10 +57,12 @@ pub struct FileWritten {
     pub rows: u64,
 }
 
-/// One `dt=` partition written.
+/// One partition folder written.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PartitionWritten {
-    pub dt: String,
+    /// The folder relative to the dataset root (`dt=2026-10-01`, empty
+    /// without partitioning).
+    pub partition: String,
     pub rows: u64,
     pub files: Vec<FileWritten>,
 }
@@ -69,12 +74,13 @@ pub struct WriteTimings {
     pub encode_seconds: f64,
 }
 
-/// Batches bucketed by UTC day, spilled to one Arrow IPC file per day so
-/// that memory does not grow with the number of rows.
+/// Batches bucketed by UTC day or hour, spilled to one Arrow IPC file per
+/// bucket so that memory does not grow with the number of rows.
 #[derive(Debug)]
 pub struct DayBuckets {
     schema: SchemaRef,
     time_column: usize,
+    partitioning: Partitioning,
     spill_dir: PathBuf,
     days: BTreeMap<i64, Spill>,
 }
@@ -93,11 +99,17 @@ impl std::fmt::Debug for Spill {
 impl DayBuckets {
     /// Buckets by the UTC day of `time_column`, a non-null microsecond
     /// timestamp column, spilling into `spill_dir` (created if needed).
-    pub fn new(schema: SchemaRef, time_column: usize, spill_dir: &Path) -> Result<Self> {
+    pub fn new(
+        schema: SchemaRef,
+        time_column: usize,
+        partitioning: Partitioning,
+        spill_dir: &Path,
+    ) -> Result<Self> {
         std::fs::create_dir_all(spill_dir).map_err(|e| Error::io("creating", spill_dir, e))?;
         Ok(DayBuckets {
             schema,
             time_column,
+            partitioning,
             spill_dir: spill_dir.to_owned(),
             days: BTreeMap::new(),
         })
@@ -110,7 +122,8 @@ impl DayBuckets {
         let times = batch
             .column(self.time_column)
             .as_primitive::<TimestampMicrosecondType>();
-        let day_of = |row: usize| times.value(row).div_euclid(MICROS_PER_DAY);
+        let width = bucket_micros(self.partitioning);
+        let day_of = |row: usize| times.value(row).div_euclid(width);
         let first = day_of(0);
         if (1..batch.num_rows()).all(|row| day_of(row) == first) {
             return self.append(first, &batch);
@@ -143,8 +156,8 @@ impl DayBuckets {
         Ok(())
     }
 
-    /// Sorts each day by `sort_columns` and writes it under `dir`, days in
-    /// parallel on up to `threads` threads.
+    /// Sorts each bucket by `sort_columns` and writes it under `dir`,
+    /// buckets in parallel on up to `threads` threads.
     pub fn write(
         self,
         dir: &Path,
@@ -152,6 +165,7 @@ impl DayBuckets {
         threads: usize,
     ) -> Result<(Vec<PartitionWritten>, WriteTimings)> {
         let schema = self.schema;
+        let partitioning = self.partitioning;
         let mut days = Vec::with_capacity(self.days.len());
         for (day, mut spill) in self.days {
             spill.writer.finish().map_err(DataFusionError::from)?;
@@ -166,7 +180,8 @@ impl DayBuckets {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                         let Some((day, spill)) = next else { break };
                         let written = read_spill(&spill).and_then(|batches| {
-                            write_day(dir, &schema, day, &batches, sort_columns)
+                            let folder = folder_name(partitioning, day);
+                            write_day(dir, &schema, &folder, &batches, sort_columns)
                         });
                         let _ = std::fs::remove_file(&spill);
                         let failed = written.is_err();
@@ -189,38 +204,66 @@ impl DayBuckets {
             timings.encode_seconds += day_timings.encode_seconds;
             partitions.push(partition);
         }
-        partitions.sort_by(|a, b| a.dt.cmp(&b.dt));
+        partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
         Ok((partitions, timings))
     }
 }
 
-/// The rows of `batches` in ascending order of `sort_columns`.
+/// The width of a bucket in microseconds.
+fn bucket_micros(partitioning: Partitioning) -> i64 {
+    match partitioning {
+        Partitioning::Day => MICROS_PER_DAY,
+        Partitioning::Hour => MICROS_PER_DAY / 24,
+        Partitioning::None => i64::MAX,
+    }
+}
+
+/// The folder of bucket `bucket`.
+fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
+    match partitioning {
+        Partitioning::Day => format!("dt={}", utc_date(bucket * MICROS_PER_DAY)),
+        Partitioning::Hour => {
+            let start = bucket * (MICROS_PER_DAY / 24);
+            format!(
+                "dt={}/hour={:02}",
+                utc_date(start),
+                start.rem_euclid(MICROS_PER_DAY) / (MICROS_PER_DAY / 24)
+            )
+        }
+        Partitioning::None => String::new(),
+    }
+}
+
+/// The rows of `batches` in ascending order of `sort_columns` (nulls
+/// first, strings by bytes, floats by total order).
 ///
 /// Rows usually arrive in time order already, in batches that partitions
 /// interleave: the batches are put in order of their first row and the
-/// result checked in one pass; only when that is not sorted are the rows
-/// sorted in full (bench/RESULTS.md: the full sort of 10 M rows cost 0.7 s
-/// of CPU that this check saves).
+/// result checked in one pass on the leading sort columns that are
+/// non-null integers or timestamps; when those strictly increase, the rows
+/// are in order whatever the other columns hold. Only otherwise are the
+/// rows sorted in full (bench/RESULTS.md: the full sort of 10 M rows cost
+/// 0.7 s of CPU that this check saves).
 fn sort_rows(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     sort_columns: &[usize],
 ) -> Result<RecordBatch> {
-    let keys = |b| key_columns(b, sort_columns);
+    let prefix = |b| key_columns(b, sort_columns);
     let mut ordered: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let first_keys: Option<Vec<Vec<i64>>> = ordered
         .iter()
-        .map(|b| keys(b).map(|k| k.iter().map(|c| c[0]).collect()))
+        .map(|b| prefix(b).map(|k| k.iter().map(|c| c[0]).collect()))
         .collect();
-    if let Some(first_keys) = first_keys {
+    if let Some(first_keys) = first_keys.filter(|k| k.first().is_none_or(|k| !k.is_empty())) {
         let mut order: Vec<usize> = (0..ordered.len()).collect();
         order.sort_by(|&a, &b| first_keys[a].cmp(&first_keys[b]));
         ordered = order.into_iter().map(|i| ordered[i]).collect();
         let candidate =
             concat_batches(schema, ordered.iter().copied()).map_err(DataFusionError::from)?;
-        if let Some(columns) = keys(&candidate) {
+        if let Some(columns) = prefix(&candidate) {
             let row = |r: usize| columns.iter().map(move |c| c[r]);
-            if (1..candidate.num_rows()).all(|r| row(r - 1).le(row(r))) {
+            if !columns.is_empty() && (1..candidate.num_rows()).all(|r| row(r - 1).lt(row(r))) {
                 return Ok(candidate);
             }
         }
@@ -237,13 +280,26 @@ fn sort_rows(
     Ok(take_record_batch(&all, &order).map_err(DataFusionError::from)?)
 }
 
-/// The sort columns of `batch` as `i64` slices, when they all are
-/// non-null `Int64` or microsecond timestamps.
+/// The leading sort columns of `batch` that are non-null `Int64` or
+/// microsecond timestamps, as `i64` slices; `None` when the batches of a
+/// bucket could disagree on how many there are (a null appears).
 fn key_columns<'a>(batch: &'a RecordBatch, sort_columns: &[usize]) -> Option<Vec<&'a [i64]>> {
-    sort_columns
-        .iter()
-        .map(|&i| i64_values(batch.column(i)))
-        .collect()
+    let mut out = Vec::new();
+    for &i in sort_columns {
+        let column = batch.column(i);
+        if !is_i64(column.data_type()) {
+            break;
+        }
+        out.push(i64_values(column)?);
+    }
+    Some(out)
+}
+
+fn is_i64(ty: &DataType) -> bool {
+    matches!(
+        ty,
+        DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _)
+    )
 }
 
 /// The values of a non-null `Int64` or microsecond timestamp column.
@@ -272,21 +328,20 @@ fn read_spill(path: &Path) -> Result<Vec<RecordBatch>> {
 fn write_day(
     dir: &Path,
     schema: &SchemaRef,
-    day: i64,
+    folder: &str,
     batches: &[RecordBatch],
     sort_columns: &[usize],
 ) -> Result<(PartitionWritten, WriteTimings)> {
     let started = std::time::Instant::now();
-    let dt = utc_date(day * MICROS_PER_DAY);
     let sorted = sort_rows(schema, batches, sort_columns)?;
     let delta_columns: Vec<&str> = sort_columns
         .iter()
         .take(2)
+        .take_while(|&&i| is_i64(schema.field(i).data_type()))
         .map(|&i| schema.field(i).name().as_str())
         .collect();
     let sorted_at = std::time::Instant::now();
-    let folder = format!("dt={dt}");
-    let day_dir = dir.join(&folder);
+    let day_dir = dir.join(folder);
     std::fs::create_dir_all(&day_dir).map_err(|e| Error::io("creating", &day_dir, e))?;
     let mut files = Vec::new();
     let mut offset = 0;
@@ -299,7 +354,11 @@ fn write_day(
             &delta_columns,
         )?;
         files.push(FileWritten {
-            path: format!("{folder}/{name}"),
+            path: if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            },
             rows: len as u64,
         });
         offset += len;
@@ -309,7 +368,7 @@ fn write_day(
         encode_seconds: sorted_at.elapsed().as_secs_f64(),
     };
     let partition = PartitionWritten {
-        dt,
+        partition: folder.to_owned(),
         rows: sorted.num_rows() as u64,
         files,
     };

@@ -176,6 +176,7 @@ fn a_missing_column_names_file_and_column() {
             path,
             column,
             found,
+            ..
         }) => {
             assert_eq!(path, inputs.path("clicks.csv"));
             assert_eq!(column, "click_ts");
@@ -198,14 +199,17 @@ fn a_duplicate_listing_is_an_error() {
     );
     assert!(matches!(
         inputs.run(None, 1),
-        Err(Error::DuplicateListing { listing_id: 1, .. })
+        Err(Error::DuplicateKey { ref key, versioned: false, .. }) if key == "listing_id=1"
     ));
 }
 
 #[test]
 fn no_clicks_and_no_watermark_is_an_error() {
     let inputs = Inputs::new(IMPRESSIONS, "listing_id,click_ts\n", LISTINGS);
-    assert!(matches!(inputs.run(None, 2), Err(Error::NoWatermark)));
+    assert!(matches!(
+        inputs.run(None, 2),
+        Err(Error::NoWatermark { .. })
+    ));
     let summary = inputs.run(Some("2026-10-03T00:00:00Z"), 2).unwrap();
     assert_eq!(summary.rows_written, 2);
 }

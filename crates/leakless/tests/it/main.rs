@@ -6,4 +6,5 @@ mod ingest;
 mod operator;
 mod oracle;
 mod output;
+mod spec_oracle;
 mod synth;

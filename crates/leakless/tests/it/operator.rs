@@ -9,8 +9,8 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use leakless::ingest::utc_micros;
-use leakless::spec::{Watermark, listing_clicks};
-use leakless::temporal::PointInTimeExec;
+use leakless::spec::parse_spec;
+use leakless::temporal::{PitPlan, PointInTimeExec};
 use proptest::prelude::*;
 
 use crate::common::{oracle_clicks, runtime};
@@ -19,17 +19,53 @@ const HOUR: i64 = 3_600_000_000;
 
 fn spine_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("impression_id", DataType::Int64, false),
-        Field::new("listing_id", DataType::Int64, false),
-        Field::new("impression_ts", utc_micros(), false),
+        Field::new("impression_id", DataType::Int64, true),
+        Field::new("listing_id", DataType::Int64, true),
+        Field::new("impression_ts", utc_micros(), true),
     ]))
 }
 
 fn event_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("listing_id", DataType::Int64, false),
-        Field::new("click_ts", utc_micros(), false),
+        Field::new("listing_id", DataType::Int64, true),
+        Field::new("click_ts", utc_micros(), true),
     ]))
+}
+
+/// The click features and label of the marketplace spec, over the two
+/// schemas above.
+fn plan(watermark: Option<i64>) -> Arc<PitPlan> {
+    let text = r#"
+        version = 1
+        [sources.impressions]
+        path = "impressions.csv"
+        time = "impression_ts"
+        columns = { impression_id = "int64", listing_id = "int64", impression_ts = "timestamp" }
+        [sources.clicks]
+        path = "clicks.csv"
+        time = "click_ts"
+        columns = { listing_id = "int64", click_ts = "timestamp" }
+        [spine]
+        source = "impressions"
+        columns = ["impression_id", "listing_id"]
+        [features.prior_listing_clicks]
+        source = "clicks"
+        key = "listing_id"
+        op = "count"
+        window = "lifetime"
+        [features.listing_clicks_24h]
+        source = "clicks"
+        key = "listing_id"
+        op = "count"
+        window = "24h"
+        [labels.clicked]
+        source = "clicks"
+        key = "listing_id"
+        op = "exists"
+        window = "24h"
+    "#;
+    let spec = parse_spec(text, std::path::Path::new("spec.toml"), &[], None).unwrap();
+    Arc::new(PitPlan::new(spec, watermark))
 }
 
 /// Splits rows into `n` partitions of small batches.
@@ -92,9 +128,7 @@ fn run(
         None,
     )
     .unwrap();
-    let watermark = watermark.map_or(Watermark::MaxEventTime, Watermark::Fixed);
-    let exec =
-        Arc::new(PointInTimeExec::try_new(events, spine, listing_clicks(watermark)).unwrap());
+    let exec = Arc::new(PointInTimeExec::try_new(vec![events], spine, plan(watermark)).unwrap());
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(n));
     let batches = runtime()
         .block_on(collect(
@@ -156,34 +190,47 @@ proptest! {
 }
 
 #[test]
-fn the_operator_plans_a_single_build_partition() {
-    // Planned through DataFusion, the event side is brought to one partition
-    // and the spine keeps its partitions.
+fn the_optimizer_leaves_the_indexed_side_in_file_order() {
+    // Ties among events at one instant follow input order (partition =
+    // file, then row): planned through DataFusion, the indexed input keeps
+    // its partitions as they are (no repartition, no coalesce that would
+    // interleave them), and the spine keeps its partitions.
     let spine = MemorySourceConfig::try_new_exec(
         &partitions(&spine_schema(), &[(1, 1, 0), (2, 1, 1)], 2, 3),
         spine_schema(),
         None,
     )
     .unwrap();
-    let events = MemorySourceConfig::try_new_exec(
-        &partitions(&event_schema(), &[(0, 1, 0)], 2, 2),
+    let events: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+        &partitions(
+            &event_schema(),
+            &[(0, 1, 0), (0, 1, 1), (0, 2, 2), (0, 2, 3)],
+            2,
+            2,
+        ),
         event_schema(),
         None,
     )
     .unwrap();
     let exec: Arc<dyn ExecutionPlan> = Arc::new(
-        PointInTimeExec::try_new(events, spine, listing_clicks(Watermark::Fixed(i64::MAX)))
-            .unwrap(),
+        PointInTimeExec::try_new(vec![events.clone()], spine, plan(Some(i64::MAX))).unwrap(),
     );
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
     let state = ctx.state();
     let optimized = state.physical_optimizers().iter().fold(exec, |plan, rule| {
         rule.optimize(plan, state.config_options()).unwrap()
     });
-    let text = datafusion::physical_plan::displayable(optimized.as_ref())
-        .indent(false)
-        .to_string();
-    assert!(text.contains("PointInTimeExec"), "{text}");
-    assert!(text.contains("CoalescePartitionsExec"), "{text}");
-    assert_eq!(optimized.output_partitioning().partition_count(), 2);
+    assert!(optimized.downcast_ref::<PointInTimeExec>().is_some());
+    let indexed = optimized.children()[0];
+    assert!(
+        Arc::ptr_eq(indexed, &events),
+        "the indexed input was replaced by {}",
+        indexed.name()
+    );
+    assert_eq!(
+        optimized.output_partitioning().partition_count(),
+        optimized.children()[1]
+            .output_partitioning()
+            .partition_count()
+    );
 }

@@ -133,7 +133,7 @@ proptest! {
             let summary = crate::common::runtime().block_on(build.execute()).unwrap();
             prop_assert_eq!(&read_rows(&inputs.out()), &expected, "with {} partitions", partitions);
             prop_assert_eq!(summary.immature_held_back, held_back);
-            prop_assert_eq!(summary.watermark.clone(), format_rfc3339(resolved));
+            prop_assert_eq!(summary.watermarks["clicked"].clone(), format_rfc3339(resolved));
         }
     }
 }

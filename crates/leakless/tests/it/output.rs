@@ -117,12 +117,17 @@ fn the_manifest_records_inputs_watermark_and_partitions() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
             .unwrap();
-    assert_eq!(manifest["watermark"], "2026-10-03T12:00:00.000000Z");
+    assert_eq!(
+        manifest["watermarks"]["clicked"],
+        "2026-10-03T12:00:00.000000Z"
+    );
+    assert_eq!(manifest["feature_set_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["spec"]["derived"].as_array().unwrap().len(), 6);
     assert_eq!(manifest["watermark_source"], "--watermark");
     assert_eq!(manifest["immature_held_back"], 1);
     assert_eq!(manifest["rows_written"], 2);
     assert_eq!(manifest["rows_read"]["impressions"], 3);
-    assert_eq!(manifest["partitions"][1]["dt"], "2026-10-02");
+    assert_eq!(manifest["partitions"][1]["partition"], "dt=2026-10-02");
     assert_eq!(manifest["partitions"][1]["rows"], 1);
     let clicks = &manifest["inputs"]["clicks"][0];
     assert_eq!(clicks["rows"], 2);

@@ -258,7 +258,7 @@ fn build_on_generated_data_finds_the_label_rate_the_generator_expects() {
             summary.immature_held_back,
             t.impressions - t.mature_impressions
         );
-        let rate = summary.positive_labels as f64 / summary.rows_written as f64;
+        let rate = summary.positive_labels["clicked"] as f64 / summary.rows_written as f64;
         assert!(
             (rate - t.label_rate_24h).abs() < 1e-5,
             "built {rate}, generator {}",

@@ -1,0 +1,294 @@
+//! The indexed side: every non-spine source collected once, and one
+//! [`KeyIndex`] per (source, key, `where`).
+//!
+//! A [`KeyIndex`] holds, for the rows that pass its `where` and have a
+//! whole key, the times sorted by (key slot, time, input order) in one
+//! buffer (CSR: each slot's run is `offsets[s]..offsets[s + 1]`), and each
+//! value column the ops read taken into the same order, with what makes an
+//! op a few array reads: prefix counts of non-null values, exact prefix sums
+//! of integers, and the next and previous non-null position.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::TryStreamExt;
+
+use super::filter::FilterExpr;
+use super::keys::{KeyColumns, KeyDict};
+use super::plan::{IndexPlan, PitPlan};
+use crate::error::Error;
+
+/// One value column in index order.
+#[derive(Debug)]
+pub(super) struct SortedValues {
+    pub array: ArrayRef,
+    /// `nonnull[i]`: non-null values before position `i` (length n + 1).
+    pub nonnull: Vec<u32>,
+    /// Exact prefix sums of an int64 column (length n + 1, nulls as 0).
+    pub int_sums: Option<Vec<i128>>,
+    /// First non-null position `>= i`, or n.
+    pub next_nonnull: Vec<u32>,
+    /// Last non-null position `<= i`, or `u32::MAX`.
+    pub prev_nonnull: Vec<u32>,
+}
+
+impl SortedValues {
+    fn new(array: ArrayRef) -> Self {
+        let n = array.len();
+        let mut nonnull = Vec::with_capacity(n + 1);
+        nonnull.push(0u32);
+        let mut prev_nonnull = Vec::with_capacity(n);
+        let mut last = u32::MAX;
+        for i in 0..n {
+            let valid = array.is_valid(i);
+            nonnull.push(nonnull[i] + u32::from(valid));
+            if valid {
+                last = i as u32;
+            }
+            prev_nonnull.push(last);
+        }
+        let mut next_nonnull = vec![n as u32; n];
+        let mut next = n as u32;
+        for i in (0..n).rev() {
+            if array.is_valid(i) {
+                next = i as u32;
+            }
+            next_nonnull[i] = next;
+        }
+        let int_sums = (array.data_type() == &DataType::Int64).then(|| {
+            let ints = array.as_primitive::<Int64Type>();
+            let mut sums = Vec::with_capacity(n + 1);
+            sums.push(0i128);
+            for i in 0..n {
+                let x = if ints.is_valid(i) { ints.value(i) } else { 0 };
+                sums.push(sums[i] + i128::from(x));
+            }
+            sums
+        });
+        SortedValues {
+            array,
+            nonnull,
+            int_sums,
+            next_nonnull,
+            prev_nonnull,
+        }
+    }
+
+    fn memory_size(&self) -> usize {
+        self.array.get_array_memory_size()
+            + self.nonnull.capacity() * 4
+            + self.int_sums.as_ref().map_or(0, |s| s.capacity() * 16)
+            + self.next_nonnull.capacity() * 4
+            + self.prev_nonnull.capacity() * 4
+    }
+}
+
+/// The rows of one (source, key, `where`), per key, sorted.
+#[derive(Debug)]
+pub(super) struct KeyIndex {
+    pub dict: KeyDict,
+    /// Slot `s`'s run is `offsets[s]..offsets[s + 1]`.
+    pub offsets: Vec<usize>,
+    /// Times in run order (all 0 for a snapshot dimension).
+    pub times: Vec<i64>,
+    pub values: Vec<SortedValues>,
+}
+
+impl KeyIndex {
+    /// The run of `slot`: its first position and its times.
+    pub fn run(&self, slot: u32) -> (usize, &[i64]) {
+        let (s, e) = (self.offsets[slot as usize], self.offsets[slot as usize + 1]);
+        (s, &self.times[s..e])
+    }
+
+    fn memory_size(&self) -> usize {
+        self.offsets.capacity() * 8
+            + self.times.capacity() * 8
+            + self
+                .values
+                .iter()
+                .map(SortedValues::memory_size)
+                .sum::<usize>()
+    }
+}
+
+/// Every indexed source, collected once and shared by all spine partitions.
+#[derive(Debug)]
+pub(super) struct IndexedSide {
+    pub indexes: Vec<KeyIndex>,
+    /// Per input: the largest event time over all its rows (before any
+    /// `where`), `None` without rows or for a dimension.
+    pub max_time: Vec<Option<i64>>,
+    /// Per input: rows read.
+    pub rows: Vec<usize>,
+    pub collect_seconds: f64,
+    pub index_seconds: f64,
+    _reservation: MemoryReservation,
+}
+
+/// Reads every input (all partitions, in partition order: file order) and
+/// builds the plan's indexes.
+pub(super) async fn collect(
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
+    plan: Arc<PitPlan>,
+    context: Arc<TaskContext>,
+) -> Result<Arc<IndexedSide>> {
+    let started = Instant::now();
+    let reservation =
+        MemoryConsumer::new("PointInTimeExec[indexed side]").register(context.memory_pool());
+    let mut tables = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let partitions = input.output_partitioning().partition_count();
+        let reads = (0..partitions).map(|p| {
+            let input = input.clone();
+            let context = context.clone();
+            async move {
+                let stream = input.execute(p, context)?;
+                stream.try_collect::<Vec<RecordBatch>>().await
+            }
+        });
+        let per_partition = futures::future::try_join_all(reads).await?;
+        let batches: Vec<RecordBatch> = per_partition.into_iter().flatten().collect();
+        let table = concat_batches(&input.schema(), &batches)?;
+        reservation.try_grow(table.get_array_memory_size())?;
+        tables.push(table);
+    }
+    let collected = Instant::now();
+    let max_time = plan
+        .inputs
+        .iter()
+        .zip(&tables)
+        .map(|(name, table)| {
+            let source = plan.spec.source(name).expect("resolved source");
+            let time = match &source.kind {
+                crate::spec::SourceKind::Events { time } => time,
+                crate::spec::SourceKind::Dimension { .. } => return None,
+            };
+            let column = table.column_by_name(time)?;
+            datafusion::arrow::compute::max(column.as_primitive::<TimestampMicrosecondType>())
+        })
+        .collect();
+    let mut indexes = Vec::with_capacity(plan.indexes.len());
+    for index in &plan.indexes {
+        let built = build_index(&plan, index, &tables[index.input])?;
+        reservation.try_grow(built.memory_size())?;
+        indexes.push(built);
+    }
+    let rows = tables.iter().map(RecordBatch::num_rows).collect();
+    // The raw tables are dropped here: the indexes hold what the ops read.
+    let table_bytes: usize = tables.iter().map(|t| t.get_array_memory_size()).sum();
+    drop(tables);
+    reservation.shrink(table_bytes.min(reservation.size()));
+    Ok(Arc::new(IndexedSide {
+        indexes,
+        max_time,
+        rows,
+        collect_seconds: (collected - started).as_secs_f64(),
+        index_seconds: collected.elapsed().as_secs_f64(),
+        _reservation: reservation,
+    }))
+}
+
+fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result<KeyIndex> {
+    let source_name = &plan.inputs[index.input];
+    let source = plan.spec.source(source_name).expect("resolved source");
+    // Rows where `where` is not true are not events of this index.
+    let table = match &index.filter {
+        None => table.clone(),
+        Some(sql) => {
+            let mask: BooleanArray = FilterExpr::try_new(sql, source)?.evaluate(table)?;
+            // Keep the input position of each row for error messages.
+            filter_record_batch(table, &mask)?
+        }
+    };
+    let key_arrays: Vec<&ArrayRef> = index.source_key.iter().map(|&k| table.column(k)).collect();
+    let keys = KeyColumns::new(key_arrays)?;
+    let mut dict = KeyDict::default();
+    let mut slots = Vec::with_capacity(table.num_rows());
+    dict.insert_all(&keys, table.num_rows(), &mut slots);
+    dict.finish();
+    let times = index
+        .time
+        .map(|t| table.column(t).as_primitive::<TimestampMicrosecondType>());
+    // (slot, time, input order), sorted: ties keep input order.
+    let mut order: Vec<(u32, i64, u32)> = Vec::with_capacity(table.num_rows());
+    for (row, slot) in slots.iter().enumerate() {
+        let Some(slot) = *slot else { continue };
+        let time = match times {
+            Some(times) if times.is_null(row) => continue,
+            Some(times) => times.value(row),
+            None => 0,
+        };
+        order.push((slot, time, row as u32));
+    }
+    order.sort_unstable();
+    let mut offsets = vec![0usize; dict.len() + 1];
+    for &(slot, _, _) in &order {
+        offsets[slot as usize + 1] += 1;
+    }
+    for s in 0..dict.len() {
+        offsets[s + 1] += offsets[s];
+    }
+    if index.dimension {
+        check_unique(plan, index, &table, &order)?;
+    }
+    let rows = UInt32Array::from_iter_values(order.iter().map(|o| o.2));
+    let values = index
+        .values
+        .iter()
+        .map(|&v| Ok(SortedValues::new(take(table.column(v), &rows, None)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(KeyIndex {
+        dict,
+        offsets,
+        times: order.iter().map(|o| o.1).collect(),
+        values,
+    })
+}
+
+/// A snapshot dimension has one row per key; a versioned one, one per key
+/// and `valid_from`.
+fn check_unique(
+    plan: &PitPlan,
+    index: &IndexPlan,
+    table: &RecordBatch,
+    order: &[(u32, i64, u32)],
+) -> Result<()> {
+    let versioned = index.time.is_some();
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.0 == b.0 && (!versioned || a.1 == b.1) {
+            let key = index
+                .source_key
+                .iter()
+                .map(|&k| {
+                    let name = table.schema().field(k).name().clone();
+                    let value =
+                        array_value_to_string(table.column(k), b.2 as usize).unwrap_or_default();
+                    format!("{name}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let source = &plan.inputs[index.input];
+            let what = if versioned {
+                format!("{key} and the same valid_from")
+            } else {
+                key
+            };
+            return Err(DataFusionError::from(Error::DuplicateKey {
+                source_name: source.clone(),
+                key: what,
+                versioned,
+            }));
+        }
+    }
+    Ok(())
+}

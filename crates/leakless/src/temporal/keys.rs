@@ -1,0 +1,220 @@
+//! Keys of any supported type (int64, string, composite) -> dense slots.
+//!
+//! A [`KeyDict`] maps each distinct key of the indexed side to a slot
+//! `0..len`. It is exact: a single int64 key is its own value (looked up in a
+//! dense table when the ids are dense, a hash map otherwise), and any other
+//! key is encoded to bytes without loss (a type tag, then the int's 8 bytes
+//! or the string's length and bytes, per part), so two distinct keys never
+//! share a slot. A key with a null part has no slot, on either side.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::error::{DataFusionError, Result};
+use hashbrown::HashMap;
+
+/// Key columns of one batch, ready to encode row by row.
+pub(super) enum KeyColumns<'a> {
+    /// One int64 column.
+    Int(&'a datafusion::arrow::array::Int64Array),
+    /// Anything else: encoded to bytes.
+    Bytes(Vec<&'a ArrayRef>),
+}
+
+impl<'a> KeyColumns<'a> {
+    pub fn new(columns: Vec<&'a ArrayRef>) -> Result<Self> {
+        for c in &columns {
+            if !matches!(c.data_type(), DataType::Int64 | DataType::Utf8) {
+                return Err(DataFusionError::Plan(format!(
+                    "a key column is {}, not int64 or string",
+                    c.data_type()
+                )));
+            }
+        }
+        Ok(match columns.as_slice() {
+            [one] if one.data_type() == &DataType::Int64 => {
+                KeyColumns::Int(one.as_primitive::<Int64Type>())
+            }
+            _ => KeyColumns::Bytes(columns),
+        })
+    }
+
+    /// Writes row `row`'s key into `buf` (bytes keys); `false` when a part
+    /// is null.
+    fn encode(&self, row: usize, buf: &mut Vec<u8>) -> bool {
+        let KeyColumns::Bytes(columns) = self else {
+            return false;
+        };
+        buf.clear();
+        for c in columns {
+            if c.is_null(row) {
+                return false;
+            }
+            match c.data_type() {
+                DataType::Int64 => {
+                    buf.push(0);
+                    buf.extend_from_slice(&c.as_primitive::<Int64Type>().value(row).to_le_bytes());
+                }
+                _ => {
+                    let s = c.as_string::<i32>().value(row).as_bytes();
+                    buf.push(1);
+                    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(s);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Distinct keys -> slots.
+#[derive(Debug, Default)]
+pub(super) struct KeyDict {
+    ints: HashMap<i64, u32>,
+    bytes: HashMap<Box<[u8]>, u32>,
+    /// When the int keys are dense: `slot_of[key - min]`, `u32::MAX` for none.
+    dense: Option<(i64, Vec<u32>)>,
+    len: usize,
+}
+
+impl KeyDict {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The slot of each row's key, inserting new keys; `None` for a null part.
+    pub fn insert_all(&mut self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
+        let mut buf = Vec::new();
+        for row in 0..rows {
+            let slot = match keys {
+                KeyColumns::Int(a) => (!a.is_null(row)).then(|| {
+                    let next = self.len as u32;
+                    let slot = *self.ints.entry(a.value(row)).or_insert(next);
+                    if slot == next {
+                        self.len += 1;
+                    }
+                    slot
+                }),
+                KeyColumns::Bytes(_) => keys.encode(row, &mut buf).then(|| {
+                    let next = self.len as u32;
+                    let slot = match self.bytes.get(buf.as_slice()) {
+                        Some(&s) => s,
+                        None => {
+                            self.bytes.insert(buf.clone().into_boxed_slice(), next);
+                            next
+                        }
+                    };
+                    if slot == next {
+                        self.len += 1;
+                    }
+                    slot
+                }),
+            };
+            out.push(slot);
+        }
+    }
+
+    /// Switches int keys to a dense table when they span little more than
+    /// their number (ids usually do): a probe is then one array read.
+    pub fn finish(&mut self) {
+        let (Some(min), Some(max)) = (self.ints.keys().min(), self.ints.keys().max()) else {
+            return;
+        };
+        let Some(span) = max.checked_sub(*min).and_then(|s| usize::try_from(s).ok()) else {
+            return;
+        };
+        if span < 4 * self.ints.len() + 1024 {
+            let mut table = vec![u32::MAX; span + 1];
+            for (&k, &slot) in &self.ints {
+                table[(k - min) as usize] = slot;
+            }
+            self.dense = Some((*min, table));
+            self.ints = HashMap::new();
+        }
+    }
+
+    /// The slot of each row's key; `None` for an unknown key or a null part.
+    pub fn lookup_all(&self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
+        out.clear();
+        let mut buf = Vec::new();
+        for row in 0..rows {
+            out.push(match keys {
+                KeyColumns::Int(a) => {
+                    if a.is_null(row) {
+                        None
+                    } else {
+                        self.int_slot(a.value(row))
+                    }
+                }
+                KeyColumns::Bytes(_) => {
+                    if keys.encode(row, &mut buf) {
+                        self.bytes.get(buf.as_slice()).copied()
+                    } else {
+                        None
+                    }
+                }
+            });
+        }
+    }
+
+    fn int_slot(&self, key: i64) -> Option<u32> {
+        match &self.dense {
+            Some((min, table)) => {
+                let i = usize::try_from(key.checked_sub(*min)?).ok()?;
+                table.get(i).copied().filter(|&s| s != u32::MAX)
+            }
+            None => self.ints.get(&key).copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn composite_keys_never_collide_and_nulls_have_no_slot() {
+        // ("a", 1) and ("a\0\0...", ...) style collisions are impossible: the
+        // string's length is part of the encoding.
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("ab"),
+            Some("a"),
+            None,
+            Some("ab"),
+        ]));
+        let i: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), Some(1), None]));
+        let keys = KeyColumns::new(vec![&s, &i]).unwrap();
+        let mut dict = KeyDict::default();
+        let mut slots = Vec::new();
+        dict.insert_all(&keys, 4, &mut slots);
+        assert_eq!(slots, vec![Some(0), Some(1), None, None]);
+        let mut found = Vec::new();
+        dict.lookup_all(&keys, 4, &mut found);
+        assert_eq!(found, slots);
+    }
+
+    #[test]
+    fn dense_and_sparse_int_keys() {
+        for values in [vec![5, 7, 5, 6], vec![i64::MIN, i64::MAX, 0, i64::MIN]] {
+            let a: ArrayRef = Arc::new(Int64Array::from(values.clone()));
+            let keys = KeyColumns::new(vec![&a]).unwrap();
+            let mut dict = KeyDict::default();
+            let mut slots = Vec::new();
+            dict.insert_all(&keys, 4, &mut slots);
+            dict.finish();
+            let mut found = Vec::new();
+            dict.lookup_all(&keys, 4, &mut found);
+            assert_eq!(found, slots);
+            assert_eq!(
+                found[0],
+                found[3].filter(|_| values[0] == values[3]).or(found[0])
+            );
+            let other: ArrayRef = Arc::new(Int64Array::from(vec![4, 8, -1]));
+            dict.lookup_all(&KeyColumns::new(vec![&other]).unwrap(), 3, &mut found);
+            assert_eq!(found, vec![None, None, None]);
+        }
+    }
+}
