@@ -1583,7 +1583,7 @@ fn check(spec: &Spec, data: &Data) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn random_specs_match_the_oracle(spec in spec_strategy(), data in data_strategy()) {
