@@ -286,3 +286,194 @@ fn demo_generates_builds_and_shows_rows() {
         .collect();
     assert_eq!(numbers[0], numbers[1], "{line}");
 }
+
+/// Every file under `dir` (relative path, bytes), `_manifest.json` left out.
+fn parquet_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn the_marketplace_spec_and_the_shorthand_write_identical_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    // A generated marketplace (organic clicks without a user included) and
+    // the hand-written example with its edge cases.
+    let data = dir.path().join("data");
+    let generated = leakless()
+        .args(["generate", "--impressions", "20000", "--days", "4", "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    for (name, inputs) in [("generated", data.clone()), ("example", examples())] {
+        let shorthand = dir.path().join(format!("{name}-shorthand"));
+        let output = leakless()
+            .arg("build")
+            .arg("--impressions")
+            .arg(inputs.join("impressions.csv"))
+            .arg("--clicks")
+            .arg(inputs.join("clicks.csv"))
+            .arg("--listings")
+            .arg(inputs.join("listings.csv"))
+            .arg("--out")
+            .arg(&shorthand)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let spec = dir.path().join(format!("{name}-spec"));
+        let mut command = leakless();
+        command
+            .arg("build")
+            .arg("--spec")
+            .arg(examples().join("leakless.toml"))
+            .arg("--out")
+            .arg(&spec);
+        for source in ["impressions", "clicks", "listings"] {
+            command.arg("--source").arg(format!(
+                "{source}={}",
+                inputs.join(format!("{source}.csv")).display()
+            ));
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let (a, b) = (parquet_files(&shorthand), parquet_files(&spec));
+        assert!(!a.is_empty());
+        assert_eq!(
+            a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            b.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        assert!(
+            a == b,
+            "{name}: the spec and the shorthand wrote different bytes"
+        );
+    }
+}
+
+#[test]
+fn check_validates_against_headers_and_warns_about_snapshots() {
+    let output = leakless()
+        .arg("check")
+        .arg("--spec")
+        .arg(examples().join("leakless.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(
+            "clicks by (listing_id = listing_id): prior_listing_clicks, listing_clicks_24h, clicked"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        text(&output.stderr).contains("warning: source `listings` is a snapshot"),
+        "{}",
+        text(&output.stderr)
+    );
+    // A declared column the file lacks: exit 2, naming file, column and source.
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.csv");
+    std::fs::write(&clicks, "listing_id,ts\n1,2026-10-01T00:00:00Z\n").unwrap();
+    let output = leakless()
+        .arg("check")
+        .arg("--spec")
+        .arg(examples().join("leakless.toml"))
+        .arg("--source")
+        .arg(format!("clicks={}", clicks.display()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "`{}` has no column `user_id`, declared in source `clicks`",
+            clicks.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_spec_mistake_exits_2_with_its_place_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    let text_of_spec = std::fs::read_to_string(examples().join("leakless.toml"))
+        .unwrap()
+        .replace(
+            "op = \"count\"\nwindow = \"24h\"",
+            "op = \"cnt\"\nwindow = \"24h\"",
+        );
+    std::fs::write(&spec, text_of_spec).unwrap();
+    let out = dir.path().join("dataset");
+    let output = leakless()
+        .arg("build")
+        .arg("--spec")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:51:6: features.listing_clicks_24h: unknown op `cnt` (ops: count,",
+            spec.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn explain_prints_every_definition_and_the_hash() {
+    let output = leakless()
+        .arg("explain")
+        .arg("--spec")
+        .arg(examples().join("leakless.toml"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let explained: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let columns = explained["columns"].as_array().unwrap();
+    assert_eq!(columns.len(), 10);
+    assert_eq!(columns[8]["name"], "listing_clicks_24h");
+    assert_eq!(
+        columns[8]["definition"],
+        "number of events of `clicks` with the same `listing_id` and t - 1d <= `click_ts` < t"
+    );
+    assert_eq!(explained["feature_set_hash"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn the_rich_example_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dataset");
+    let output = leakless()
+        .arg("build")
+        .arg("--spec")
+        .arg(examples().join("../rich/leakless.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["rows_read"]["views"], 10);
+    assert_eq!(summary["rows_written"], 10);
+}

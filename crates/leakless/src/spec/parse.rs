@@ -942,3 +942,203 @@ fn check_filter(sql: &str, source: &SourceDef) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| format!("where {sql:?}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+version = 1
+[sources.views]
+path = "views.csv"
+time = "ts"
+columns = { id = "int64", user = "string", item = "int64", ts = "timestamp" }
+[sources.orders]
+path = "orders.csv"
+time = "ts"
+columns = { user = "string", item = "int64", amount = "float64", note = "string", ts = "timestamp" }
+[sources.items]
+path = "items.csv"
+key = "item"
+columns = { item = "int64", price = "float64" }
+[spine]
+source = "views"
+columns = ["id", "user", "item"]
+"#;
+
+    /// Parses `BASE` plus `extra` and returns the messages, one per line.
+    fn errors(extra: &str) -> String {
+        let text = format!("{BASE}{extra}");
+        match parse_spec(&text, Path::new("spec.toml"), &[], None) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[track_caller]
+    fn check(extra: &str, expected: &str) {
+        assert_eq!(errors(extra), expected);
+    }
+
+    #[test]
+    fn a_valid_spec_resolves() {
+        let extra = r#"
+[features.spend_7d]
+source = "orders"
+key = "user"
+op = "sum"
+column = "amount"
+window = "7d"
+where = "amount > 100"
+[features.price]
+source = "items"
+op = "lookup"
+column = "price"
+[labels.ordered]
+source = "orders"
+key = ["user", "item"]
+op = "exists"
+window = "24h"
+offset = "1h"
+"#;
+        let spec = parse_spec(
+            &format!("{BASE}{extra}"),
+            Path::new("s/spec.toml"),
+            &[],
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = spec.derived.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["spend_7d", "price", "ordered"]);
+        assert_eq!(
+            spec.derived[0].window,
+            Some(Window::Micros(7 * 86_400_000_000))
+        );
+        assert_eq!(spec.derived[2].offset_micros, 3_600_000_000);
+        assert_eq!(spec.sources[0].path, Path::new("s/views.csv"));
+        assert_eq!(spec.derived[1].key[0].source, "item");
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_line_and_column() {
+        check(
+            "[features.x\n",
+            "spec.toml:18:12: unclosed table, expected `]`",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindwo = \"1h\"\n",
+            "spec.toml:22:1: unknown field `windwo`, expected one of `source`, `key`, `op`, `column`, `window`, `offset`, `where`",
+        );
+    }
+
+    #[test]
+    fn an_unknown_source_lists_the_sources() {
+        check(
+            "[features.x]\nsource = \"ordrs\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\n",
+            "spec.toml:19:10: features.x: source `ordrs` does not exist (sources: views, orders, items)",
+        );
+    }
+
+    #[test]
+    fn an_unknown_column_lists_the_columns() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"max\"\ncolumn = \"amt\"\nwindow = \"1h\"\n",
+            "spec.toml:22:10: features.x: `amt` is not a column of `orders` (columns: user, item, amount, note, ts)",
+        );
+    }
+
+    #[test]
+    fn an_unknown_op_lists_the_ops() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"median\"\nwindow = \"1h\"\n",
+            "spec.toml:21:6: features.x: unknown op `median` (ops: count, exists, sum, mean, min, max, first, last, count_distinct, time_since_last, time_since_first, lookup, time_since)",
+        );
+    }
+
+    #[test]
+    fn the_sum_of_a_string_is_a_type_error() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"sum\"\ncolumn = \"note\"\nwindow = \"1h\"\n",
+            "spec.toml:22:10: features.x: op `sum` of `note`, a string column: sum needs int64 or float64",
+        );
+    }
+
+    #[test]
+    fn keys_of_different_types_do_not_pair() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = { item = \"user\" }\nop = \"count\"\nwindow = \"1h\"\n",
+            "spec.toml:20:7: features.x: key `item` is int64 on the spine and `user` is string in `orders`; a key pairs two int64 or two string columns",
+        );
+    }
+
+    #[test]
+    fn windows_must_be_positive_exact_durations() {
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"0h\"\n",
+            "spec.toml:22:10: features.x: window: `0h` is not positive",
+        );
+        check(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1mo\"\n",
+            "spec.toml:22:10: features.x: window: `1mo` is not a duration: a whole number and one unit of s, m, h, d, w (e.g. \"90s\", \"24h\", \"7d\")",
+        );
+        check(
+            "[labels.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"exists\"\nwindow = \"lifetime\"\n",
+            "spec.toml:22:10: labels.x: `lifetime` is not a label window (a label needs an end: e.g. \"24h\")",
+        );
+    }
+
+    #[test]
+    fn a_where_that_does_not_parse_is_an_error() {
+        let message = errors(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\nwhere = \"amount >\"\n",
+        );
+        assert!(
+            message.starts_with("spec.toml:23:9: features.x: where \"amount >\": "),
+            "{message}"
+        );
+        let message = errors(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\nwhere = \"amount + 1\"\n",
+        );
+        assert!(message.ends_with("not a boolean"), "{message}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let message = errors(
+            "[features.x]\nsource = \"orders\"\nkey = \"usr\"\nop = \"count\"\nwindow = \"1h\"\n[features.id]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\n",
+        );
+        assert_eq!(message.lines().count(), 3, "{message}");
+        assert!(
+            message.contains("the output already has a column `id`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_feature_set_hash_ignores_spelling_but_not_definitions() {
+        let spec = |extra: &str| {
+            parse_spec(
+                &format!("{BASE}{extra}"),
+                Path::new("a/spec.toml"),
+                &[],
+                None,
+            )
+            .unwrap()
+        };
+        let a = spec(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"24h\"\n",
+        );
+        let b = spec(
+            "# same\n[features.x]\nsource=\"orders\"\nkey=\"user\"\nop=\"count\"\nwindow=\"1d\"\n",
+        );
+        let c = spec(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"2d\"\n",
+        );
+        assert_eq!(a.feature_set_hash(), b.feature_set_hash());
+        assert_ne!(a.feature_set_hash(), c.feature_set_hash());
+    }
+}
