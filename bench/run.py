@@ -85,6 +85,9 @@ def main():
             "leakless (CSV in)": [leakless, "build", "--impressions", inputs["csv"][0], "--clicks", inputs["csv"][1],
                                   "--listings", inputs["csv"][2], "--out", out / "leakless", "--watermark", wm,
                                   "--overwrite", "--quiet"],
+            "leakless --spec marketplace (CSV in)": [leakless, "build", "--spec", ROOT / "examples" / "marketplace" / "leakless.toml",
+                                                     *[a for t, p in zip(("impressions", "clicks", "listings"), inputs["csv"]) for a in ("--source", f"{t}={p}")],
+                                                     "--out", out / "leakless-spec", "--watermark", wm, "--overwrite", "--quiet"],
             "leakless (Parquet in)": [leakless, "build", "--impressions", inputs["parquet"][0], "--clicks",
                                       inputs["parquet"][1], "--listings", inputs["parquet"][2], "--out",
                                       out / "leakless-parquet", "--watermark", wm, "--overwrite", "--quiet"],
@@ -107,6 +110,7 @@ def main():
         base = results["leakless (CSV in)"][0]
         for name, (wall, rss, _) in results.items():
             folder = {"leakless (CSV in)": "leakless", "leakless (Parquet in)": "leakless-parquet",
+                      "leakless --spec marketplace (CSV in)": "leakless-spec",
                       "Polars join_asof": "polars", "DuckDB ASOF JOIN": "duckdb",
                       "PySpark window functions, local[2]": "spark"}.get(name)
             check = "-"

@@ -7,7 +7,12 @@
 //! - 80 % of listings exist before the start, 20 % are created during the
 //!   period; no impression of a listing precedes its `created_ts`;
 //! - traffic follows the day (busiest mid-afternoon UTC, quietest at night);
-//! - the click probability depends on price, category and listing age;
+//! - the click probability depends on price (as of the impression),
+//!   category and listing age;
+//! - 40 % of listings change price one to three times during the period:
+//!   `listing_prices` has every version with its `valid_from`, while
+//!   `listings` shows the price now, a snapshot that postdates most
+//!   impressions (what an as-of lookup avoids);
 //! - a click follows its impression by minutes usually, hours sometimes, and
 //!   more than 24 h for a few percent; 1 % arrive in the same second (ties);
 //!   some clicks are organic (no impression, no user);
@@ -118,6 +123,8 @@ pub struct Totals {
     pub clicks_cut_at_end: u64,
     pub listings: u64,
     pub listings_created_during_period: u64,
+    /// Rows of `listing_prices`: every listing's first price and its changes.
+    pub price_versions: u64,
     /// Share of impressions that went to the top 1 % of listings.
     pub top_1pct_listing_impression_share: f64,
     /// Share of impressions whose own click came within 24 h (the CTR).
@@ -150,14 +157,64 @@ struct GeneratorFile<'a> {
 
 struct Listing {
     created: i64,
-    price: f64,
+    /// Price versions `(valid_from, price)` in time order, the first from
+    /// `created`: a price applies from its `valid_from` on.
+    prices: Vec<(i64, f64)>,
     category: usize,
+}
+
+impl Listing {
+    /// The price in force at `t`.
+    fn price_at(&self, t: i64) -> f64 {
+        let i = self.prices.partition_point(|p| p.0 <= t);
+        self.prices[i.saturating_sub(1)].1
+    }
+
+    /// The price now (at the end of the period): what a snapshot shows.
+    fn current_price(&self) -> f64 {
+        self.prices.last().map_or(0.0, |p| p.1)
+    }
+}
+
+/// Price changes of a listing during `[start, end)`: 40 % of listings change
+/// price one to three times, by -30 % to +30 % each. Drawn from their own
+/// stream so that the rest of the data does not depend on them.
+fn price_versions(
+    rng: &mut Rng,
+    created: i64,
+    price: f64,
+    start: i64,
+    end: i64,
+) -> Vec<(i64, f64)> {
+    let mut versions = vec![(created, price)];
+    if rng.uniform() >= 0.4 {
+        return versions;
+    }
+    let from = created.max(start) + MICROS_PER_SECOND;
+    if from >= end {
+        return versions;
+    }
+    let mut times: Vec<i64> = (0..1 + rng.below(3))
+        .map(|_| {
+            let t = from + (rng.uniform() * (end - from) as f64) as i64;
+            t - t.rem_euclid(MICROS_PER_SECOND)
+        })
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut current = price;
+    for t in times {
+        current = ((current * (0.7 + 0.6 * rng.uniform())) * 100.0).round() / 100.0;
+        current = current.max(0.5);
+        versions.push((t, current));
+    }
+    versions
 }
 
 /// A click waiting in the heap: (time, sequence, listing, user or -1).
 type Pending = Reverse<(i64, u64, i64, i64)>;
 
-/// Writes `impressions`, `clicks` and `listings` files and `_generator.json`
+/// Writes `impressions`, `clicks`, `listings` and `listing_prices` files and `_generator.json`
 /// into `dir` (created if needed).
 pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
     params.validate()?;
@@ -176,6 +233,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         .collect();
     let popularity = AliasTable::new(&weights);
     let mut totals = Totals::default();
+    let mut price_rng = Rng::new(params.seed ^ 0x5052_4943_4553);
     let listings: Vec<Listing> = (0..n_listings)
         .map(|i| {
             let during = ranks[i] != 0 && rng.uniform() < 0.2;
@@ -186,10 +244,10 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
                 start - (rng.uniform() * 180.0 * MICROS_PER_DAY as f64) as i64 - MICROS_PER_SECOND
             };
             let created = created - created.rem_euclid(MICROS_PER_SECOND);
-            let price = ((3.5 + 1.0 * rng.normal()).exp() * 100.0).round() / 100.0;
+            let price = (((3.5 + 1.0 * rng.normal()).exp() * 100.0).round() / 100.0).max(0.5);
             Listing {
                 created,
-                price: price.max(0.5),
+                prices: price_versions(&mut price_rng, created, price, start, end),
                 category: rng.below(CATEGORIES.len() as u64) as usize,
             }
         })
@@ -202,11 +260,30 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         listing_sink.write(&[
             Value::Int(i as i64 + 1),
             Value::Str(CATEGORIES[l.category].0.into()),
-            Value::Float(l.price),
+            Value::Float(l.current_price()),
             Value::Ts(l.created),
         ])?;
     }
     files.push(listing_sink.finish()?);
+    // Every price a listing had, from when: `valid_from` for an as-of
+    // lookup, where the listings' snapshot price would leak later prices.
+    let price_columns = [
+        ("listing_id".to_owned(), ValueType::Int64),
+        ("price".to_owned(), ValueType::Float64),
+        ("valid_from".to_owned(), ValueType::Timestamp),
+    ];
+    let mut price_sink = TableSink::create(dir, "listing_prices", params.format, &price_columns)?;
+    for (i, l) in listings.iter().enumerate() {
+        for &(valid_from, price) in &l.prices {
+            price_sink.write(&[
+                Value::Int(i as i64 + 1),
+                Value::Float(price),
+                Value::Ts(valid_from),
+            ])?;
+            totals.price_versions += 1;
+        }
+    }
+    files.push(price_sink.finish()?);
 
     let impression_sink = TableSink::create(
         dir,
@@ -464,7 +541,7 @@ fn pick_listing(rng: &mut Rng, popularity: &AliasTable, listings: &[Listing], t:
 fn click_probability(l: &Listing, t: i64) -> f64 {
     let age_days = (t - l.created) as f64 / MICROS_PER_DAY as f64;
     let age = if age_days < 7.0 { 1.8 } else { 1.0 };
-    let price = (40.0 / (l.price + 20.0)).powf(0.6);
+    let price = (40.0 / (l.price_at(t) + 20.0)).powf(0.6);
     (0.025 * age * price * CATEGORIES[l.category].1).min(0.5)
 }
 

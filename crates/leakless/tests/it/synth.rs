@@ -43,7 +43,7 @@ fn the_same_seed_gives_the_same_bytes_and_another_seed_does_not() {
             read_all(dirs[1].path()),
             read_all(dirs[2].path()),
         );
-        assert_eq!(a.len(), 4, "three tables and _generator.json");
+        assert_eq!(a.len(), 5, "four tables and _generator.json");
         assert!(a == b, "same seed, different bytes ({format:?})");
         for (x, y) in a.iter().zip(&c) {
             assert_ne!(x.1, y.1, "{} did not change with the seed", x.0);
@@ -266,5 +266,45 @@ fn build_on_generated_data_finds_the_label_rate_the_generator_expects() {
         );
         // The label is listing-level, so it is at least the own-click rate.
         assert!(rate >= t.own_click_within_24h_rate);
+    }
+}
+
+#[test]
+fn listing_prices_hold_every_version_and_listings_the_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = leakless::synth::Params::new(20_000);
+    params.format = leakless::synth::OutputFormat::Csv;
+    let generated = leakless::synth::generate(&params, dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("listing_prices.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("listing_id,price,valid_from"));
+    let mut versions: std::collections::BTreeMap<i64, Vec<(String, f64)>> = Default::default();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        versions
+            .entry(f[0].parse().unwrap())
+            .or_default()
+            .push((f[2].to_owned(), f[1].parse().unwrap()));
+    }
+    assert_eq!(
+        versions.values().map(Vec::len).sum::<usize>() as u64,
+        generated.totals.price_versions
+    );
+    let changed = versions.values().filter(|v| v.len() > 1).count() as f64;
+    let share = changed / versions.len() as f64;
+    assert!(
+        (0.25..0.45).contains(&share),
+        "share of listings with a price change: {share}"
+    );
+    let listings = std::fs::read_to_string(dir.path().join("listings.csv")).unwrap();
+    for line in listings.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let id: i64 = f[0].parse().unwrap();
+        let v = &versions[&id];
+        // The first version starts at creation; versions are in time order;
+        // the snapshot shows the latest price.
+        assert_eq!(v[0].0, f[3]);
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "{v:?}");
+        assert_eq!(v.last().unwrap().1, f[2].parse::<f64>().unwrap());
     }
 }
