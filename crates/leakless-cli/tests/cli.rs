@@ -273,6 +273,18 @@ fn demo_generates_builds_and_shows_rows() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("label rate: "), "{stdout}");
     assert!(stdout.contains("| impression_id |"), "{stdout}");
+    // Prices change during the period: the snapshot differs from the as-of
+    // price on some rows, not on all.
+    let leak = stdout
+        .lines()
+        .find(|l| l.starts_with("snapshot leak: on "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let counts: Vec<u64> = leak
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert!(counts[0] > 0 && counts[0] < counts[1], "{leak}");
     assert!(dir.path().join("dataset/_manifest.json").is_file());
     assert!(dir.path().join("data/impressions.csv").is_file());
     // The built label rate is the one the generator computed independently.

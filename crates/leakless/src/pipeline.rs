@@ -357,13 +357,12 @@ impl Build {
             .iter()
             .map(|name| scan(name))
             .collect::<Result<Vec<_>>>()?;
-        let mut spine = scan(&self.spec.spine.source)?;
-        if self.target_partitions > 1 {
-            spine = Arc::new(RepartitionExec::try_new(
-                spine,
-                Partitioning::RoundRobinBatch(self.target_partitions),
-            )?);
-        }
+        // Always spread over exactly `target_partitions` streams (one per
+        // file otherwise): each stream keeps a cursor per index.
+        let spine = Arc::new(RepartitionExec::try_new(
+            scan(&self.spec.spine.source)?,
+            Partitioning::RoundRobinBatch(self.target_partitions),
+        )?);
         Ok(Arc::new(PointInTimeExec::try_new(
             inputs,
             spine,

@@ -36,17 +36,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let watermark = leakless::time::parse_timestamp_micros(generated.totals.watermark.as_bytes());
     let progress = Arc::new(Progress::new(args.quiet));
     let started = Instant::now();
-    let summary = Build::new(
-        generated.dir.join("impressions.csv"),
-        generated.dir.join("clicks.csv"),
-        generated.dir.join("listings.csv"),
-        &dataset,
-    )
-    .with_watermark(watermark)
-    .with_overwrite(true)
-    .with_reporter(progress.clone())
-    .execute()
-    .await;
+    // The marketplace spec plus the price as of each impression, beside the
+    // data so that it can be run again with `leakless build --spec`.
+    let spec = generated.dir.join("leakless.toml");
+    let marketplace = include_str!("../../../../examples/marketplace/leakless.toml");
+    std::fs::write(&spec, format!("{marketplace}{AS_OF_PRICE}"))?;
+    let summary = Build::from_spec_file(&spec, &dataset)?
+        .with_watermark(watermark)
+        .with_overwrite(true)
+        .with_reporter(progress.clone())
+        .execute()
+        .await;
     progress.finish();
     let summary = summary?;
     super::build::print_summary(&summary, started.elapsed().as_secs_f64());
@@ -60,6 +60,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.rows_written,
         generated.totals.label_rate_24h * 100.0
     );
+    let (leaky, rows) = leakless::write::differing_rows(&dataset, "price", "price_as_of")?;
+    println!(
+        "snapshot leak: on {leaky} of {rows} rows ({:.1} %) the listings' current `price` is not the price in force at the impression; `price_as_of` (from listing_prices, as of t) is what the model could have known",
+        leaky as f64 * 100.0 / rows.max(1) as f64
+    );
+    println!("spec:    {}", spec.display());
     println!("first rows:\n{}", leakless::write::preview(&dataset, 5)?);
     println!(
         "read it: python3 -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', partitioning='hive').to_table())\"",
@@ -67,3 +73,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// The as-of price added to `examples/marketplace/leakless.toml`, whose
+/// paths are the generated files' names.
+const AS_OF_PRICE: &str = r#"
+[sources.listing_prices]
+path = "listing_prices.csv"
+key = "listing_id"
+valid_from = "valid_from"
+columns = { listing_id = "int64", price = "float64", valid_from = "timestamp" }
+
+[features.price_as_of]
+source = "listing_prices"
+op = "lookup"
+column = "price"
+"#;

@@ -188,7 +188,10 @@ fn parse_value<'a>(
     quoted: bool,
     null_values: &[String],
 ) -> Result<Value<'a>, &'static str> {
-    if !quoted && null_values.iter().any(|n| n.as_bytes() == &*bytes) {
+    // The null values are null; an empty unquoted value is never a value of
+    // a required column.
+    let null = !quoted && null_values.iter().any(|n| n.as_bytes() == &*bytes);
+    if null || (!quoted && bytes.is_empty() && !spec.nullable) {
         return if spec.nullable {
             Ok(Value::Null)
         } else {

@@ -158,7 +158,8 @@ pub struct FileStats {
 /// included), in sorted order. Names starting with `.` or `_` are skipped,
 /// as Spark and pyarrow do.
 pub fn discover(source: &str, path: &Path) -> Result<Vec<InputFile>> {
-    if is_glob(path) {
+    // A path that exists is itself, even with `[` or `*` in its name.
+    if is_glob(path) && !path.exists() {
         return discover_glob(source, path);
     }
     let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
@@ -228,12 +229,18 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
         Some((b'*', rest)) => {
-            let (deep, rest) = match rest.split_first() {
-                Some((b'*', r)) => (true, r.strip_prefix(b"/").unwrap_or(r)),
-                _ => (false, rest),
+            // `**/` matches whole folders (none included); `**` any run;
+            // `*` any run within a path component.
+            let (deep, whole_folders, rest) = match rest.split_first() {
+                Some((b'*', r)) => match r.strip_prefix(b"/") {
+                    Some(r) => (true, true, r),
+                    None => (true, false, r),
+                },
+                _ => (false, false, rest),
             };
             (0..=name.len())
                 .take_while(|&i| deep || i == 0 || name[i - 1] != b'/')
+                .filter(|&i| !whole_folders || i == 0 || name[i - 1] == b'/')
                 .any(|i| glob_match(rest, &name[i..]))
         }
         Some((b'?', rest)) => {
@@ -503,4 +510,23 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
         ));
     }
     parquet::infer_columns(&first.path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_within_components_and_whole_folders() {
+        let matches = |p: &str, n: &str| glob_match(p.as_bytes(), n.as_bytes());
+        assert!(matches("logs/*.csv", "logs/a.csv"));
+        assert!(!matches("logs/*.csv", "logs/x/a.csv"));
+        assert!(matches("logs/**/events.csv", "logs/events.csv"));
+        assert!(matches("logs/**/events.csv", "logs/2026/10/events.csv"));
+        // `**/` stands for whole folders, never part of a name.
+        assert!(!matches("logs/**/events.csv", "logs/old_events.csv"));
+        assert!(matches("logs/**.csv", "logs/x/a.csv"));
+        assert!(matches("d/part-?.parquet", "d/part-1.parquet"));
+        assert!(!matches("d/part-?.parquet", "d/part-12.parquet"));
+    }
 }

@@ -373,7 +373,7 @@ fn resolve_source(
         (None, Some(key)) => {
             let key_columns = match key.get_ref() {
                 toml::Value::String(s) => vec![s.clone()],
-                toml::Value::Array(a) if !a.is_empty() => a
+                toml::Value::Array(a) if !a.is_empty() && a.iter().all(|v| v.is_str()) => a
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect(),
@@ -495,8 +495,18 @@ fn resolve_source(
             }
         }
         SourceKind::Dimension { key, valid_from } => {
+            // A key column may be empty: a null key matches nothing.
             for k in key {
-                require(errors, k, raw.key.as_ref().map(|k| k.span()), "key column");
+                if !names.contains(k) {
+                    errors.at(
+                        raw.key.as_ref().map(|k| k.span()),
+                        &context,
+                        format!(
+                            "key column `{k}` is not a declared column (columns: {})",
+                            list(&names)
+                        ),
+                    );
+                }
             }
             if let Some(v) = valid_from {
                 let t = require(
@@ -1104,6 +1114,14 @@ offset = "1h"
             "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\nwhere = \"amount + 1\"\n",
         );
         assert!(message.ends_with("not a boolean"), "{message}");
+        // Filters that differ from run to run would make the bytes differ.
+        let message = errors(
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\nwhere = \"random() < 0.5\"\n",
+        );
+        assert!(
+            message.contains("`random` gives a different answer from run to run"),
+            "{message}"
+        );
     }
 
     #[test]

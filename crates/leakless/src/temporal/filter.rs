@@ -6,7 +6,9 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
@@ -28,6 +30,18 @@ impl FilterExpr {
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let ctx = SessionContext::new();
         let expr = ctx.parse_sql_expr(sql, &df_schema)?;
+        // Output bytes depend on the inputs only: no random(), no now().
+        expr.apply(|e| {
+            if let Expr::ScalarFunction(f) = e
+                && f.func.signature().volatility != Volatility::Immutable
+            {
+                return Err(DataFusionError::Plan(format!(
+                    "`{}` gives a different answer from run to run; a filter must depend on the row only",
+                    f.func.name()
+                )));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
         let physical = ctx.create_physical_expr(expr, &df_schema)?;
         let ty = physical.data_type(&schema)?;
         if ty != DataType::Boolean {

@@ -209,6 +209,12 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
             filter_record_batch(table, &mask)?
         }
     };
+    if table.num_rows() >= u32::MAX as usize {
+        return Err(DataFusionError::Execution(format!(
+            "source `{source_name}` has {} rows; one index holds fewer than 2^32",
+            table.num_rows()
+        )));
+    }
     let key_arrays: Vec<&ArrayRef> = index.source_key.iter().map(|&k| table.column(k)).collect();
     let keys = KeyColumns::new(key_arrays)?;
     let mut dict = KeyDict::default();

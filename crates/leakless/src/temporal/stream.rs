@@ -256,8 +256,11 @@ enum Acc {
     Take(Vec<u32>),
 }
 
-fn floor_seconds(micros: i64) -> i64 {
-    micros.div_euclid(MICROS_PER_SECOND)
+/// `floor((t - e) / 1 s)`, computed without overflow (whole seconds
+/// between any two i64 instants fit in an i64).
+fn seconds_between(t: i64, e: i64) -> i64 {
+    let micros = i128::from(t) - i128::from(e);
+    micros.div_euclid(i128::from(MICROS_PER_SECOND)) as i64
 }
 
 /// Neumaier-compensated sum of the non-null floats in `a..b`.
@@ -315,15 +318,15 @@ impl Acc {
             (Acc::Int64(out), Op::Count) => out.push(Some((b - a) as i64)),
             (Acc::Int8(out), Op::Exists) => out.push(i8::from(b > a)),
             (Acc::Int64(out), Op::TimeSinceLast) => {
-                out.push((b > a).then(|| floor_seconds(t - index.times[b - 1])))
+                out.push((b > a).then(|| seconds_between(t, index.times[b - 1])))
             }
             (Acc::Int64(out), Op::TimeSinceFirst) => {
-                out.push((b > a).then(|| floor_seconds(t - index.times[a])))
+                out.push((b > a).then(|| seconds_between(t, index.times[a])))
             }
             (Acc::Int64(out), Op::TimeSince) => {
                 let v = values.expect("time_since reads a column");
                 let ts = v.array.as_primitive::<TimestampMicrosecondType>();
-                out.push((b > a && ts.is_valid(a)).then(|| floor_seconds(t - ts.value(a))))
+                out.push((b > a && ts.is_valid(a)).then(|| seconds_between(t, ts.value(a))))
             }
             (Acc::Int64(out), Op::Sum) => {
                 let sums = values.and_then(|v| v.int_sums.as_ref()).expect("int sums");

@@ -123,7 +123,8 @@ impl DayBuckets {
             .column(self.time_column)
             .as_primitive::<TimestampMicrosecondType>();
         let width = bucket_micros(self.partitioning);
-        let day_of = |row: usize| times.value(row).div_euclid(width);
+        // One bucket without partitioning, whatever the time.
+        let day_of = |row: usize| width.map_or(0, |w| times.value(row).div_euclid(w));
         let first = day_of(0);
         if (1..batch.num_rows()).all(|row| day_of(row) == first) {
             return self.append(first, &batch);
@@ -209,21 +210,21 @@ impl DayBuckets {
     }
 }
 
-/// The width of a bucket in microseconds.
-fn bucket_micros(partitioning: Partitioning) -> i64 {
+/// The width of a bucket in microseconds; `None`: one bucket.
+fn bucket_micros(partitioning: Partitioning) -> Option<i64> {
     match partitioning {
-        Partitioning::Day => MICROS_PER_DAY,
-        Partitioning::Hour => MICROS_PER_DAY / 24,
-        Partitioning::None => i64::MAX,
+        Partitioning::Day => Some(MICROS_PER_DAY),
+        Partitioning::Hour => Some(MICROS_PER_DAY / 24),
+        Partitioning::None => None,
     }
 }
 
 /// The folder of bucket `bucket`.
 fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
     match partitioning {
-        Partitioning::Day => format!("dt={}", utc_date(bucket * MICROS_PER_DAY)),
+        Partitioning::Day => format!("dt={}", utc_date(bucket.saturating_mul(MICROS_PER_DAY))),
         Partitioning::Hour => {
-            let start = bucket * (MICROS_PER_DAY / 24);
+            let start = bucket.saturating_mul(MICROS_PER_DAY / 24);
             format!(
                 "dt={}/hour={:02}",
                 utc_date(start),
@@ -494,16 +495,9 @@ pub fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
 
 /// The first `rows` rows of a dataset (its first file), as a text table.
 pub fn preview(dataset: &Path, rows: usize) -> Result<String> {
-    let mut days: Vec<PathBuf> = std::fs::read_dir(dataset)
-        .map_err(|e| Error::io("reading", dataset, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    days.sort();
-    let Some(first_day) = days.first() else {
+    let Some(path) = data_files(dataset)?.into_iter().next() else {
         return Ok("(no rows)".into());
     };
-    let path = first_day.join("part-00000.parquet");
     let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
     let reader =
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -520,6 +514,60 @@ pub fn preview(dataset: &Path, rows: usize) -> Result<String> {
             .map_err(DataFusionError::from)?
             .to_string(),
     )
+}
+
+/// Every Parquet file of a dataset, in path order (partition folders
+/// included, names starting with `.` or `_` skipped).
+pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut folders = vec![dataset.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| Error::io("reading", &folder, e))? {
+            let path = entry.map_err(|e| Error::io("reading", &folder, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| n.starts_with('.') || n.starts_with('_')) {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Rows of a dataset where columns `a` and `b` differ (a null and a value
+/// differ; two nulls do not), and all rows.
+pub fn differing_rows(dataset: &Path, a: &str, b: &str) -> Result<(u64, u64)> {
+    let (mut differing, mut total) = (0u64, 0u64);
+    for path in data_files(dataset)? {
+        let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                file,
+            )
+            .and_then(|r| r.build())
+            .map_err(|source| Error::Parquet {
+                path: path.clone(),
+                source,
+            })?;
+        for batch in reader {
+            let batch = batch.map_err(DataFusionError::from)?;
+            let column = |name: &str| {
+                batch.column_by_name(name).cloned().ok_or_else(|| {
+                    Error::Invalid(format!("`{}` has no column `{name}`", path.display()))
+                })
+            };
+            let mask = datafusion::arrow::compute::kernels::cmp::distinct(&column(a)?, &column(b)?)
+                .map_err(DataFusionError::from)?;
+            differing += mask.true_count() as u64;
+            total += batch.num_rows() as u64;
+        }
+    }
+    Ok((differing, total))
 }
 
 #[cfg(test)]

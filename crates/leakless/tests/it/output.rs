@@ -134,3 +134,47 @@ fn the_manifest_records_inputs_watermark_and_partitions() {
     assert_eq!(clicks["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(manifest["columns"].as_array().unwrap().len(), 10);
 }
+
+#[test]
+fn without_partitioning_every_row_lands_in_one_file_whatever_its_time() {
+    // Rows before 1970 and after it, and a null dimension key that matches
+    // nothing (a key column may be empty).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spine.csv"),
+        "id,k,ts\n1,5,1969-12-31T23:00:00Z\n2,5,2026-10-01T00:00:00Z\n3,6,2026-10-02T00:00:00Z\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("dim.csv"), "k,v\n5,a\n,b\n").unwrap();
+    std::fs::write(
+        dir.path().join("spec.toml"),
+        r#"
+version = 1
+[sources.spine]
+path = "spine.csv"
+time = "ts"
+columns = { id = "int64", k = "int64", ts = "timestamp" }
+[sources.dim]
+path = "dim.csv"
+key = "k"
+columns = { k = "int64", v = "string" }
+[spine]
+source = "spine"
+columns = ["id", "k"]
+[features.v]
+source = "dim"
+op = "lookup"
+column = "v"
+[output]
+partition = "none"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out)
+        .unwrap()
+        .with_target_partitions(2);
+    let summary = crate::common::runtime().block_on(build.execute()).unwrap();
+    assert_eq!((summary.rows_written, summary.files), (3, 1));
+    assert!(out.join("part-00000.parquet").is_file());
+}
