@@ -153,12 +153,16 @@ impl Prober {
             let mut ranges = vec![(0usize, 0usize); columns.len()];
             let cursor = &mut self.cursors[i];
             let mut scratch = Scratch::default();
+            // A snapshot's row does not depend on `t`: no window to find.
+            let snapshot = index_plan.dimension && index_plan.time.is_none();
             for (row, slot) in slots.iter().enumerate() {
                 let t = times[row];
                 let start = match slot {
                     Some(slot) => {
                         let (start, run) = index.run(*slot);
-                        cursor.ranges(*slot as usize, run, t, &mut ranges);
+                        if !snapshot {
+                            cursor.ranges(*slot as usize, run, t, &mut ranges);
+                        }
                         Some((start, run.len()))
                     }
                     None => None,
