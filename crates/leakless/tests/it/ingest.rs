@@ -371,3 +371,99 @@ fn a_file_that_is_not_parquet_is_named() {
     assert_eq!(path, fake);
     assert!(!inputs.out().exists());
 }
+
+/// The first Parquet file of a dataset written with `partition = "none"`,
+/// as text rows.
+fn dataset_rows(out: &Path) -> Vec<String> {
+    let file = std::fs::File::open(out.join("part-00000.parquet")).unwrap();
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn spec_sources_read_tabs_null_markers_bools_epochs_and_parquet_without_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    // A TSV spine with "NA" as null, a bool and an epoch in seconds; events
+    // as epochs in milliseconds; a Parquet dimension whose columns come from
+    // the file.
+    std::fs::write(
+        dir.path().join("views.tsv.csv"),
+        "id\tk\tflag\tts\n1\t7\ttrue\t1790000000\n2\tNA\t0\t1790000060\n3\t8\tNA\t1790000120\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("events.csv"),
+        "k,at\n7,1789999999000\n7,1790000000000\n8,1790000119999\n",
+    )
+    .unwrap();
+    write_parquet(
+        &dir.path().join("dim.parquet"),
+        vec![
+            ("k", Arc::new(Int32Array::from(vec![7, 8])) as ArrayRef),
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["seven", "eight"])) as ArrayRef,
+            ),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("spec.toml"),
+        r#"
+version = 1
+[sources.views]
+path = "views.tsv.csv"
+time = "ts"
+delimiter = "	"
+null_values = ["NA"]
+columns = { id = "int64", k = "int64", flag = "bool", ts = "timestamp_s" }
+[sources.events]
+path = "events.csv"
+time = "at"
+columns = { k = "int64", at = "timestamp_ms" }
+[sources.dim]
+path = "dim.parquet"
+key = "k"
+[spine]
+source = "views"
+columns = ["id", "k", "flag"]
+[features.name]
+source = "dim"
+op = "lookup"
+column = "name"
+[features.events_before]
+source = "events"
+key = "k"
+op = "count"
+window = "lifetime"
+[output]
+partition = "none"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out).unwrap();
+    let summary = runtime().block_on(build.execute()).unwrap();
+    assert_eq!(summary.rows_written, 3);
+    assert_eq!(
+        dataset_rows(&out),
+        [
+            "+----+---+-------+----------------------+-------+---------------+",
+            "| id | k | flag  | ts                   | name  | events_before |",
+            "+----+---+-------+----------------------+-------+---------------+",
+            "| 1  | 7 | true  | 2026-09-21T14:13:20Z | seven | 1             |",
+            "| 2  |   | false | 2026-09-21T14:14:20Z |       | 0             |",
+            "| 3  | 8 |       | 2026-09-21T14:15:20Z | eight | 1             |",
+            "+----+---+-------+----------------------+-------+---------------+",
+        ]
+    );
+}
