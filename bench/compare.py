@@ -1,9 +1,11 @@
 """Checks that a reference's dataset has exactly leakless's rows.
 
-usage: compare.py LEAKLESS_DATASET OTHER_DATASET
+usage: compare.py LEAKLESS_DATASET OTHER_DATASET [--all-columns]
 Both are read with DuckDB (hive partitioning), timestamps as epoch
 microseconds; every column of every row is compared (a multiset difference
 both ways, so duplicates count), and the first differing impression is shown.
+With --all-columns, every column of leakless's dataset is compared (int8
+labels as integers), in its order.
 """
 import sys
 
@@ -14,6 +16,21 @@ COLUMNS = [
     "listing_age_seconds", "price", "category", "prior_listing_clicks", "listing_clicks_24h",
     "clicked::INTEGER AS clicked", "dt::VARCHAR AS dt",
 ]
+if "--all-columns" in sys.argv:
+    probe = duckdb.connect()
+    described = probe.execute(
+        f"DESCRIBE SELECT * FROM read_parquet('{sys.argv[1]}/*/*.parquet', hive_partitioning = true)"
+    ).fetchall()
+    COLUMNS = []
+    for name, kind, *_ in described:
+        if kind.startswith("TIMESTAMP"):
+            COLUMNS.append(f"epoch_us({name}) AS {name}")
+        elif name == "dt":
+            COLUMNS.append("dt::VARCHAR AS dt")
+        elif kind in ("TINYINT", "SMALLINT", "INTEGER"):
+            COLUMNS.append(f"{name}::BIGINT AS {name}")
+        else:
+            COLUMNS.append(name)
 
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")

@@ -71,6 +71,7 @@ def main():
         return scale(leakless, [int(s) for s in args.large.split(",")])
     (HERE / "out").mkdir(exist_ok=True)
     rows = []
+    rich_rows = []
     notes = []
     for n in [int(s) for s in args.sizes.split(",")]:
         data = HERE / "data" / str(n)
@@ -121,6 +122,34 @@ def main():
                     notes.append(f"{n:,} {name}: {r.stdout.strip()} {r.stderr.strip()}")
             size = du(out / folder) if folder else du(out / "floor")
             rows.append((n, name, wall, rss, size, wall / base, check))
+        # The rich spec: 11 features over three keys, an as-of price, two labels.
+        csv_dir = data / "csv"
+        rich = {
+            "leakless --spec bench/rich.toml": [leakless, "build", "--spec", HERE / "rich.toml",
+                                                *[a for t in ("impressions", "clicks", "listings", "listing_prices")
+                                                  for a in ("--source", f"{t}={csv_dir / (t + '.csv')}")],
+                                                "--out", out / "rich-leakless", "--watermark", wm, "--overwrite", "--quiet"],
+            "Polars, the rich spec by hand": [PY, HERE / "ref_polars_rich.py", csv_dir, out / "rich-polars", wm],
+        }
+        rich_results = {}
+        for name, cmd in rich.items():
+            runs = []
+            for _ in range(args.runs):
+                if not str(cmd[0]).endswith("leakless"):
+                    subprocess.run(["rm", "-rf", str(cmd[-2])], check=True)
+                runs.append(timed(cmd))
+            rich_results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+            print(f"{n:>11,} {name:<60} {rich_results[name][0]:7.2f} s {rich_results[name][1]:8.0f} MB", flush=True)
+        r = subprocess.run([PY, HERE / "compare.py", out / "rich-leakless", out / "rich-polars", "--all-columns"],
+                           capture_output=True, text=True)
+        rich_check = "identical" if r.returncode == 0 else "DIFFERENT"
+        if r.returncode != 0:
+            notes.append(f"{n:,} rich spec, Polars: {r.stdout.strip()} {r.stderr.strip()}")
+        rich_base = rich_results["leakless --spec bench/rich.toml"][0]
+        for name, (wall, rss) in rich_results.items():
+            folder = "rich-leakless" if name.startswith("leakless") else "rich-polars"
+            rich_rows.append((n, name, wall, rss, du(out / folder), wall / rich_base,
+                              "-" if folder == "rich-leakless" else rich_check))
         timings = json.loads(subprocess.check_output([str(c) for c in tools["leakless (CSV in)"] + ["--json"]]))["timings"]
         notes.append(f"{n:,} leakless --timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
 
@@ -140,6 +169,14 @@ def main():
         "|---:|---|---:|---:|---:|---:|---|",
     ]
     for n, name, wall, rss, size, ratio, check in rows:
+        lines.append(f"| {n:,} | {name} | {wall:.2f} | {rss:.0f} | {size:.0f} | {ratio:.2f} | {check} |")
+    lines += ["", "The rich spec (`bench/rich.toml`: 11 features over listing, user and user x listing keys, "
+              "windows of 1 h, 24 h, 7 d and lifetime, an as-of price, two labels) on the same files, "
+              "against a hand-written Polars job of the same definitions (`bench/ref_polars_rich.py`). "
+              "Ratio = tool time / leakless time.", "",
+              "| impressions | tool | wall (s) | peak RSS (MB) | output (MB) | ratio to leakless | rows vs leakless |",
+              "|---:|---|---:|---:|---:|---:|---|"]
+    for n, name, wall, rss, size, ratio, check in rich_rows:
         lines.append(f"| {n:,} | {name} | {wall:.2f} | {rss:.0f} | {size:.0f} | {ratio:.2f} | {check} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")

@@ -1158,5 +1158,24 @@ offset = "1h"
         );
         assert_eq!(a.feature_set_hash(), b.feature_set_hash());
         assert_ne!(a.feature_set_hash(), c.feature_set_hash());
+        // An omitted default and its explicit value are the same definition;
+        // paths and the watermark are not part of it.
+        let explicit = format!(
+            "watermark = \"2026-10-01T00:00:00Z\"\n{}[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"24h\"\n[output]\npartition = \"day\"\n",
+            BASE.replace(
+                "time = \"ts\"\ncolumns = { user",
+                "time = \"ts\"\ndelay = \"0s\"\ncolumns = { user"
+            )
+            .replace("version = 1\n", "")
+            .replace("orders.csv", "elsewhere/orders.parquet")
+        );
+        let explicit = parse_spec(
+            &format!("version = 1\n{explicit}"),
+            Path::new("b/spec.toml"),
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.feature_set_hash(), explicit.feature_set_hash());
     }
 }

@@ -178,3 +178,28 @@ partition = "none"
     assert_eq!((summary.rows_written, summary.files), (3, 1));
     assert!(out.join("part-00000.parquet").is_file());
 }
+
+#[test]
+fn hourly_partitions_are_named_by_utc_date_and_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spine.csv"),
+        "id,ts\n1,2026-10-01T00:59:59.999999Z\n2,2026-10-01T01:00:00Z\n3,2026-10-02T23:30:00+02:00\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("spec.toml"),
+        "version = 1\n[sources.s]\npath = \"spine.csv\"\ntime = \"ts\"\ncolumns = { id = \"int64\", ts = \"timestamp\" }\n[spine]\nsource = \"s\"\ncolumns = [\"id\"]\n[output]\npartition = \"hour\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out).unwrap();
+    crate::common::runtime().block_on(build.execute()).unwrap();
+    for file in [
+        "dt=2026-10-01/hour=00/part-00000.parquet",
+        "dt=2026-10-01/hour=01/part-00000.parquet",
+        "dt=2026-10-02/hour=21/part-00000.parquet",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+}
