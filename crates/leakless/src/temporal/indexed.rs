@@ -11,8 +11,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_comparator,
+};
+use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::error::{DataFusionError, Result};
@@ -25,6 +27,7 @@ use super::filter::FilterExpr;
 use super::keys::{KeyColumns, KeyDict};
 use super::plan::{IndexPlan, PitPlan};
 use crate::error::Error;
+use crate::spec::Op;
 
 /// One value column in index order.
 #[derive(Debug)]
@@ -38,10 +41,39 @@ pub(super) struct SortedValues {
     pub next_nonnull: Vec<u32>,
     /// Last non-null position `<= i`, or `u32::MAX`.
     pub prev_nonnull: Vec<u32>,
+    /// Answers for lifetime windows, which start at their key's first
+    /// event: per position `i`, the op over the key's run up to `i`
+    /// inclusive. They make a lifetime `min`, `max`, `count_distinct` or
+    /// float `sum`/`mean` one array read instead of a scan of every earlier
+    /// event of a hot key.
+    pub lifetime: Lifetime,
+}
+
+/// Prefix answers over each key's run (see [`SortedValues::lifetime`]).
+#[derive(Debug, Default)]
+pub(super) struct Lifetime {
+    /// Position of the smallest / largest non-null value so far, or
+    /// `u32::MAX`; the first among equals.
+    pub min: Option<Vec<u32>>,
+    pub max: Option<Vec<u32>>,
+    /// Distinct non-null values so far.
+    pub distinct: Option<Vec<u32>>,
+    /// Neumaier state `(sum, compensation)` after the values so far, in
+    /// run order: the same additions as a scan from the run's start.
+    pub float_sum: Option<Vec<(f64, f64)>>,
+}
+
+/// Which lifetime answers a value column needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LifetimeNeeds {
+    pub min: bool,
+    pub max: bool,
+    pub distinct: bool,
+    pub float_sum: bool,
 }
 
 impl SortedValues {
-    fn new(array: ArrayRef) -> Self {
+    fn new(array: ArrayRef, offsets: &[usize], needs: LifetimeNeeds) -> Result<Self> {
         let n = array.len();
         let mut nonnull = Vec::with_capacity(n + 1);
         nonnull.push(0u32);
@@ -73,13 +105,15 @@ impl SortedValues {
             }
             sums
         });
-        SortedValues {
+        let lifetime = lifetime_answers(&array, offsets, needs)?;
+        Ok(SortedValues {
             array,
             nonnull,
             int_sums,
             next_nonnull,
             prev_nonnull,
-        }
+            lifetime,
+        })
     }
 
     fn memory_size(&self) -> usize {
@@ -88,7 +122,89 @@ impl SortedValues {
             + self.int_sums.as_ref().map_or(0, |s| s.capacity() * 16)
             + self.next_nonnull.capacity() * 4
             + self.prev_nonnull.capacity() * 4
+            + [
+                &self.lifetime.min,
+                &self.lifetime.max,
+                &self.lifetime.distinct,
+            ]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, |v| v.capacity() * 4))
+            .sum::<usize>()
+            + self
+                .lifetime
+                .float_sum
+                .as_ref()
+                .map_or(0, |v| v.capacity() * 16)
     }
+}
+
+/// The lifetime answers `needs` asks for, run by run.
+fn lifetime_answers(array: &ArrayRef, offsets: &[usize], needs: LifetimeNeeds) -> Result<Lifetime> {
+    let n = array.len();
+    let mut out = Lifetime::default();
+    let runs = || offsets.windows(2).map(|w| (w[0], w[1]));
+    for (largest, wanted, slot) in [
+        (false, needs.min, &mut out.min),
+        (true, needs.max, &mut out.max),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let compare = make_comparator(array.as_ref(), array.as_ref(), SortOptions::default())?;
+        let mut best = vec![u32::MAX; n];
+        for (s, e) in runs() {
+            let mut current: Option<usize> = None;
+            for (i, b) in best.iter_mut().enumerate().take(e).skip(s) {
+                if array.is_valid(i) {
+                    let better = current.is_none_or(|j| {
+                        let order = compare(i, j);
+                        if largest {
+                            order.is_gt()
+                        } else {
+                            order.is_lt()
+                        }
+                    });
+                    if better {
+                        current = Some(i);
+                    }
+                }
+                *b = current.map_or(u32::MAX, |p| p as u32);
+            }
+        }
+        *slot = Some(best);
+    }
+    if needs.distinct {
+        let mut distinct = vec![0u32; n];
+        let mut seen = hashbrown::HashSet::new();
+        for (s, e) in runs() {
+            seen.clear();
+            let mut count = 0u32;
+            for (i, d) in distinct.iter_mut().enumerate().take(e).skip(s) {
+                if let Some(key) = super::stream::distinct_key(array, i)
+                    && seen.insert(key)
+                {
+                    count += 1;
+                }
+                *d = count;
+            }
+        }
+        out.distinct = Some(distinct);
+    }
+    if needs.float_sum && array.data_type() == &DataType::Float64 {
+        let floats = array.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let mut states = vec![(0.0, 0.0); n];
+        for (s, e) in runs() {
+            let mut state = (0.0f64, 0.0f64);
+            for (i, st) in states.iter_mut().enumerate().take(e).skip(s) {
+                if floats.is_valid(i) {
+                    state = super::stream::neumaier_add(state, floats.value(i));
+                }
+                *st = state;
+            }
+        }
+        out.float_sum = Some(states);
+    }
+    Ok(out)
 }
 
 /// The rows of one (source, key, `where`), per key, sorted.
@@ -250,7 +366,11 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
     let values = index
         .values
         .iter()
-        .map(|&v| Ok(SortedValues::new(take(table.column(v), &rows, None)?)))
+        .enumerate()
+        .map(|(i, &v)| {
+            let needs = lifetime_needs(plan, index, i);
+            SortedValues::new(take(table.column(v), &rows, None)?, &offsets, needs)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(KeyIndex {
         dict,
@@ -258,6 +378,25 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
         times: order.iter().map(|o| o.1).collect(),
         values,
     })
+}
+
+/// The lifetime answers value column `value` of `index` needs.
+fn lifetime_needs(plan: &PitPlan, index: &IndexPlan, value: usize) -> LifetimeNeeds {
+    let mut needs = LifetimeNeeds::default();
+    for &c in &index.columns {
+        let column = &plan.columns[c];
+        if column.value != Some(value) || column.lo.is_some() || index.dimension {
+            continue;
+        }
+        match column.derived.op {
+            Op::Min => needs.min = true,
+            Op::Max => needs.max = true,
+            Op::CountDistinct => needs.distinct = true,
+            Op::Sum | Op::Mean => needs.float_sum = true,
+            _ => {}
+        }
+    }
+    needs
 }
 
 /// A snapshot dimension has one row per key; a versioned one, one per key

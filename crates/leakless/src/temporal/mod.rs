@@ -11,6 +11,15 @@
 //! - a dimension lookup takes the row for the key (snapshot) or the version
 //!   with the greatest `valid_from < t - d`.
 //!
+//! # Cost per spine row and index
+//! The key's slot (one array read for dense int keys, a hash lookup
+//! otherwise), a galloping search per distinct window bound, then per
+//! column: `count`, `exists`, `time_since_*`, int `sum`/`mean`, `first`,
+//! `last` and lookups are a few array reads; lifetime `min`, `max`,
+//! `count_distinct` and float `sum`/`mean` read the run's prefix answers;
+//! over a sliding window those four scan the window's events (bounded by
+//! the window, not by the key's history).
+//!
 //! Events at one instant keep input order (files in path order, then row
 //! order). Rows with `t + o + w > watermark` for some label are immature:
 //! dropped and counted in the `held_back` metric; rows failing the spine's

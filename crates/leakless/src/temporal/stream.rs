@@ -267,23 +267,37 @@ fn seconds_between(t: i64, e: i64) -> i64 {
     micros.div_euclid(i128::from(MICROS_PER_SECOND)) as i64
 }
 
+/// The float sum of `a..b`: from the lifetime prefix when the window is
+/// lifetime (the same additions in the same order), else by a scan.
+fn lifetime_float_sum(v: &SortedValues, column: &ColumnPlan, a: usize, b: usize) -> f64 {
+    match (&v.lifetime.float_sum, column.lo) {
+        (Some(states), None) if b > a => states[b - 1].0 + states[b - 1].1,
+        (Some(_), None) => 0.0,
+        _ => float_sum(v.array.as_primitive::<Float64Type>(), a, b),
+    }
+}
+
+/// One step of Neumaier's compensated summation: `(sum, compensation)`
+/// after adding `x`.
+pub(super) fn neumaier_add((sum, compensation): (f64, f64), x: f64) -> (f64, f64) {
+    let next = sum + x;
+    let compensation = if sum.abs() >= x.abs() {
+        compensation + ((sum - next) + x)
+    } else {
+        compensation + ((x - next) + sum)
+    };
+    (next, compensation)
+}
+
 /// Neumaier-compensated sum of the non-null floats in `a..b`.
 fn float_sum(values: &Float64Array, a: usize, b: usize) -> f64 {
-    let (mut sum, mut compensation) = (0.0f64, 0.0f64);
+    let mut state = (0.0f64, 0.0f64);
     for i in a..b {
-        if values.is_null(i) {
-            continue;
+        if values.is_valid(i) {
+            state = neumaier_add(state, values.value(i));
         }
-        let x = values.value(i);
-        let next = sum + x;
-        if sum.abs() >= x.abs() {
-            compensation += (sum - next) + x;
-        } else {
-            compensation += (x - next) + sum;
-        }
-        sum = next;
     }
-    sum + compensation
+    state.0 + state.1
 }
 
 impl Acc {
@@ -317,6 +331,14 @@ impl Acc {
         scratch: &mut Scratch,
     ) -> Result<()> {
         let values: Option<&SortedValues> = column.value.map(|v| &index.values[v]);
+        // A lifetime window starts at the key's first event: its answer is
+        // the run's prefix up to `b - 1`, already computed.
+        let prefix = |answers: &Option<Vec<u32>>| {
+            answers
+                .as_ref()
+                .filter(|_| column.lo.is_none())
+                .map(|p| if b > a { p[b - 1] } else { u32::MAX })
+        };
         let nonnull = |v: &SortedValues| (v.nonnull[b] - v.nonnull[a]) as usize;
         match (self, column.derived.op) {
             (Acc::Int64(out), Op::Count) => out.push(Some((b - a) as i64)),
@@ -345,19 +367,24 @@ impl Acc {
             }
             (Acc::Float(out), Op::Sum) => {
                 let v = values.expect("sum reads a column");
-                out.push(Some(float_sum(v.array.as_primitive::<Float64Type>(), a, b)))
+                out.push(Some(lifetime_float_sum(v, column, a, b)))
             }
             (Acc::Float(out), Op::Mean) => {
                 let v = values.expect("mean reads a column");
                 let n = nonnull(v);
                 out.push((n > 0).then(|| match &v.int_sums {
                     Some(sums) => (sums[b] - sums[a]) as f64 / n as f64,
-                    None => float_sum(v.array.as_primitive::<Float64Type>(), a, b) / n as f64,
+                    None => lifetime_float_sum(v, column, a, b) / n as f64,
                 }))
             }
             (Acc::Int64(out), Op::CountDistinct) => {
                 let v = values.expect("count_distinct reads a column");
-                out.push(Some(count_distinct(&v.array, a, b, scratch) as i64))
+                let n = match prefix(&v.lifetime.distinct) {
+                    Some(u32::MAX) => 0,
+                    Some(n) => n as usize,
+                    None => count_distinct(&v.array, a, b, scratch),
+                };
+                out.push(Some(n as i64))
             }
             (Acc::Take(out), Op::First) => {
                 let v = values.expect("first reads a column");
@@ -380,7 +407,15 @@ impl Acc {
             (Acc::Take(out), Op::Lookup) => out.push(if b > a { a as u32 } else { u32::MAX }),
             (Acc::Take(out), op @ (Op::Min | Op::Max)) => {
                 let v = values.expect("min and max read a column");
-                out.push(extreme(&v.array, a, b, op == Op::Max)?)
+                let answers = if op == Op::Max {
+                    &v.lifetime.max
+                } else {
+                    &v.lifetime.min
+                };
+                out.push(match prefix(answers) {
+                    Some(p) => p,
+                    None => extreme(&v.array, a, b, op == Op::Max)?,
+                })
             }
             (_, op) => {
                 return Err(DataFusionError::Internal(format!(
@@ -434,39 +469,43 @@ fn extreme(array: &ArrayRef, a: usize, b: usize, largest: bool) -> Result<u32> {
     Ok(best.map_or(u32::MAX, |p| p as u32))
 }
 
-/// Distinct non-null values in `a..b`: ints, timestamps and bools by value,
-/// floats by bits with -0.0 read as 0.0, strings by bytes.
-fn count_distinct(array: &ArrayRef, a: usize, b: usize, scratch: &mut Scratch) -> usize {
-    match array.data_type() {
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            let mut seen: HashSet<&str> = HashSet::new();
-            for i in a..b {
-                if strings.is_valid(i) {
-                    seen.insert(strings.value(i));
-                }
-            }
-            seen.len()
-        }
-        _ => {
-            let seen = &mut scratch.seen;
-            seen.clear();
-            for i in a..b {
-                if array.is_null(i) {
-                    continue;
-                }
-                let bits = match array.data_type() {
-                    DataType::Float64 => {
-                        let x = array.as_primitive::<Float64Type>().value(i);
-                        if x == 0.0 { 0 } else { x.to_bits() }
-                    }
-                    DataType::Boolean => u64::from(array.as_boolean().value(i)),
-                    DataType::Int64 => array.as_primitive::<Int64Type>().value(i) as u64,
-                    _ => array.as_primitive::<TimestampMicrosecondType>().value(i) as u64,
-                };
-                seen.insert(bits);
-            }
-            seen.len()
-        }
+/// A value as `count_distinct` compares it: ints, timestamps and bools by
+/// value, floats by bits with -0.0 read as 0.0, strings by bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum DistinctKey<'a> {
+    Bits(u64),
+    Bytes(&'a [u8]),
+}
+
+/// The distinct key of row `i`, `None` when it is null.
+pub(super) fn distinct_key(array: &ArrayRef, i: usize) -> Option<DistinctKey<'_>> {
+    if array.is_null(i) {
+        return None;
     }
+    Some(match array.data_type() {
+        DataType::Utf8 => DistinctKey::Bytes(array.as_string::<i32>().value(i).as_bytes()),
+        DataType::Float64 => {
+            let x = array.as_primitive::<Float64Type>().value(i);
+            DistinctKey::Bits(if x == 0.0 { 0 } else { x.to_bits() })
+        }
+        DataType::Boolean => DistinctKey::Bits(u64::from(array.as_boolean().value(i))),
+        DataType::Int64 => DistinctKey::Bits(array.as_primitive::<Int64Type>().value(i) as u64),
+        _ => DistinctKey::Bits(array.as_primitive::<TimestampMicrosecondType>().value(i) as u64),
+    })
+}
+
+/// Distinct non-null values in `a..b`.
+fn count_distinct(array: &ArrayRef, a: usize, b: usize, scratch: &mut Scratch) -> usize {
+    if array.data_type() == &DataType::Utf8 {
+        let mut seen = HashSet::new();
+        seen.extend((a..b).filter_map(|i| distinct_key(array, i)));
+        return seen.len();
+    }
+    let seen = &mut scratch.seen;
+    seen.clear();
+    seen.extend((a..b).filter_map(|i| match distinct_key(array, i) {
+        Some(DistinctKey::Bits(bits)) => Some(bits),
+        _ => None,
+    }));
+    seen.len()
 }
