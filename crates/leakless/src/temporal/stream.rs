@@ -352,7 +352,7 @@ impl Acc {
             (Acc::Int64(out), Op::TimeSince) => {
                 let v = values.expect("time_since reads a column");
                 let ts = v.array.as_primitive::<TimestampMicrosecondType>();
-                out.push((b > a && ts.is_valid(a)).then(|| seconds_between(t, ts.value(a))))
+                out.push((b > a && ts.is_valid(a)).then(|| seconds_between(t, ts.values()[a])))
             }
             (Acc::Int64(out), Op::Sum) => {
                 let sums = values.and_then(|v| v.int_sums.as_ref()).expect("int sums");

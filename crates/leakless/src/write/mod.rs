@@ -124,7 +124,10 @@ impl DayBuckets {
             .as_primitive::<TimestampMicrosecondType>();
         let width = bucket_micros(self.partitioning);
         // One bucket without partitioning, whatever the time.
-        let day_of = |row: usize| width.map_or(0, |w| times.value(row).div_euclid(w));
+        // A slice, not `value(row)`: `value` is not inlined here and cost
+        // about 5 % of a 10 M build's CPU (perf).
+        let times = times.values();
+        let day_of = |row: usize| width.map_or(0, |w| times[row].div_euclid(w));
         let first = day_of(0);
         if (1..batch.num_rows()).all(|row| day_of(row) == first) {
             return self.append(first, &batch);
