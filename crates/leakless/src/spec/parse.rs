@@ -124,6 +124,9 @@ struct RawOutput {
 struct Errors<'a> {
     text: &'a str,
     found: Vec<SpecError>,
+    /// Sources declared with mistakes (already reported): what refers to
+    /// them is not reported again as naming a source that does not exist.
+    broken: Vec<String>,
 }
 
 impl Errors<'_> {
@@ -182,6 +185,7 @@ pub fn parse_spec(
     let mut errors = Errors {
         text,
         found: Vec::new(),
+        broken: Vec::new(),
     };
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
     for (name, _) in overrides {
@@ -246,6 +250,12 @@ fn resolve(
             let path = overrides.iter().find(|o| o.0 == *name).map(|o| o.1.clone());
             resolve_source(name, s, base, path, infer, errors)
         })
+        .collect();
+    errors.broken = raw
+        .sources
+        .keys()
+        .filter(|name| !sources.iter().any(|s| &s.name == *name))
+        .cloned()
         .collect();
     let partition = match raw
         .output
@@ -556,6 +566,9 @@ fn resolve_spine(
     let raw = raw.get_ref();
     let name = raw.source.get_ref();
     let Some(source) = sources.iter().find(|s| &s.name == name) else {
+        if errors.broken.contains(name) {
+            return None;
+        }
         errors.at(
             Some(raw.source.span()),
             "spine",
@@ -629,6 +642,9 @@ fn resolve_derived(
         return None;
     };
     let Some(source) = sources.iter().find(|s| s.name == *source_name.get_ref()) else {
+        if errors.broken.contains(source_name.get_ref()) {
+            return None;
+        }
         errors.at(
             Some(source_name.span()),
             context,
@@ -1121,6 +1137,21 @@ offset = "1h"
         assert!(
             message.contains("`random` gives a different answer from run to run"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_broken_source_is_reported_once() {
+        // Not again as "source `orders` does not exist" by its feature.
+        let text = BASE.replace("amount = \"float64\"", "amount = \"flaot64\"");
+        let extra =
+            "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindow = \"1h\"\n";
+        let message = parse_spec(&format!("{text}{extra}"), Path::new("spec.toml"), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "spec.toml:10:55: sources.orders.columns.amount: unknown type `flaot64` (types: int64, float64, string, bool, timestamp, timestamp_s, timestamp_ms, timestamp_us)"
         );
     }
 
