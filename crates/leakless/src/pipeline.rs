@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ingest::{BadRowPolicy, Source};
-use crate::spec::{self, Role, Spec};
+use crate::spec::{self, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
@@ -393,11 +393,4 @@ fn positives(batch: &RecordBatch, i: usize) -> u64 {
         _ => column.len() - column.null_count(),
     };
     nonzero as u64
-}
-
-/// Whether a column is a label, for callers that hold output names.
-pub fn is_label(spec: &Spec, name: &str) -> bool {
-    spec.derived
-        .iter()
-        .any(|d| d.name == name && d.role == Role::Label)
 }
