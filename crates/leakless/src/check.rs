@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::ingest::{BadRowPolicy, Source};
-use crate::spec::{SourceKind, Spec};
+use crate::ingest::{BadRowPolicy, Format, Source};
+use crate::spec::{CsvOptions, SourceKind, Spec};
 use crate::temporal::PitPlan;
 
 /// What `leakless check` found.
@@ -60,9 +60,17 @@ pub struct ColumnExplanation {
 /// and describes the plan.
 pub fn check(spec: &Spec) -> Result<CheckReport> {
     let mut sources = Vec::new();
+    let mut warnings = warnings(spec);
     for def in &spec.sources {
         let source = Source::open(def, BadRowPolicy::Fail)?;
         source.check_columns()?;
+        let all_parquet = source.files.iter().all(|f| f.format == Format::Parquet);
+        if all_parquet && def.csv != CsvOptions::default() {
+            warnings.push(format!(
+                "source `{}` sets `delimiter` or `null_values`, but its files are Parquet: they have no effect",
+                def.name
+            ));
+        }
         sources.push(SourceReport {
             name: def.name.clone(),
             kind: match &def.kind {
@@ -103,7 +111,7 @@ pub fn check(spec: &Spec) -> Result<CheckReport> {
         feature_set_hash: spec.feature_set_hash(),
         sources,
         indexes,
-        warnings: warnings(spec),
+        warnings,
     })
 }
 
@@ -121,6 +129,12 @@ pub fn warnings(spec: &Spec) -> Vec<String> {
                 .filter(|d| d.source == def.name)
                 .map(|d| format!("`{}`", d.name))
                 .collect();
+            if def.delay_micros > 0 {
+                out.push(format!(
+                    "source `{}` has a `delay` but no valid_from: a snapshot has no time for the delay to shift",
+                    def.name
+                ));
+            }
             if !users.is_empty() {
                 out.push(format!(
                     "source `{}` is a snapshot (no valid_from): {} see its rows as they are now, whatever t is; a row that changed after t leaks the future (declare valid_from to look rows up as of t)",

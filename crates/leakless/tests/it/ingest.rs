@@ -467,3 +467,48 @@ partition = "none"
         ]
     );
 }
+
+#[test]
+fn check_warns_about_settings_that_have_no_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(
+        &dir.path().join("dim.parquet"),
+        vec![("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)],
+    );
+    std::fs::write(
+        dir.path().join("spine.csv"),
+        "k,ts\n1,2026-10-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let text = r#"
+version = 1
+[sources.spine]
+path = "spine.csv"
+time = "ts"
+columns = { k = "int64", ts = "timestamp" }
+[sources.dim]
+path = "dim.parquet"
+key = "k"
+delay = "1h"
+delimiter = ";"
+[spine]
+source = "spine"
+columns = ["k"]
+[labels.l]
+source = "spine"
+key = "k"
+op = "count"
+window = "1h"
+"#;
+    let path = dir.path().join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    let spec = leakless::spec::load(&path, &[]).unwrap();
+    let report = leakless::check::check(&spec).unwrap();
+    assert_eq!(
+        report.warnings,
+        [
+            "source `dim` has a `delay` but no valid_from: a snapshot has no time for the delay to shift",
+            "source `dim` sets `delimiter` or `null_values`, but its files are Parquet: they have no effect",
+        ]
+    );
+}
