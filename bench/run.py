@@ -11,6 +11,7 @@ checks every reference's rows against leakless's, and writes
 bench/RESULTS.md.
 """
 import argparse
+import random as random_module
 import json
 import os
 import statistics
@@ -61,6 +62,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--order", choices=["time", "random"], default="time",
+                    help="rows as generated (time order, rising ids), or impressions, clicks, listings and "
+                         "listing_prices shuffled into random order (CSV inputs only); random writes its own "
+                         "section of RESULTS.md")
     ap.add_argument("--spark-max", type=int, default=1_000_000, help="largest size PySpark runs at")
     ap.add_argument("--large", help="sizes (e.g. 100000000) to run leakless alone at, once each, "
                     "against leakless at 10,000,000; replaces the scale section of RESULTS.md")
@@ -80,7 +85,11 @@ def main():
                 sh(leakless, "generate", "--out", data / fmt, "--impressions", n, "--format", fmt)
         gen = json.loads((data / "csv" / "_generator.json").read_text())
         wm = gen["totals"]["watermark"]
-        inputs = {fmt: [data / fmt / f"{t}.{fmt}" for t in ("impressions", "clicks", "listings")] for fmt in ["csv", "parquet"]}
+        csv_dir = data / "csv"
+        if args.order == "random":
+            csv_dir = shuffled_copy(data / "csv", data / "csv-random")
+        inputs = {"csv": [csv_dir / f"{t}.csv" for t in ("impressions", "clicks", "listings")],
+                  "parquet": [data / "parquet" / f"{t}.parquet" for t in ("impressions", "clicks", "listings")]}
         out = HERE / "out" / str(n)
         tools = {
             "leakless (CSV in)": [leakless, "build", "--impressions", inputs["csv"][0], "--clicks", inputs["csv"][1],
@@ -96,6 +105,8 @@ def main():
             "Polars join_asof": [PY, HERE / "ref_polars.py", *inputs["csv"], out / "polars", wm],
             "DuckDB ASOF JOIN": [PY, HERE / "ref_duckdb.py", *inputs["csv"], out / "duckdb", wm],
         }
+        if args.order == "random":
+            del tools["leakless (Parquet in)"]
         if n <= args.spark_max:
             tools["PySpark window functions, local[2]"] = [PY, HERE / "ref_spark.py", *inputs["csv"], out / "spark", wm]
         results = {}
@@ -123,7 +134,6 @@ def main():
             size = du(out / folder) if folder else du(out / "floor")
             rows.append((n, name, wall, rss, size, wall / base, check))
         # The rich spec: 11 features over three keys, an as-of price, two labels.
-        csv_dir = data / "csv"
         rich = {
             "leakless --spec bench/rich.toml": [leakless, "build", "--spec", HERE / "rich.toml",
                                                 *[a for t in ("impressions", "clicks", "listings", "listing_prices")
@@ -155,11 +165,16 @@ def main():
 
     cores = os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    random = args.order == "random"
     lines = [
-        "# Benchmark results",
+        "## Rows in random order" if random else "# Benchmark results",
         "",
         f"Date: {time.strftime('%Y-%m-%d', time.gmtime())}. Machine: {cores} cores, {mem:.0f} GiB. "
-        f"Command: `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}`.",
+        f"Command: `python3 bench/run.py --sizes {args.sizes} --runs {args.runs}"
+        f"{' --order random' if random else ''}`."
+        + (" The generated CSV files with the rows of impressions, clicks, listings and listing_prices shuffled "
+           "(seeded), so that neither times nor ids arrive in order; Parquet input is not shuffled and left out."
+           if random else ""),
         "",
         "Data: `leakless generate --impressions N` (30 days, seed 42), CSV in, Parquet partitioned by date out; "
         "every tool gets the same `--watermark` (the end of the period). Wall time is the median of the runs; "
@@ -179,8 +194,41 @@ def main():
     for n, name, wall, rss, size, ratio, check in rich_rows:
         lines.append(f"| {n:,} | {name} | {wall:.2f} | {rss:.0f} | {size:.0f} | {ratio:.2f} | {check} |")
     lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    results = HERE / "RESULTS.md"
+    if random:
+        # Its own section; the time-order tables and the notes stay.
+        text = results.read_text() if results.exists() else "# Benchmark results\n"
+        if "## Rows in random order" in text:
+            head, _, rest = text.partition("## Rows in random order")
+            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
+        else:
+            # Right after the time-order tables and their notes.
+            cut = text.find("\n## ")
+            head, tail = (text, "") if cut < 0 else (text[:cut], text[cut:])
+        text = head.rstrip() + "\n\n" + "\n".join(lines) + "\n" + tail
+        results.write_text(text)
+    else:
+        results.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def shuffled_copy(source, target):
+    """The CSV files of `source` with their rows in a seeded random order, in `target`
+    (made once per generated data set)."""
+    stamp = (source / "_generator.json").read_text()
+    if (target / "_generator.json").exists() and (target / "_generator.json").read_text() == stamp:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    rng = random_module.Random(7)
+    for name in ("impressions", "clicks", "listings", "listing_prices"):
+        with open(source / f"{name}.csv") as f:
+            header, *rows = f.readlines()
+        rng.shuffle(rows)
+        with open(target / f"{name}.csv", "w") as f:
+            f.write(header)
+            f.writelines(rows)
+    (target / "_generator.json").write_text(stamp)
+    return target
 
 
 def scale(leakless, sizes):
