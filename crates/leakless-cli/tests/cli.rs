@@ -299,23 +299,16 @@ fn demo_generates_builds_and_shows_rows() {
     assert_eq!(numbers[0], numbers[1], "{line}");
 }
 
-/// Every file under `dir` (relative path, bytes), `_manifest.json` left out.
+/// Every Parquet file of the dataset `dir`: (relative path, bytes).
 fn parquet_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                files.push((name, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
+    leakless::write::data_files(dir)
+        .unwrap()
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
 }
 
 #[test]

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ingest::{BadRowPolicy, Source};
-use crate::spec::{self, Spec};
+use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
@@ -202,22 +202,25 @@ impl Build {
         );
         let mut stream = execute_stream(exec.clone(), ctx.task_ctx())?;
         let mut rows: u64 = 0;
-        let labels: Vec<(usize, String)> = columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| self.spec.labels().any(|l| l.name == c.name))
-            .map(|(i, c)| (i, c.name.clone()))
+        // Output positions of the labels: derived columns follow the time.
+        let labels: Vec<usize> = (self.spec.derived.iter().enumerate())
+            .filter(|(_, d)| d.role == Role::Label)
+            .map(|(i, _)| time_column + 1 + i)
             .collect();
-        let mut positive_labels: BTreeMap<String, u64> =
-            labels.iter().map(|(_, n)| (n.clone(), 0)).collect();
+        let mut positive = vec![0u64; labels.len()];
         while let Some(batch) = stream.try_next().await? {
             rows += batch.num_rows() as u64;
-            for (i, name) in &labels {
-                *positive_labels.get_mut(name).expect("a label") += positives(&batch, *i);
+            for (count, &i) in positive.iter_mut().zip(&labels) {
+                *count += positives(&batch, i);
             }
             self.reporter.rows(rows);
             buckets.push(batch)?;
         }
+        let positive_labels: BTreeMap<String, u64> = labels
+            .iter()
+            .zip(positive)
+            .map(|(&i, n)| (columns[i].name.clone(), n))
+            .collect();
         let pit = exec.downcast_ref::<PointInTimeExec>().ok_or_else(|| {
             Error::Engine(Box::new(DataFusionError::Internal(
                 "no PointInTimeExec".into(),

@@ -283,10 +283,11 @@ impl Op {
     /// The output type for a column of type `column` (when the op reads one).
     pub fn output_type(self, column: Option<ValueType>) -> ValueType {
         match self {
-            Op::Count | Op::CountDistinct | Op::TimeSinceLast | Op::TimeSinceFirst => {
-                ValueType::Int64
-            }
-            Op::TimeSince => ValueType::Int64,
+            Op::Count
+            | Op::CountDistinct
+            | Op::TimeSinceLast
+            | Op::TimeSinceFirst
+            | Op::TimeSince => ValueType::Int64,
             Op::Exists => ValueType::Int8,
             Op::Mean => ValueType::Float64,
             Op::Sum | Op::Min | Op::Max | Op::First | Op::Last | Op::Lookup => {

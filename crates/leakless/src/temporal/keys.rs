@@ -135,32 +135,27 @@ impl KeyDict {
     /// The slot of each row's key; `None` for an unknown key or a null part.
     pub fn lookup_all(&self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
         out.clear();
-        let mut buf = Vec::new();
-        if let KeyColumns::Int(a) = keys {
-            // Straight over the values: this runs once per spine row and index.
-            let values = &a.values()[..rows];
-            match a.nulls() {
-                None => out.extend(values.iter().map(|&k| self.int_slot(k))),
-                Some(nulls) => out.extend(
-                    values
-                        .iter()
-                        .enumerate()
-                        .map(|(row, &k)| nulls.is_valid(row).then(|| self.int_slot(k)).flatten()),
-                ),
-            }
-            return;
-        }
-        for row in 0..rows {
-            out.push(match keys {
-                KeyColumns::Int(_) => unreachable!("handled above"),
-                KeyColumns::Bytes(_) => {
-                    if keys.encode(row, &mut buf) {
-                        self.bytes.get(buf.as_slice()).copied()
-                    } else {
-                        None
+        match keys {
+            KeyColumns::Int(a) => {
+                // Straight over the values: this runs once per spine row and index.
+                let values = &a.values()[..rows];
+                match a.nulls() {
+                    None => out.extend(values.iter().map(|&k| self.int_slot(k))),
+                    Some(nulls) => {
+                        out.extend(values.iter().enumerate().map(|(row, &k)| {
+                            nulls.is_valid(row).then(|| self.int_slot(k)).flatten()
+                        }))
                     }
                 }
-            });
+            }
+            KeyColumns::Bytes(_) => {
+                let mut buf = Vec::new();
+                out.extend((0..rows).map(|row| {
+                    keys.encode(row, &mut buf)
+                        .then(|| self.bytes.get(buf.as_slice()).copied())
+                        .flatten()
+                }));
+            }
         }
     }
 

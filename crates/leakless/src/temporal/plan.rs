@@ -32,6 +32,13 @@ pub struct IndexPlan {
     pub columns: Vec<usize>,
 }
 
+impl IndexPlan {
+    /// A dimension without `valid_from`: one row per key, whatever `t` is.
+    pub fn is_snapshot(&self) -> bool {
+        self.dimension && self.time.is_none()
+    }
+}
+
 /// One output column computed by the operator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnPlan {

@@ -59,7 +59,9 @@ impl Prober {
                     .iter()
                     .map(|&c| (plan.columns[c].lo, plan.columns[c].hi))
                     .collect();
-                Cursor::new(index.dict.len(), WindowPlan::new(&windows))
+                // A snapshot is never searched by time: no per-key state.
+                let slots = if p.is_snapshot() { 0 } else { index.dict.len() };
+                Cursor::new(slots, WindowPlan::new(&windows))
             })
             .collect();
         let spine_filter = match &plan.spec.spine.filter {
@@ -154,7 +156,7 @@ impl Prober {
             let cursor = &mut self.cursors[i];
             let mut scratch = Scratch::default();
             // A snapshot's row does not depend on `t`: no window to find.
-            let snapshot = index_plan.dimension && index_plan.time.is_none();
+            let snapshot = index_plan.is_snapshot();
             for (row, slot) in slots.iter().enumerate() {
                 let t = times[row];
                 let start = match slot {
@@ -215,23 +217,21 @@ fn dimension_row(versioned: bool, len: usize, before: usize) -> Option<usize> {
 /// Per label, the end of its window past `t` and the watermark in force.
 fn watermarks(side: &IndexedSide, plan: &PitPlan) -> Result<Vec<(i64, i64)>> {
     plan.labels()
-        .map(|(column, input)| {
-            let watermark = plan
-                .watermark
-                .or(plan.spec.watermark)
-                .or(side.max_time[input])
-                .ok_or_else(|| {
-                    DataFusionError::from(crate::error::Error::NoWatermark {
-                        label: column.derived.name.clone(),
-                        source_name: column.derived.source.clone(),
-                    })
-                })?;
+        .zip(label_watermarks(side, plan))
+        .map(|((column, _), (_, watermark))| {
+            let watermark = watermark.ok_or_else(|| {
+                DataFusionError::from(crate::error::Error::NoWatermark {
+                    label: column.derived.name.clone(),
+                    source_name: column.derived.source.clone(),
+                })
+            })?;
             Ok((column.hi, watermark))
         })
         .collect()
 }
 
-/// The watermark of each label (µs), for the summary.
+/// The watermark of each label (µs): `--watermark`, else the spec's, else
+/// the largest event time of the label's source; `None` when that is empty.
 pub(super) fn label_watermarks(side: &IndexedSide, plan: &PitPlan) -> Vec<(String, Option<i64>)> {
     plan.labels()
         .map(|(column, input)| {
