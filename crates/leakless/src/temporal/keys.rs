@@ -200,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn string_parts_are_delimited_by_their_length() {
+        // With only a tag byte (1) before each part, ("a\u{1}b", "c") and
+        // ("a", "b\u{1}c") would encode to the same bytes.
+        let a: ArrayRef = Arc::new(StringArray::from(vec!["a\u{1}b", "a"]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec!["c", "b\u{1}c"]));
+        let keys = KeyColumns::new(vec![&a, &b]).unwrap();
+        let mut dict = KeyDict::default();
+        let mut slots = Vec::new();
+        dict.insert_all(&keys, 2, &mut slots);
+        assert_eq!(slots, vec![Some(0), Some(1)]);
+    }
+
+    #[test]
     fn dense_and_sparse_int_keys() {
         for values in [vec![5, 7, 5, 6], vec![i64::MIN, i64::MAX, 0, i64::MIN]] {
             let a: ArrayRef = Arc::new(Int64Array::from(values.clone()));
