@@ -253,13 +253,19 @@ fn sort_rows(
     batches: &[RecordBatch],
     sort_columns: &[usize],
 ) -> Result<RecordBatch> {
-    let prefix = |b| key_columns(b, sort_columns);
+    // The leading sort columns that are integers or timestamps, from the
+    // schema: the fast path checks those only.
+    let integers = sort_columns
+        .iter()
+        .take_while(|&&i| is_i64(schema.field(i).data_type()))
+        .count();
+    let prefix = |b| key_columns(b, &sort_columns[..integers]);
     let mut ordered: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let first_keys: Option<Vec<Vec<i64>>> = ordered
         .iter()
         .map(|b| prefix(b).map(|k| k.iter().map(|c| c[0]).collect()))
         .collect();
-    if let Some(first_keys) = first_keys.filter(|k| k.first().is_none_or(|k| !k.is_empty())) {
+    if let Some(first_keys) = first_keys.filter(|_| integers > 0) {
         let mut order: Vec<usize> = (0..ordered.len()).collect();
         order.sort_by(|&a, &b| first_keys[a].cmp(&first_keys[b]));
         ordered = order.into_iter().map(|i| ordered[i]).collect();
@@ -267,7 +273,7 @@ fn sort_rows(
             concat_batches(schema, ordered.iter().copied()).map_err(DataFusionError::from)?;
         if let Some(columns) = prefix(&candidate) {
             let row = |r: usize| columns.iter().map(move |c| c[r]);
-            if !columns.is_empty() && (1..candidate.num_rows()).all(|r| row(r - 1).lt(row(r))) {
+            if (1..candidate.num_rows()).all(|r| row(r - 1).lt(row(r))) {
                 return Ok(candidate);
             }
         }
@@ -284,19 +290,13 @@ fn sort_rows(
     Ok(take_record_batch(&all, &order).map_err(DataFusionError::from)?)
 }
 
-/// The leading sort columns of `batch` that are non-null `Int64` or
-/// microsecond timestamps, as `i64` slices; `None` when the batches of a
-/// bucket could disagree on how many there are (a null appears).
+/// The sort columns of `batch` as `i64` slices, when they all are
+/// non-null `Int64` or microsecond timestamps.
 fn key_columns<'a>(batch: &'a RecordBatch, sort_columns: &[usize]) -> Option<Vec<&'a [i64]>> {
-    let mut out = Vec::new();
-    for &i in sort_columns {
-        let column = batch.column(i);
-        if !is_i64(column.data_type()) {
-            break;
-        }
-        out.push(i64_values(column)?);
-    }
-    Some(out)
+    sort_columns
+        .iter()
+        .map(|&i| i64_values(batch.column(i)))
+        .collect()
 }
 
 fn is_i64(ty: &DataType) -> bool {
