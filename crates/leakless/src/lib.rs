@@ -19,13 +19,15 @@
 //! ```
 //!
 //! The pieces, in data-flow order: [`spec`] (what to compute), [`ingest`]
-//! (files to typed batches), [`temporal`] (the point-in-time operator),
+//! (files to typed batches), [`order`] (the spine bucketed by output
+//! partition and sorted), [`temporal`] (the point-in-time operator),
 //! [`pipeline`] (the DataFusion plan), [`write`] (partitioned Parquet and
 //! the manifest).
 
 pub mod check;
 pub mod error;
 pub mod ingest;
+pub mod order;
 pub mod pipeline;
 pub mod spec;
 pub mod synth;

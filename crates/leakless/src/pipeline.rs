@@ -6,35 +6,39 @@
 //! ```text
 //!   indexed source files ──> StreamingTableExec (one partition per file) ─┐ read whole,
 //!   ...                                                                    ├─ in file order
-//!   spine files ──> StreamingTableExec ──> RoundRobin(n) ──────────────────┴─> PointInTimeExec
+//!   spine files ──> StreamingTableExec ──> BucketSortExec(n) ──────────────┴─> PointInTimeExec
 //! ```
 //!
-//! The operator's output already has the spec's output columns; it is
-//! bucketed by time, sorted and written by [`crate::write`]. Everything
+//! [`BucketSortExec`] hands each of the `n` partitions whole output buckets
+//! (days), sorted, in ascending order; the operator adds the spec's derived
+//! columns, and each partition's task writes its buckets with a
+//! [`PartitionWriter`] as they come. Everything
 //! specific to a schema (columns, keys, the output column list, sort keys)
 //! comes from the [`Spec`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int8Type, Int64Type};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::DataFusionError;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ingest::{BadRowPolicy, Source};
+use crate::order::BucketSortExec;
 use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
-use crate::write::{DayBuckets, PartitionWritten, Staging};
+use crate::write::{PartitionWriter, PartitionWritten, Staging};
 use crate::{Reporter, Stage};
 
 /// What a finished build reports.
@@ -63,23 +67,24 @@ pub struct BuildSummary {
     pub timings: Timings,
 }
 
-/// Seconds per stage. Wall-clock stages follow each other; the CPU figures
-/// (`probe`, `sort`, `encode`) are summed over parallel workers.
+/// Seconds per stage. `compute` and `commit` follow each other; the stages
+/// within `compute` overlap (the indexed sources are read while the spine
+/// is), and the CPU figures (`sort`, `probe`, `encode`) are summed over
+/// parallel workers.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
-    /// Running the plan: reading every source, the indexes, the probes,
-    /// bucketing by time (wall).
+    /// Running the plan and writing its rows (wall).
     pub compute: f64,
-    /// Reading the indexed sources into memory, within `compute` (wall).
+    /// Reading the indexed sources into memory (wall).
     pub read_indexed: f64,
-    /// Sorting them into the indexes, within `compute` (wall).
+    /// Sorting them into the indexes (wall).
     pub index_build: f64,
-    /// Probing, within `compute` (CPU, summed over partitions).
-    pub probe: f64,
-    /// Sorting and writing the partitions (wall).
-    pub write: f64,
-    /// Sorting (CPU, summed over partitions).
+    /// Reading the spine and bucketing it by output partition (wall).
+    pub spine: f64,
+    /// Sorting the spine's buckets (CPU, summed over partitions).
     pub sort: f64,
+    /// Probing (CPU, summed over partitions).
+    pub probe: f64,
     /// Encoding Parquet (CPU, summed over partitions).
     pub encode: f64,
     /// Manifest and rename (wall).
@@ -107,6 +112,7 @@ pub struct Build {
     watermark: Option<i64>,
     overwrite: bool,
     target_partitions: usize,
+    spill_bytes: usize,
     policy: BadRowPolicy,
     reporter: Arc<dyn Reporter>,
 }
@@ -132,6 +138,7 @@ impl Build {
             watermark: None,
             overwrite: false,
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            spill_bytes: crate::order::SPILL_BYTES,
             policy: BadRowPolicy::default(),
             reporter: Arc::new(()),
         }
@@ -174,6 +181,13 @@ impl Build {
         self
     }
 
+    /// Spill the spine's rows to disk once more than `bytes` of them are
+    /// held (default [`crate::order::SPILL_BYTES`]); the output is the same.
+    pub fn with_spill_bytes(mut self, bytes: usize) -> Self {
+        self.spill_bytes = bytes;
+        self
+    }
+
     pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
         self.reporter = reporter;
         self
@@ -191,30 +205,89 @@ impl Build {
         self.reporter.stage(Stage::Reading);
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         let sources = self.open_sources(&plan)?;
-        let exec = self.physical_plan(&plan, &sources)?;
 
         let spill = staging.dir().join("_spill");
+        let exec = self.physical_plan(&plan, &sources, &spill)?;
         let columns = self.spec.output_columns();
         let time_column = self.spec.spine.columns.len();
-        let mut buckets = DayBuckets::new(exec.schema(), time_column, self.spec.partition, &spill)?;
         let ctx = SessionContext::new_with_config(
             SessionConfig::new().with_target_partitions(self.target_partitions),
         );
-        let mut stream = execute_stream(exec.clone(), ctx.task_ctx())?;
-        let mut rows: u64 = 0;
         // Output positions of the labels: derived columns follow the time.
         let labels: Vec<usize> = (self.spec.derived.iter().enumerate())
             .filter(|(_, d)| d.role == Role::Label)
             .map(|(i, _)| time_column + 1 + i)
             .collect();
+        // The time and the first spine column, when it is an integer, are
+        // the sorted leading columns: delta-encoded.
+        let schema = exec.schema();
+        let delta_columns: Vec<String> = std::iter::once(time_column)
+            .chain((time_column > 0).then_some(0))
+            .filter(|&i| {
+                matches!(
+                    schema.field(i).data_type(),
+                    DataType::Int64 | DataType::Timestamp(_, _)
+                )
+            })
+            .map(|i| schema.field(i).name().clone())
+            .collect();
+        let streams = execute_stream_partitioned(exec.clone(), ctx.task_ctx())?;
+        let produced = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::with_capacity(streams.len());
+        for mut stream in streams {
+            let mut writer = PartitionWriter::new(
+                staging.dir(),
+                schema.clone(),
+                time_column,
+                self.spec.partition,
+                delta_columns.clone(),
+            );
+            let (labels, produced, reporter) =
+                (labels.clone(), produced.clone(), self.reporter.clone());
+            tasks.push(SpawnedTask::spawn(async move {
+                let mut rows = 0u64;
+                let mut positive = vec![0u64; labels.len()];
+                while let Some(batch) = stream.try_next().await? {
+                    let n = batch.num_rows() as u64;
+                    rows += n;
+                    for (count, &i) in positive.iter_mut().zip(&labels) {
+                        *count += positives(&batch, i);
+                    }
+                    let before = produced.fetch_add(n, Ordering::Relaxed);
+                    if before == 0 {
+                        reporter.stage(Stage::Writing);
+                    }
+                    reporter.rows(before + n);
+                    writer.push(&batch)?;
+                    // The stream never waits once the spine is sorted: give
+                    // the other partitions' tasks a turn (a task this one
+                    // woke sits in this worker's LIFO slot, where no other
+                    // worker may steal it, until this task yields).
+                    tokio::task::yield_now().await;
+                }
+                let (written, encode_seconds) = writer.finish()?;
+                Ok::<_, Error>((rows, positive, written, encode_seconds))
+            }));
+        }
+        let mut rows: u64 = 0;
         let mut positive = vec![0u64; labels.len()];
-        while let Some(batch) = stream.try_next().await? {
-            rows += batch.num_rows() as u64;
-            for (count, &i) in positive.iter_mut().zip(&labels) {
-                *count += positives(&batch, i);
+        let mut partitions: Vec<PartitionWritten> = Vec::new();
+        let mut encode_seconds = 0.0;
+        for task in tasks {
+            let (n, p, written, encode) = task
+                .join()
+                .await
+                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+            rows += n;
+            for (total, p) in positive.iter_mut().zip(p) {
+                *total += p;
             }
-            self.reporter.rows(rows);
-            buckets.push(batch)?;
+            partitions.extend(written);
+            encode_seconds += encode;
+        }
+        partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
+        if spill.exists() {
+            std::fs::remove_dir_all(&spill).map_err(|e| Error::io("removing", &spill, e))?;
         }
         let positive_labels: BTreeMap<String, u64> = labels
             .iter()
@@ -226,21 +299,16 @@ impl Build {
                 "no PointInTimeExec".into(),
             )))
         })?;
+        let order = pit
+            .children()
+            .last()
+            .and_then(|c| c.downcast_ref::<BucketSortExec>())
+            .ok_or_else(|| {
+                Error::Engine(Box::new(DataFusionError::Internal(
+                    "no BucketSortExec".into(),
+                )))
+            })?;
         let indexed = pit.indexed_summary();
-        let computed = Instant::now();
-
-        self.reporter.stage(Stage::Writing);
-        let dir = staging.dir().to_owned();
-        let threads = self.target_partitions;
-        // Every column in output order: the spine time, the spine columns,
-        // then the rest, so that the row order is total.
-        let mut sort_columns = vec![time_column];
-        sort_columns.extend((0..columns.len()).filter(|&i| i != time_column));
-        let (partitions, write_timings): (Vec<PartitionWritten>, _) =
-            tokio::task::spawn_blocking(move || buckets.write(&dir, &sort_columns, threads))
-                .await
-                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
-        std::fs::remove_dir_all(&spill).map_err(|e| Error::io("removing", &spill, e))?;
         let written = Instant::now();
 
         let rows_read: BTreeMap<String, u64> = sources
@@ -299,13 +367,13 @@ impl Build {
         staging.commit(&manifest.to_json(), self.overwrite)?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
-            compute: (computed - started).as_secs_f64(),
+            compute: (written - started).as_secs_f64(),
             read_indexed: indexed.as_ref().map_or(0.0, |s| s.collect_seconds),
             index_build: indexed.as_ref().map_or(0.0, |s| s.index_seconds),
+            spine: order.drain_seconds(),
+            sort: order.sort_seconds(),
             probe: pit.probe_seconds(),
-            write: (written - computed).as_secs_f64(),
-            sort: write_timings.sort_seconds,
-            encode: write_timings.encode_seconds,
+            encode: encode_seconds,
             commit: written.elapsed().as_secs_f64(),
             total: started.elapsed().as_secs_f64(),
         };
@@ -347,6 +415,7 @@ impl Build {
         &self,
         plan: &Arc<PitPlan>,
         sources: &[Source],
+        spill: &Path,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let scan = |name: &str| -> Result<Arc<dyn ExecutionPlan>> {
             sources
@@ -360,12 +429,18 @@ impl Build {
             .iter()
             .map(|name| scan(name))
             .collect::<Result<Vec<_>>>()?;
-        // Always spread over exactly `target_partitions` streams (one per
-        // file otherwise): each stream keeps a cursor per index.
-        let spine = Arc::new(RepartitionExec::try_new(
+        // Bucketed by output partition and sorted: each of the
+        // `target_partitions` streams takes whole buckets in time order.
+        let mut sort_columns = vec![plan.spine_time];
+        sort_columns.extend(&plan.spine_columns);
+        let spine = Arc::new(BucketSortExec::new(
             scan(&self.spec.spine.source)?,
-            Partitioning::RoundRobinBatch(self.target_partitions),
-        )?);
+            sort_columns,
+            self.spec.partition,
+            self.target_partitions,
+            spill.to_owned(),
+        )
+        .with_spill_bytes(self.spill_bytes));
         Ok(Arc::new(PointInTimeExec::try_new(
             inputs,
             spine,

@@ -154,14 +154,17 @@ fn print_timings(s: &BuildSummary) {
     let t = &s.timings;
     eprintln!("  timings (s): total {:.3}", t.total);
     eprintln!(
-        "    compute (streamed) {:>8.3}  read+parse, index, probe, bucket",
+        "    compute            {:>8.3}  read, index, bucket, sort, probe, write",
         t.compute
     );
     eprintln!("      read indexed     {:>8.3}", t.read_indexed);
     eprintln!("      index build      {:>8.3}", t.index_build);
-    eprintln!("      probe (cpu)      {:>8.3}", t.probe);
-    eprintln!("    write              {:>8.3}", t.write);
+    eprintln!(
+        "      spine read       {:>8.3}  read, parse, bucket by partition",
+        t.spine
+    );
     eprintln!("      sort (cpu)       {:>8.3}", t.sort);
+    eprintln!("      probe (cpu)      {:>8.3}", t.probe);
     eprintln!("      encode (cpu)     {:>8.3}", t.encode);
     eprintln!("    commit             {:>8.3}", t.commit);
 }
