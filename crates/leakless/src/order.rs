@@ -195,25 +195,29 @@ impl ExecutionPlan for BucketSortExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("BucketSortExec needs an input".into()))?;
-        Ok(Arc::new(BucketSortExec::new(
-            input,
-            self.sort_columns.clone(),
-            self.partitioning,
-            self.cache.output_partitioning().partition_count(),
-            self.spill_dir.clone(),
-        )
-        .with_spill_bytes(self.spill_bytes)))
+        Ok(Arc::new(
+            BucketSortExec::new(
+                input,
+                self.sort_columns.clone(),
+                self.partitioning,
+                self.cache.output_partitioning().partition_count(),
+                self.spill_dir.clone(),
+            )
+            .with_spill_bytes(self.spill_bytes),
+        ))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(BucketSortExec::new(
-            self.input.clone(),
-            self.sort_columns.clone(),
-            self.partitioning,
-            self.cache.output_partitioning().partition_count(),
-            self.spill_dir.clone(),
-        )
-        .with_spill_bytes(self.spill_bytes)))
+        Ok(Arc::new(
+            BucketSortExec::new(
+                self.input.clone(),
+                self.sort_columns.clone(),
+                self.partitioning,
+                self.cache.output_partitioning().partition_count(),
+                self.spill_dir.clone(),
+            )
+            .with_spill_bytes(self.spill_bytes),
+        ))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -236,7 +240,16 @@ impl ExecutionPlan for BucketSortExec {
         let workers = self.cache.output_partitioning().partition_count();
         let stream = futures::stream::once(async move {
             let drained = drained
-                .get_or_try_init(|| drain(input, time, partitioning, workers, (spill_dir, spill_bytes), context))
+                .get_or_try_init(|| {
+                    drain(
+                        input,
+                        time,
+                        partitioning,
+                        workers,
+                        (spill_dir, spill_bytes),
+                        context,
+                    )
+                })
                 .await?
                 .clone();
             let slices = futures::stream::iter(std::iter::from_fn(move || {
@@ -522,11 +535,23 @@ pub fn sort_rows(
         radix_order(keys)
     };
     let mut identity = order.iter().enumerate().all(|(i, &r)| i == r as usize);
-    if !rest.is_empty() {
-        let comparators = rest
-            .iter()
+    if let Some((&second, others)) = rest.split_first() {
+        // The second column read straight from its values when it is a
+        // non-null integer (an id, usually: ties on the time are common in
+        // logs with whole seconds), the others through comparators.
+        let second_values = i64_values(all.column(second));
+        let comparators = (second_values.is_none().then_some(&second))
+            .into_iter()
+            .chain(others)
             .map(|&i| make_comparator(all.column(i), all.column(i), SortOptions::default()))
             .collect::<Result<Vec<_>, _>>()?;
+        let compare = |a: u32, b: u32| {
+            let by_second = match second_values {
+                Some(v) => v[a as usize].cmp(&v[b as usize]),
+                None => std::cmp::Ordering::Equal,
+            };
+            by_second.then_with(|| compare_rows(&comparators, a, b))
+        };
         let mut start = 0;
         while start < order.len() {
             let key = keys[order[start] as usize];
@@ -538,9 +563,9 @@ pub fn sort_rows(
                 let group = &mut order[start..end];
                 let sorted_already = group
                     .windows(2)
-                    .all(|w| compare_rows(&comparators, w[0], w[1]) != std::cmp::Ordering::Greater);
+                    .all(|w| compare(w[0], w[1]) != std::cmp::Ordering::Greater);
                 if !sorted_already {
-                    group.sort_by(|&a, &b| compare_rows(&comparators, a, b));
+                    group.sort_by(|&a, &b| compare(a, b));
                     identity = false;
                 }
             }
@@ -629,51 +654,68 @@ mod tests {
 
     use super::*;
 
-    fn batch(schema: &SchemaRef, t: &[i64], s: &[Option<&str>]) -> RecordBatch {
+    fn batch(schema: &SchemaRef, rows: &[(i64, i64, Option<String>)]) -> RecordBatch {
         RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(Int64Array::from(t.to_vec())),
-                Arc::new(StringArray::from(s.to_vec())),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2.clone()))),
             ],
         )
         .unwrap()
     }
 
     proptest! {
-        /// The fast paths (ascending keys, radix, tie groups) agree with a
-        /// full lexicographic sort, whatever the batches and key spread.
+        /// The fast paths (ascending keys, radix, tie groups, an integer or
+        /// a string second column) agree with a full lexicographic sort,
+        /// whatever the batches and key spread.
         #[test]
         fn sort_rows_matches_a_full_sort(
-            rows in prop::collection::vec((any::<i64>(), 0i64..4, prop::option::of("[ab]{0,2}")), 0..200),
+            rows in prop::collection::vec(
+                (any::<i64>(), 0i64..4, 0i64..3, prop::option::of("[ab]{0,2}")), 0..200),
             wide in any::<bool>(),
             ascending in any::<bool>(),
+            string_second in any::<bool>(),
             cut in 0usize..200,
         ) {
             let schema = Arc::new(Schema::new(vec![
                 Field::new("t", DataType::Int64, false),
+                Field::new("id", DataType::Int64, false),
                 Field::new("s", DataType::Utf8, true),
             ]));
-            let mut rows: Vec<(i64, Option<String>)> = rows
+            let mut rows: Vec<(i64, i64, Option<String>)> = rows
                 .into_iter()
-                .map(|(big, small, s)| (if wide { big } else { small }, s))
+                .map(|(big, small, id, s)| (if wide { big } else { small }, id, s))
                 .collect();
             if ascending {
                 rows.sort_by_key(|r| r.0);
             }
-            let t: Vec<i64> = rows.iter().map(|r| r.0).collect();
-            let s: Vec<Option<&str>> = rows.iter().map(|r| r.1.as_deref()).collect();
             let cut = cut.min(rows.len());
-            let batches = [
-                batch(&schema, &t[..cut], &s[..cut]),
-                batch(&schema, &t[cut..], &s[cut..]),
-            ];
-            let sorted = sort_rows(&schema, &batches, &[0, 1]).unwrap();
+            let batches = [batch(&schema, &rows[..cut]), batch(&schema, &rows[cut..])];
+            let columns = if string_second { [0, 2, 1] } else { [0, 1, 2] };
+            let sorted = sort_rows(&schema, &batches, &columns).unwrap();
             let mut expected = rows.clone();
-            expected.sort();
-            let got_t = sorted.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec();
-            let got_s: Vec<Option<String>> = sorted.column(1).as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect();
-            let got: Vec<(i64, Option<String>)> = got_t.into_iter().zip(got_s).collect();
+            if string_second {
+                expected.sort_by(|a, b| (a.0, &a.2, a.1).cmp(&(b.0, &b.2, b.1)));
+            } else {
+                expected.sort();
+            }
+            let ints = |i: usize| {
+                sorted.column(i).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec()
+            };
+            let strings: Vec<Option<String>> = sorted
+                .column(2)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect();
+            let got: Vec<(i64, i64, Option<String>)> = ints(0)
+                .into_iter()
+                .zip(ints(1))
+                .zip(strings)
+                .map(|((t, id), s)| (t, id, s))
+                .collect();
             prop_assert_eq!(got, expected);
         }
     }

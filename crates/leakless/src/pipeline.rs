@@ -433,14 +433,16 @@ impl Build {
         // `target_partitions` streams takes whole buckets in time order.
         let mut sort_columns = vec![plan.spine_time];
         sort_columns.extend(&plan.spine_columns);
-        let spine = Arc::new(BucketSortExec::new(
-            scan(&self.spec.spine.source)?,
-            sort_columns,
-            self.spec.partition,
-            self.target_partitions,
-            spill.to_owned(),
-        )
-        .with_spill_bytes(self.spill_bytes));
+        let spine = Arc::new(
+            BucketSortExec::new(
+                scan(&self.spec.spine.source)?,
+                sort_columns,
+                self.spec.partition,
+                self.target_partitions,
+                spill.to_owned(),
+            )
+            .with_spill_bytes(self.spill_bytes),
+        );
         Ok(Arc::new(PointInTimeExec::try_new(
             inputs,
             spine,
