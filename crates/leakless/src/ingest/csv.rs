@@ -558,6 +558,16 @@ struct Parsed {
     inside: Option<(usize, u64)>,
 }
 
+/// Appends up to `n` bytes of `file` to `buf`; `true` at end of file.
+fn read_more(file: &mut std::fs::File, buf: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
+    let old = buf.len();
+    buf.resize(old + n, 0);
+    let read = file.read(&mut buf[old..]);
+    let got = *read.as_ref().unwrap_or(&0);
+    buf.truncate(old + got);
+    Ok(read? == 0)
+}
+
 /// The parallel read of the rest of `input` (see [`read`]).
 fn read_blocks(
     records: &Records<'_>,
@@ -588,14 +598,9 @@ fn read_blocks(
             while flight.len() < threads && !(eof && carry.is_empty()) {
                 // Fill the carry to a block, then cut after its last line end.
                 while !eof && carry.len() < block_bytes {
-                    let old = carry.len();
-                    carry.resize(block_bytes, 0);
-                    let n = input
-                        .file
-                        .read(&mut carry[old..])
+                    let wanted = block_bytes - carry.len();
+                    eof = read_more(&mut input.file, &mut carry, wanted)
                         .map_err(|e| Error::io("reading", path, e))?;
-                    carry.truncate(old + n);
-                    eof = n == 0;
                 }
                 // After the last line end within a block, else the first
                 // after it (a line longer than a block), else all at the end.
@@ -606,14 +611,8 @@ fn read_blocks(
                         Some(k) => within + k + 1,
                         None if eof => carry.len(),
                         None => {
-                            let old = carry.len();
-                            carry.resize(old + block_bytes, 0);
-                            let n = input
-                                .file
-                                .read(&mut carry[old..])
+                            eof = read_more(&mut input.file, &mut carry, block_bytes)
                                 .map_err(|e| Error::io("reading", path, e))?;
-                            carry.truncate(old + n);
-                            eof = n == 0;
                             continue;
                         }
                     },
