@@ -3,8 +3,12 @@ reference for the benchmark, not part of leakless).
 
 usage: ref_duckdb.py IMPRESSIONS.csv CLICKS.csv LISTINGS.csv OUT WATERMARK [floor]
 
-With `floor`, only reads the three inputs and writes the impressions back
-partitioned by date: the I/O floor of the job.
+With `floor`, does the job's I/O and little else: reads the three inputs,
+and writes one row per impression with every output column (the listing's
+columns by a hash join, the three click columns as cheap per-row
+arithmetic), sorted and partitioned by date.
+
+Every write is zstd level 1 with row groups of 1,048,576 rows, as leakless's.
 """
 import sys
 
@@ -30,9 +34,15 @@ if floor:
     con.execute(f"""
     CREATE TEMP TABLE l AS SELECT * FROM lst;
     CREATE TEMP TABLE k AS SELECT * FROM clk;
-    COPY (SELECT impression_id, user_id, listing_id, make_timestamp(t) AS impression_ts,
-                 strftime(make_timestamp(t), '%Y-%m-%d') AS dt FROM imp)
-      TO '{out}' (FORMAT parquet, PARTITION_BY (dt), OVERWRITE_OR_IGNORE);
+    COPY (SELECT i.impression_id, i.user_id, i.listing_id, make_timestamp(i.t) AS impression_ts,
+                 floor((i.t - l.created) / 1000000)::BIGINT AS listing_age_seconds, l.price, l.category,
+                 i.user_id % 97 AS prior_listing_clicks, i.impression_id % 13 AS listing_clicks_24h,
+                 (i.impression_id % 2)::TINYINT AS clicked,
+                 strftime(make_timestamp(i.t), '%Y-%m-%d') AS dt
+          FROM imp i LEFT JOIN l ON i.listing_id = l.listing_id
+          ORDER BY i.t, i.impression_id)
+      TO '{out}' (FORMAT parquet, PARTITION_BY (dt), OVERWRITE_OR_IGNORE, COMPRESSION zstd,
+                  COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1048576);
     """)
     sys.exit(0)
 con.execute(f"""
@@ -54,5 +64,6 @@ COPY (
   ASOF LEFT JOIN cum f ON b.listing_id = f.listing_id AND b.t + 86400000000 > f.c
   LEFT JOIN lst l ON b.listing_id = l.listing_id
   ORDER BY b.t, b.impression_id
-) TO '{out}' (FORMAT parquet, PARTITION_BY (dt), OVERWRITE_OR_IGNORE);
+) TO '{out}' (FORMAT parquet, PARTITION_BY (dt), OVERWRITE_OR_IGNORE, COMPRESSION zstd,
+             COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 1048576);
 """)

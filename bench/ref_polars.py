@@ -81,4 +81,5 @@ df = (
 for (dt,), part in df.partition_by("dt", as_dict=True, maintain_order=True).items():
     folder = os.path.join(out, f"dt={dt}")
     os.makedirs(folder, exist_ok=True)
-    part.drop("dt").write_parquet(os.path.join(folder, "part-0.parquet"))
+    part.drop("dt").write_parquet(os.path.join(folder, "part-0.parquet"), compression="zstd",
+                                  compression_level=1, row_group_size=1 << 20)
