@@ -404,18 +404,26 @@ impl Bucketer {
         let times = times.values();
         let partitioning = self.partitioning;
         let first = bucket_of(partitioning, times[0]);
+        let bytes = batch.get_array_memory_size();
         if times.iter().all(|&t| bucket_of(partitioning, t) == first) {
-            self.add(first, batch.clone());
+            self.add(first, batch.clone(), bytes);
         } else {
-            let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-            for (row, &t) in times.iter().enumerate() {
-                rows.entry(bucket_of(partitioning, t))
-                    .or_default()
-                    .push(row as u32);
-            }
-            for (bucket, rows) in rows {
-                let part = take_record_batch(batch, &UInt32Array::from(rows))?;
-                self.add(bucket, part);
+            // One take puts the rows in bucket order (stable); each bucket
+            // is then a slice of it, charged its share of the bytes.
+            let buckets: Vec<i64> = times.iter().map(|&t| bucket_of(partitioning, t)).collect();
+            let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+            order.sort_by_key(|&row| buckets[row as usize]);
+            let taken = take_record_batch(batch, &UInt32Array::from(order.clone()))?;
+            let mut start = 0;
+            while start < order.len() {
+                let bucket = buckets[order[start] as usize];
+                let mut end = start + 1;
+                while end < order.len() && buckets[order[end] as usize] == bucket {
+                    end += 1;
+                }
+                let share = bytes * (end - start) / order.len();
+                self.add(bucket, taken.slice(start, end - start), share);
+                start = end;
             }
         }
         if self.pending_bytes > self.budget {
@@ -424,8 +432,9 @@ impl Bucketer {
         Ok(())
     }
 
-    fn add(&mut self, bucket: i64, batch: RecordBatch) {
-        self.pending_bytes += batch.get_array_memory_size();
+    /// Holds `batch` (about `bytes` of memory) pending for `bucket`.
+    fn add(&mut self, bucket: i64, batch: RecordBatch, bytes: usize) {
+        self.pending_bytes += bytes;
         self.pending.entry(bucket).or_default().push(batch);
     }
 
