@@ -29,9 +29,12 @@
 //! Children `0..k` are the indexed sources, read whole, partition by
 //! partition in order; they are collected once into [`KeyIndex`]es shared by
 //! every output partition, their memory reserved from the pool. The last
-//! child is the spine in any partitioning; each of its batches streams
-//! through, and the output has the spine's partitioning and row order with
-//! filtered and immature rows removed. Nothing joins spine rows to events.
+//! child is the spine in any partitioning and order; each of its batches
+//! streams through, and the output has the spine's partitioning and row
+//! order with filtered and immature rows removed. Any order is answered
+//! exactly, but each stream's cursors only step forward when its rows come
+//! in time order, as [`crate::order::BucketSortExec`] gives them. Nothing
+//! joins spine rows to events.
 //!
 //! [`KeyIndex`]: indexed::KeyIndex
 
