@@ -793,7 +793,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::ingest::{BadRowPolicy, Format, InputFile, Layout};
+    use crate::ingest::testing::{push_rows, source};
+    use crate::ingest::{BadRowPolicy, Format};
 
     /// Every batch of a read of `text` (columns `id` int64, `s` string,
     /// `ts` timestamp) as rows of text, or the error, with `blocks`.
@@ -801,24 +802,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.csv");
         std::fs::write(&path, text).unwrap();
-        let spec = crate::spec::parse_spec(
-            &format!(
-                "version = 1\n[sources.e]\npath = {:?}\ntime = \"ts\"\n\
-                 columns = {{ id = \"int64\", s = \"string\", ts = \"timestamp\" }}\n\
-                 [spine]\nsource = \"e\"\ncolumns = [\"id\"]\n",
-                path.display().to_string()
-            ),
-            std::path::Path::new("spec.toml"),
-            &[],
-            None,
-        )
-        .unwrap();
-        let layout = Layout::of(spec.source("e").unwrap());
-        let file = InputFile {
-            path: path.clone(),
-            format: Format::Csv,
-            bytes: text.len() as u64,
-        };
+        let (layout, file) = source(
+            &path,
+            Format::Csv,
+            r#"{ id = "int64", s = "string", ts = "timestamp" }"#,
+        );
         let reader = FileReader {
             file: &file,
             layout: &layout,
@@ -827,16 +815,7 @@ mod tests {
         };
         let mut rows = Vec::new();
         let read = read_with(&reader, blocks, &mut |batch| {
-            for row in 0..batch.num_rows() {
-                let cells: Vec<String> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| {
-                        datafusion::arrow::util::display::array_value_to_string(c, row).unwrap()
-                    })
-                    .collect();
-                rows.push(cells.join("|"));
-            }
+            push_rows(&batch, &mut rows);
             true
         });
         match read {

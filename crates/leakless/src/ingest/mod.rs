@@ -512,6 +512,52 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
     parquet::infer_columns(&first.path).map_err(|e| e.to_string())
 }
 
+/// What the readers' tests share: a source over one file, and batches as
+/// rows of text.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::{Format, InputFile, Layout};
+
+    /// The layout of an event source `e` over `path` with `columns` (TOML
+    /// inline table text) and time `ts`, and the file itself.
+    pub fn source(path: &Path, format: Format, columns: &str) -> (Layout, InputFile) {
+        let spec = crate::spec::parse_spec(
+            &format!(
+                "version = 1\n[sources.e]\npath = {:?}\ntime = \"ts\"\ncolumns = {columns}\n\
+                 [spine]\nsource = \"e\"\ncolumns = [\"id\"]\n",
+                path.display().to_string()
+            ),
+            Path::new("spec.toml"),
+            &[],
+            None,
+        )
+        .unwrap();
+        let layout = Layout::of(spec.source("e").unwrap());
+        let file = InputFile {
+            path: path.to_owned(),
+            format,
+            bytes: std::fs::metadata(path).unwrap().len(),
+        };
+        (layout, file)
+    }
+
+    /// Appends each row of `batch` to `rows` as its cells joined by `|`.
+    pub fn push_rows(batch: &RecordBatch, rows: &mut Vec<String>) {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| datafusion::arrow::util::display::array_value_to_string(c, row).unwrap())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::glob_match;
