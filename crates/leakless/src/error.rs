@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use datafusion::error::DataFusionError;
 
 /// Where a bad value sits: a line of a CSV file or a row of a Parquet file.
@@ -264,5 +266,28 @@ impl Error {
 impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         DataFusionError::External(Box::new(e))
+    }
+}
+
+/// A value computed once and shared by every partition, its failure
+/// included: a partition that asks after a failed setup gets the same
+/// error instead of running the setup again.
+pub(crate) type Shared<T> = tokio::sync::OnceCell<std::result::Result<T, Arc<DataFusionError>>>;
+
+/// The value of `cell`, computed by `init` by the first caller.
+pub(crate) async fn shared<T, F>(
+    cell: &Shared<T>,
+    init: impl FnOnce() -> F,
+) -> datafusion::error::Result<T>
+where
+    T: Clone,
+    F: std::future::Future<Output = datafusion::error::Result<T>>,
+{
+    match cell
+        .get_or_init(|| async { init().await.map_err(Arc::new) })
+        .await
+    {
+        Ok(value) => Ok(value.clone()),
+        Err(e) => Err(DataFusionError::Shared(e.clone())),
     }
 }

@@ -51,8 +51,8 @@ use datafusion::physical_plan::{
     PlanProperties, SendableRecordBatchStream,
 };
 use futures::TryStreamExt;
-use tokio::sync::OnceCell;
 
+use crate::error::{Shared, shared};
 use crate::spec;
 use crate::time::MICROS_PER_DAY;
 
@@ -87,7 +87,7 @@ pub struct BucketSortExec {
     /// Pending bytes held over all input partitions before a spill.
     spill_bytes: usize,
     cache: Arc<PlanProperties>,
-    drained: Arc<OnceCell<Arc<Drained>>>,
+    drained: Arc<Shared<Arc<Drained>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -121,7 +121,7 @@ impl BucketSortExec {
             spill_dir,
             spill_bytes: SPILL_BYTES,
             cache,
-            drained: Arc::new(OnceCell::new()),
+            drained: Arc::new(Shared::new()),
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
@@ -139,7 +139,10 @@ impl BucketSortExec {
 
     /// Wall seconds spent reading and bucketing the input, once done.
     pub fn drain_seconds(&self) -> f64 {
-        self.drained.get().map_or(0.0, |d| d.seconds)
+        self.drained
+            .get()
+            .and_then(|d| d.as_ref().ok())
+            .map_or(0.0, |d| d.seconds)
     }
 
     /// CPU seconds spent sorting buckets, summed over partitions.
@@ -239,19 +242,17 @@ impl ExecutionPlan for BucketSortExec {
         let spill_bytes = self.spill_bytes;
         let workers = self.cache.output_partitioning().partition_count();
         let stream = futures::stream::once(async move {
-            let drained = drained
-                .get_or_try_init(|| {
-                    drain(
-                        input,
-                        time,
-                        partitioning,
-                        workers,
-                        (spill_dir, spill_bytes),
-                        context,
-                    )
-                })
-                .await?
-                .clone();
+            let drained = shared(&drained, || {
+                drain(
+                    input,
+                    time,
+                    partitioning,
+                    workers,
+                    (spill_dir, spill_bytes),
+                    context,
+                )
+            })
+            .await?;
             let slices = futures::stream::iter(std::iter::from_fn(move || {
                 let bucket = drained.next.fetch_add(1, Ordering::Relaxed);
                 let chunks = drained.buckets.get(bucket)?;

@@ -269,15 +269,19 @@ impl Build {
                 Ok::<_, Error>((rows, positive, written, encode_seconds))
             }));
         }
+        // The first failure ends the build at once (the other tasks are
+        // dropped, which aborts them).
+        let finished = futures::future::try_join_all(tasks.into_iter().map(|task| async move {
+            task.join()
+                .await
+                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))?
+        }))
+        .await?;
         let mut rows: u64 = 0;
         let mut positive = vec![0u64; labels.len()];
         let mut partitions: Vec<PartitionWritten> = Vec::new();
         let mut encode_seconds = 0.0;
-        for task in tasks {
-            let (n, p, written, encode) = task
-                .join()
-                .await
-                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))??;
+        for (n, p, written, encode) in finished {
             rows += n;
             for (total, p) in positive.iter_mut().zip(p) {
                 *total += p;

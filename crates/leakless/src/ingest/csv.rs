@@ -346,8 +346,8 @@ const BLOCK: usize = 8 << 20;
 /// parsed on several threads, each from the line number the line ends
 /// before it give. A cut is a record boundary unless it falls inside a
 /// quoted value; then the block before it ends inside a record (which its
-/// parse sees), and the rest of the file is read sequentially from that
-/// block's start. Either way the rows, their order, and the first bad
+/// parse sees), and the rest of the file is read sequentially from the
+/// start of that record. Either way the rows, their order, and the first bad
 /// value and its line are those of a sequential read.
 pub(super) fn read(
     reader: &FileReader<'_>,
@@ -405,7 +405,7 @@ struct Records<'a> {
 
 /// Where parsing a buffer stopped.
 enum Stop {
-    /// Every record parsed; `end` bytes consumed.
+    /// Every record parsed.
     Done,
     /// The buffer ends inside a record that starts `at` bytes in, `line`.
     Inside { at: usize, line: u64 },
@@ -623,36 +623,39 @@ fn read_blocks(
                 let (start, first_line) = (offset, line);
                 offset += block.len() as u64;
                 line += count_newlines(&block);
-                let handle = scope.spawn(move || {
-                    let bytes = block;
-                    let mut builders = records.builders();
-                    let (mut pending, mut n) = (0usize, 0u64);
-                    let mut batches = Vec::new();
-                    let (stop, _, _) = records.parse(
-                        &bytes,
-                        at_eof,
-                        first_line,
-                        &mut builders,
-                        &mut pending,
-                        &mut n,
-                        &mut |batch| {
-                            batches.push(batch);
-                            true
-                        },
-                    )?;
-                    if pending > 0 {
-                        batches.push(finish(records.reader, &mut builders)?);
-                    }
-                    let inside = match stop {
-                        Stop::Inside { at, line } => Some((at, line)),
-                        _ => None,
-                    };
-                    Ok(Parsed {
-                        batches,
-                        rows: n,
-                        inside,
+                // A thread the system cannot start is an error, not a panic.
+                let handle = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        let bytes = block;
+                        let mut builders = records.builders();
+                        let (mut pending, mut n) = (0usize, 0u64);
+                        let mut batches = Vec::new();
+                        let (stop, _, _) = records.parse(
+                            &bytes,
+                            at_eof,
+                            first_line,
+                            &mut builders,
+                            &mut pending,
+                            &mut n,
+                            &mut |batch| {
+                                batches.push(batch);
+                                true
+                            },
+                        )?;
+                        if pending > 0 {
+                            batches.push(finish(records.reader, &mut builders)?);
+                        }
+                        let inside = match stop {
+                            Stop::Inside { at, line } => Some((at, line)),
+                            _ => None,
+                        };
+                        Ok(Parsed {
+                            batches,
+                            rows: n,
+                            inside,
+                        })
                     })
-                });
+                    .map_err(|e| Error::io("starting a thread to read", path, e))?;
                 flight.push_back((start, handle));
             }
             let Some((start, handle)) = flight.pop_front() else {

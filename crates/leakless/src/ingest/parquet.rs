@@ -132,14 +132,18 @@ pub(super) fn read(
                 let (group, start) = (next, first_row);
                 first_row += groups[group];
                 next += 1;
-                flight.push_back(scope.spawn(move || {
-                    let mut batches = Vec::new();
-                    let rows = read_groups(reader, Some(group), start, &mut |batch| {
-                        batches.push(batch);
-                        true
-                    })?;
-                    Ok::<_, Error>((batches, rows.unwrap_or(0)))
-                }));
+                // A thread the system cannot start is an error, not a panic.
+                let handle = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        let mut batches = Vec::new();
+                        let rows = read_groups(reader, Some(group), start, &mut |batch| {
+                            batches.push(batch);
+                            true
+                        })?;
+                        Ok::<_, Error>((batches, rows.unwrap_or(0)))
+                    })
+                    .map_err(|e| Error::io("starting a thread to read", &reader.file.path, e))?;
+                flight.push_back(handle);
             }
             let Some(handle) = flight.pop_front() else {
                 break;

@@ -15,11 +15,11 @@ use datafusion::physical_plan::{
     InputDistributionRequirements, PlanProperties, SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::OnceCell;
 
 use super::indexed::{IndexedSide, collect};
 use super::plan::PitPlan;
 use super::stream::{Prober, label_watermarks};
+use crate::error::{Shared, shared};
 use crate::ingest::arrow_type;
 
 /// What the indexed side turned out to be, once collected.
@@ -46,7 +46,7 @@ pub struct PointInTimeExec {
     plan: Arc<PitPlan>,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
-    indexed: Arc<OnceCell<Arc<IndexedSide>>>,
+    indexed: Arc<Shared<Arc<IndexedSide>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -79,7 +79,7 @@ impl PointInTimeExec {
             plan,
             schema,
             cache,
-            indexed: Arc::new(OnceCell::new()),
+            indexed: Arc::new(Shared::new()),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -90,7 +90,8 @@ impl PointInTimeExec {
 
     /// The collected indexed side, once some partition has collected it.
     pub fn indexed_summary(&self) -> Option<IndexedSummary> {
-        self.indexed.get().map(|side| IndexedSummary {
+        let side = self.indexed.get()?.as_ref().ok()?;
+        Some(IndexedSummary {
             rows: self
                 .plan
                 .inputs
@@ -255,10 +256,14 @@ impl ExecutionPlan for PointInTimeExec {
         let schema = self.schema.clone();
         let output_schema = schema.clone();
         let probe = async move {
-            let side = indexed
-                .get_or_try_init(|| collect(inputs, plan.clone(), context))
-                .await?
-                .clone();
+            // The spine's first batch is awaited beside the indexed side, so
+            // that it is read and bucketed while the indexes are built.
+            let mut spine = spine.peekable();
+            let (side, _) = futures::join!(
+                shared(&indexed, || collect(inputs, plan.clone(), context)),
+                std::pin::Pin::new(&mut spine).peek()
+            );
+            let side = side?;
             let mut prober = Prober::try_new(side, plan, output_schema)?;
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
