@@ -459,11 +459,16 @@ def scale(leakless, sizes):
         input_gb = hi["input_mb"] / hi["n"] * 1e9 / 1e3
         lines += ["", f"1 B impressions, projected (not run: its CSV would take about {input_gb:.0f} GB): "
                   f"wall = {fixed:.1f} s + {slope * 1e9:.1f} s per billion rows (the line through "
-                  f"{lo['n']:,} and {hi['n']:,}), so about {one_b:.0f} s. What grows with the rows: reading and "
-                  "parsing, bucketing and spilling the spine, sorting each day, probing, encoding (all linear); "
-                  "the click index (linear in clicks); the rows of one day held per partition while it is "
-                  "sorted and written (a day is 1/30 of the rows). What stays flat: start-up, the listing and "
-                  "user dictionaries once every key has been seen, the spill budget (256 MB of pending rows)."]
+                  f"{lo['n']:,} and {hi['n']:,}), so about {one_b:.0f} s. Linear in the rows: reading and "
+                  "parsing, bucketing and spilling the spine, sorting each day, encoding; the click index and the "
+                  "rows of one day held per partition while it is sorted and written (a day is 1/30 of the rows). "
+                  "Not linear: the probe's cost per row grows with the number of keys, which this generator scales "
+                  "with the rows (cache misses on the per-key state and times): "
+                  + ", ".join(f"{r['timings']['probe'] / r['n'] * 1e9:.0f} ns" for r in rows)
+                  + " of probe CPU per row at " + ", ".join(f"{r['n']:,}" for r in rows)
+                  + "; so the line underestimates 1 B if the keys grow with it. Flat: start-up and the spill "
+                  "budget (256 MB of pending rows). Peak memory grew "
+                  + ", ".join(f"{r['rss']:.0f}" for r in rows) + " MB."]
     stored = load_results()
     stored["scale"] = {"lines": lines, "rows": [{"n": r["n"], "wall": r["wall"], "rss": r["rss"]} for r in rows]}
     save_results(stored)
