@@ -56,8 +56,9 @@ use crate::error::{Shared, shared};
 use crate::spec;
 use crate::time::MICROS_PER_DAY;
 
-/// Rows in one emitted slice of a bucket.
-pub const BATCH_ROWS: usize = 1 << 20;
+/// Rows in one emitted slice of a bucket: what the probe holds per batch
+/// (a range pair per window and row) stays small whatever a day holds.
+pub const BATCH_ROWS: usize = 1 << 16;
 /// Pending rows held in memory over all input partitions before they are
 /// spilled.
 pub const SPILL_BYTES: usize = 256 << 20;
