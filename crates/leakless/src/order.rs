@@ -322,6 +322,8 @@ async fn drain(
     let schema = input.schema();
     let partitions = input.output_partitioning().partition_count();
     let next = Arc::new(AtomicUsize::new(0));
+    // The lowest input partition that failed (`usize::MAX`: none yet).
+    let failed = Arc::new(AtomicUsize::new(usize::MAX));
     let workers = workers.clamp(1, partitions.max(1));
     let mut tasks = Vec::with_capacity(workers);
     for worker in 0..workers {
@@ -338,30 +340,56 @@ async fn drain(
             spilled: 0,
         };
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
+        let failed = failed.clone();
         tasks.push(SpawnedTask::spawn(async move {
             loop {
                 let partition = next.fetch_add(1, Ordering::Relaxed);
-                if partition >= partitions {
+                // Past the last partition, or past one that failed: the
+                // partitions before it still finish, so that the error
+                // reported is the first in file order, as in a sequential
+                // read.
+                if partition >= partitions.min(failed.load(Ordering::Relaxed)) {
                     break;
                 }
-                let mut stream = input.execute(partition, context.clone())?;
-                while let Some(batch) = stream.try_next().await? {
-                    bucketer.push(&batch)?;
+                let read = async {
+                    let mut stream = input.execute(partition, context.clone())?;
+                    while let Some(batch) = stream.try_next().await? {
+                        bucketer.push(&batch)?;
+                    }
+                    Ok::<_, DataFusionError>(())
+                };
+                if let Err(e) = read.await {
+                    failed.fetch_min(partition, Ordering::Relaxed);
+                    return Err((partition, e));
                 }
             }
-            bucketer.finish()
+            bucketer.finish().map_err(|e| (partitions, e))
         }));
     }
     let mut buckets: BTreeMap<i64, Vec<Chunk>> = BTreeMap::new();
     let mut spills = Vec::new();
+    let mut first_error: Option<(usize, DataFusionError)> = None;
     for task in tasks {
-        let (chunks, spill) = task.join().await.map_err(|e| {
-            DataFusionError::Execution(format!("bucketing the spine failed: {e}"))
-        })??;
-        for (bucket, mut c) in chunks {
-            buckets.entry(bucket).or_default().append(&mut c);
+        let joined = task
+            .join()
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("bucketing the spine failed: {e}")))?;
+        match joined {
+            Ok((chunks, spill)) => {
+                for (bucket, mut c) in chunks {
+                    buckets.entry(bucket).or_default().append(&mut c);
+                }
+                spills.extend(spill);
+            }
+            Err((partition, e)) => {
+                if first_error.as_ref().is_none_or(|(p, _)| partition < *p) {
+                    first_error = Some((partition, e));
+                }
+            }
         }
-        spills.extend(spill);
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
     }
     Ok(Arc::new(Drained {
         schema,

@@ -271,7 +271,12 @@ pub(super) async fn collect(
                 stream.try_collect::<Vec<RecordBatch>>().await
             }
         });
-        let per_partition = futures::future::try_join_all(reads).await?;
+        // Every file to its end, then the first error in file order (what a
+        // sequential read would meet), not the first to happen.
+        let per_partition = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let batches: Vec<RecordBatch> = per_partition.into_iter().flatten().collect();
         let table = concat_batches(&input.schema(), &batches)?;
         reservation.try_grow(table.get_array_memory_size())?;

@@ -282,3 +282,76 @@ fn shuffled_inputs_give_the_same_bytes_at_every_partition_count() {
         );
     }
 }
+
+#[test]
+fn the_first_bad_spine_file_in_path_order_is_the_one_reported() {
+    // Files are read on several tasks, whether the spine is only bucketed
+    // or also indexed: whichever fails first in time, the error is the one
+    // a sequential read meets first, `b.csv` at its last line, not `c.csv`
+    // (bad at once).
+    let dir = tempfile::tempdir().unwrap();
+    let spine = dir.path().join("spine");
+    std::fs::create_dir(&spine).unwrap();
+    let good = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{i},2026-10-01T00:00:{:02}Z\n", i % 60))
+            .collect()
+    };
+    std::fs::write(spine.join("a.csv"), format!("id,ts\n{}", good(10))).unwrap();
+    std::fs::write(
+        spine.join("b.csv"),
+        format!("id,ts\n{}x,2026-10-01T00:00:00Z\n", good(50_000)),
+    )
+    .unwrap();
+    std::fs::write(spine.join("c.csv"), "id,ts\ny,2026-10-01T00:00:00Z\n").unwrap();
+    std::fs::write(spine.join("d.csv"), format!("id,ts\n{}", good(10))).unwrap();
+    std::fs::write(
+        dir.path().join("events.csv"),
+        "id,ts\n1,2026-09-01T00:00:00Z\n",
+    )
+    .unwrap();
+    for feature_source in ["events", "spine"] {
+        std::fs::write(
+            dir.path().join("spec.toml"),
+            format!(
+                r#"
+version = 1
+[sources.spine]
+path = "spine"
+time = "ts"
+columns = {{ id = "int64", ts = "timestamp" }}
+[sources.events]
+path = "events.csv"
+time = "ts"
+columns = {{ id = "int64", ts = "timestamp" }}
+[spine]
+source = "spine"
+columns = ["id"]
+[features.n]
+source = "{feature_source}"
+key = "id"
+op = "count"
+window = "lifetime"
+"#
+            ),
+        )
+        .unwrap();
+        for partitions in [1, 2, 3, 8] {
+            let out = dir
+                .path()
+                .join(format!("dataset-{feature_source}-{partitions}"));
+            let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out)
+                .unwrap()
+                .with_target_partitions(partitions);
+            let err = crate::common::runtime()
+                .block_on(build.execute())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("b.csv") && err.contains("line 50002"),
+                "{feature_source}, {partitions} partitions: {err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+}
