@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use sha2::{Digest, Sha256};
+
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::columns::{ColumnBuilder, Value};
@@ -349,22 +351,31 @@ const BLOCK: usize = 8 << 20;
 /// parse sees), and the rest of the file is read sequentially from the
 /// start of that record. Either way the rows, their order, and the first bad
 /// value and its line are those of a sequential read.
+///
+/// Returns the row count, and the file's SHA-256 when the read computed it
+/// (a read in blocks hashes each block as it cuts it, so that the file is
+/// not read a second time to hash it).
 pub(super) fn read(
     reader: &FileReader<'_>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, Option<String>)> {
+    read_with(reader, blocks_for(reader.file), emit)
+}
+
+/// How [`read`] reads `file`: in blocks when it is large and there are
+/// several cores.
+pub(super) fn blocks_for(file: &super::InputFile) -> Option<Blocks> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let blocks = (threads > 1 && reader.file.bytes >= PARALLEL_BYTES).then_some(Blocks {
+    (threads > 1 && file.bytes >= PARALLEL_BYTES).then_some(Blocks {
         threads,
         bytes: BLOCK,
-    });
-    read_with(reader, blocks, emit)
+    })
 }
 
 /// How a parallel read cuts its file: `bytes` a block, `threads` blocks
 /// parsed at once.
 #[derive(Debug, Clone, Copy)]
-struct Blocks {
+pub(super) struct Blocks {
     threads: usize,
     bytes: usize,
 }
@@ -374,7 +385,7 @@ fn read_with(
     reader: &FileReader<'_>,
     blocks: Option<Blocks>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, Option<String>)> {
     let path = &reader.file.path;
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let mut input = Input {
@@ -393,7 +404,7 @@ fn read_with(
     if let Some(blocks) = blocks {
         return read_blocks(&records, input, blocks, emit);
     }
-    read_sequential(&records, &mut input, 2, 0, emit)
+    Ok((read_sequential(&records, &mut input, 2, 0, emit)?, None))
 }
 
 /// What parsing a record needs: the columns wanted and the header's width.
@@ -577,13 +588,17 @@ fn read_blocks(
         bytes: block_bytes,
     }: Blocks,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, Option<String>)> {
     let reader = records.reader;
     let path = &reader.file.path;
     // The bytes after the header, then block by block.
     let read_to = std::io::Seek::stream_position(&mut input.file)
         .map_err(|e| Error::io("reading", path, e))?;
     let mut offset = read_to - (input.buf.len() - input.pos) as u64;
+    // Every byte hashed once, in order: the header part, then each block
+    // as it is cut, then (after a fallback) the rest.
+    let mut hasher = Sha256::new();
+    hash_range(path, 0, Some(offset), &mut hasher)?;
     let mut carry: Vec<u8> = input.buf.split_off(input.pos);
     let mut line = 2u64;
     let mut rows = 0u64;
@@ -621,6 +636,7 @@ fn read_blocks(
                 let block = std::mem::replace(&mut carry, rest);
                 let at_eof = eof && carry.is_empty();
                 let (start, first_line) = (offset, line);
+                hasher.update(&block);
                 offset += block.len() as u64;
                 line += count_newlines(&block);
                 // A thread the system cannot start is an error, not a panic.
@@ -666,7 +682,7 @@ fn read_blocks(
                 .map_err(|_| Error::Invalid(format!("parsing `{}` failed", path.display())))??;
             for batch in parsed.batches {
                 if !emit(batch) {
-                    return Ok(None);
+                    return Ok((None, None));
                 }
             }
             rows += parsed.rows;
@@ -685,11 +701,42 @@ fn read_blocks(
                     eof: false,
                 };
                 rest.fill(reader)?;
-                return read_sequential(records, &mut rest, inside_line, rows, emit);
+                let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
+                hash_range(path, offset, None, &mut hasher)?;
+                return Ok((rows, Some(super::hex(&hasher.finalize()))));
             }
         }
-        Ok(Some(rows))
+        Ok((Some(rows), Some(super::hex(&hasher.finalize()))))
     })
+}
+
+/// Feeds bytes `from..to` of the file at `path` (to its end: `None`) to
+/// `hasher`.
+fn hash_range(
+    path: &std::path::Path,
+    from: u64,
+    to: Option<u64>,
+    hasher: &mut Sha256,
+) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))
+        .map_err(|e| Error::io("reading", path, e))?;
+    let mut left = to.map(|t| t.saturating_sub(from));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let want = left.map_or(buf.len(), |l| (l as usize).min(buf.len()));
+        if want == 0 {
+            return Ok(());
+        }
+        let n = file
+            .read(&mut buf[..want])
+            .map_err(|e| Error::io("reading", path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+        left = left.map(|l| l - n as u64);
+    }
 }
 /// The column names of the header line, consumed from `input`.
 fn read_header(
@@ -822,8 +869,11 @@ mod tests {
             true
         });
         match read {
-            Ok(n) => {
+            Ok((n, hash)) => {
                 assert_eq!(n, Some(rows.len() as u64));
+                // A read in blocks hashes the whole file on the way.
+                let expected = blocks.map(|_| super::super::hex(&Sha256::digest(text.as_bytes())));
+                assert_eq!(hash, expected);
                 Ok(rows)
             }
             Err(e) => Err(e.to_string().replace(&path.display().to_string(), "e.csv")),
@@ -833,7 +883,8 @@ mod tests {
     proptest! {
         /// Cut into blocks of any size and parsed on 2 or 3 threads, a file
         /// reads as it does sequentially: the same rows in the same order,
-        /// or the same first error at the same line. Values hold quoted
+        /// or the same first error at the same line, and the file's SHA-256
+        /// computed on the way is the whole file's. Values hold quoted
         /// line ends (so that cuts fall inside quotes), escapes, CRLF, blank
         /// lines, bad values and unterminated quotes.
         #[test]
