@@ -8,11 +8,12 @@ backward as-of joins with exact matches off (strictly before x): prior =
 C(<t), last 24 h = C(<t) - C(<t-24h), label = C(<t+24h) - C(<t) > 0.
 Clicks are grouped by (listing, second) first, so ties cannot split.
 """
-import os
 import sys
 from datetime import datetime, timezone
 
 import polars as pl
+
+from ref_common import write_partitioned
 
 imp_path, clk_path, lst_path, out, watermark = sys.argv[1:6]
 DAY = 86_400_000_000
@@ -78,8 +79,4 @@ df = (
     .sort("impression_ts", "impression_id")
     .collect()
 )
-for (dt,), part in df.partition_by("dt", as_dict=True, maintain_order=True).items():
-    folder = os.path.join(out, f"dt={dt}")
-    os.makedirs(folder, exist_ok=True)
-    part.drop("dt").write_parquet(os.path.join(folder, "part-0.parquet"), compression="zstd",
-                                  compression_level=1, row_group_size=1 << 20)
+write_partitioned(df, out)

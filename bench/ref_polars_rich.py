@@ -10,11 +10,12 @@ C(<t - w); a label [t, t + w) is C(<t + w) - C(<t) > 0; time since the last
 event is t minus the time the same join lands on. The as-of price is the
 version with the greatest valid_from < t. A null key matches nothing.
 """
-import os
 import sys
 from datetime import datetime, timezone
 
 import polars as pl
+
+from ref_common import write_partitioned
 
 data, out, watermark = sys.argv[1:4]
 H = 3_600_000_000
@@ -111,8 +112,4 @@ df = (
     .sort("impression_ts", "impression_id")
     .collect()
 )
-for (dt,), part in df.partition_by("dt", as_dict=True, maintain_order=True).items():
-    folder = os.path.join(out, f"dt={dt}")
-    os.makedirs(folder, exist_ok=True)
-    part.drop("dt").write_parquet(os.path.join(folder, "part-0.parquet"), compression="zstd", compression_level=1,
-                                  row_group_size=1 << 20)
+write_partitioned(df, out)

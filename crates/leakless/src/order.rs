@@ -443,17 +443,13 @@ impl Bucketer {
             let buckets: Vec<i64> = times.iter().map(|&t| bucket_of(partitioning, t)).collect();
             let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
             order.sort_by_key(|&row| buckets[row as usize]);
+            let bucket_at = |i: usize| buckets[order[i] as usize];
+            let runs: Vec<(usize, usize)> =
+                equal_runs(order.len(), |a, b| bucket_at(a) == bucket_at(b)).collect();
             let taken = take_record_batch(batch, &UInt32Array::from(order.clone()))?;
-            let mut start = 0;
-            while start < order.len() {
-                let bucket = buckets[order[start] as usize];
-                let mut end = start + 1;
-                while end < order.len() && buckets[order[end] as usize] == bucket {
-                    end += 1;
-                }
+            for (start, end) in runs {
                 let share = bytes * (end - start) / order.len();
-                self.add(bucket, taken.slice(start, end - start), share);
-                start = end;
+                self.add(bucket_at(start), taken.slice(start, end - start), share);
             }
         }
         if self.pending_bytes > self.budget {
@@ -591,30 +587,43 @@ pub fn sort_rows(
             };
             by_second.then_with(|| compare_rows(&comparators, a, b))
         };
-        let mut start = 0;
-        while start < order.len() {
-            let key = keys[order[start] as usize];
-            let mut end = start + 1;
-            while end < order.len() && keys[order[end] as usize] == key {
-                end += 1;
+        let runs: Vec<(usize, usize)> = equal_runs(order.len(), |a, b| {
+            keys[order[a] as usize] == keys[order[b] as usize]
+        })
+        .collect();
+        for (start, end) in runs.into_iter().filter(|(s, e)| e - s > 1) {
+            let group = &mut order[start..end];
+            let sorted_already = group
+                .windows(2)
+                .all(|w| compare(w[0], w[1]) != std::cmp::Ordering::Greater);
+            if !sorted_already {
+                group.sort_by(|&a, &b| compare(a, b));
+                identity = false;
             }
-            if end - start > 1 {
-                let group = &mut order[start..end];
-                let sorted_already = group
-                    .windows(2)
-                    .all(|w| compare(w[0], w[1]) != std::cmp::Ordering::Greater);
-                if !sorted_already {
-                    group.sort_by(|&a, &b| compare(a, b));
-                    identity = false;
-                }
-            }
-            start = end;
         }
     }
     if identity {
         return Ok(all);
     }
     Ok(take_record_batch(&all, &UInt32Array::from(order))?)
+}
+
+/// The runs `start..end` of positions `0..len` that are `same` as their
+/// run's first position, in order.
+fn equal_runs(
+    len: usize,
+    same: impl Fn(usize, usize) -> bool,
+) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= len {
+            return None;
+        }
+        let end = (start + 1..len).find(|&i| !same(start, i)).unwrap_or(len);
+        let run = (start, end);
+        start = end;
+        Some(run)
+    })
 }
 
 fn compare_rows(
