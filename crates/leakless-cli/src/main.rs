@@ -73,18 +73,25 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         Error::BadRow(_) => {
             Some("fix or remove the row; leakless reads nothing until every row is valid".into())
         }
-        Error::OutputExists {
-            is_dataset: true, ..
-        } => Some("pass --overwrite to replace it".into()),
-        Error::OutputExists {
-            is_dataset: false, ..
-        } => Some("choose another --out; leakless only replaces folders it wrote".into()),
+        Error::OutputExists { why: None, .. } => Some("pass --overwrite to replace it".into()),
+        Error::OutputExists { why: Some(_), .. } => {
+            Some("choose another --out; leakless only replaces datasets it wrote".into())
+        }
+        Error::Locked { .. } => Some(
+            "wait for that run, or pass --wait to start when it is done; a dead run's lock is taken over by itself".into(),
+        ),
         Error::NoWatermark { .. } => {
             Some("pass --watermark with the time up to which the label sources are complete".into())
         }
+        Error::EventAfterSpine(_) => Some(
+            "pass --watermark with the time up to which the label source is complete, fix the event's time, or raise --watermark-margin if it is real".into(),
+        ),
         Error::MissingColumn { .. } => Some(
             "fix the spec's `columns` or the file; `leakless check --spec S` checks every header"
                 .into(),
+        ),
+        Error::UnknownFormat { .. } => Some(
+            "remove it from the input folder, or leave such files out with --ignore GLOB (e.g. --ignore '*.json')".into(),
         ),
         Error::Spec(_) => Some("the spec reference is in docs/semantics.md".into()),
         _ => None,

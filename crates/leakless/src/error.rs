@@ -19,6 +19,39 @@ pub enum Location {
     Row(u64),
 }
 
+/// An event of a label source more than the margin after the spine's last
+/// time, while the label's watermark is inferred from that source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAfterSpine {
+    pub label: String,
+    pub source_name: String,
+    pub path: PathBuf,
+    pub location: Location,
+    /// RFC 3339.
+    pub time: String,
+    pub spine_last: String,
+    /// The margin, as a duration (`7d`).
+    pub margin: String,
+}
+
+impl std::fmt::Display for EventAfterSpine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "label `{}`: its watermark would be the latest event of source `{}`, at {} (`{}`, {}), \
+             more than {} after the spine's last time {}; with it every row would count as \
+             mature and recent rows would get label 0 for clicks that have not arrived yet",
+            self.label,
+            self.source_name,
+            self.time,
+            self.path.display(),
+            self.location,
+            self.margin,
+            self.spine_last
+        )
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -87,7 +120,10 @@ pub enum Error {
     },
 
     /// An input path holds no file leakless can read.
-    #[error("no input files for source `{source_name}` at `{path}` (looked for .csv and .parquet)")]
+    #[error(
+        "no input files for source `{source_name}` at `{path}` (looked for {})",
+        crate::ingest::EXTENSIONS
+    )]
     NoInputFiles { source_name: String, path: PathBuf },
 
     /// A file cannot be read as the format its extension names.
@@ -95,8 +131,19 @@ pub enum Error {
     UnreadableFile { path: PathBuf, reason: String },
 
     /// A file's extension names no format leakless reads.
-    #[error("`{path}` is neither .csv nor .parquet")]
+    #[error(
+        "`{path}` is not a file leakless reads ({})",
+        crate::ingest::EXTENSIONS
+    )]
     UnknownFormat { path: PathBuf },
+
+    /// A folder or file of an input is reached twice (through symlinks):
+    /// `first` is where it was reached first, `None` for a loop.
+    #[error("`{path}` {}", match first { None => "is a symlink loop (a folder inside itself)".to_owned(), Some(first) => format!("is `{}` again (through a symlink); its rows would be read twice", first.display()) })]
+    InputTwice {
+        path: PathBuf,
+        first: Option<PathBuf>,
+    },
 
     /// A dimension has two rows for one key (snapshot) or for one key and
     /// `valid_from` (versioned).
@@ -107,13 +154,29 @@ pub enum Error {
         versioned: bool,
     },
 
+    /// A label's watermark would be inferred from an event far after the
+    /// spine's last time.
+    #[error("{0}")]
+    EventAfterSpine(Box<EventAfterSpine>),
+
     /// A label's watermark cannot be inferred because its source is empty.
     #[error("cannot infer the watermark of label `{label}`: source `{source_name}` has no rows")]
     NoWatermark { label: String, source_name: String },
 
     /// The output folder exists and may not be replaced.
-    #[error("`{path}` already exists{}", if *.is_dataset { "" } else { " and is not a leakless dataset (no _manifest.json)" })]
-    OutputExists { path: PathBuf, is_dataset: bool },
+    /// The output folder exists and may not be replaced: `why` is `None`
+    /// for a leakless dataset (replaced with `--overwrite`), else the
+    /// reason it is not one.
+    #[error("`{path}` already exists{}", match why { None => String::new(), Some(why) => format!(" and is not a leakless dataset: {why}") })]
+    OutputExists { path: PathBuf, why: Option<String> },
+
+    /// Another run holds the destination's lock.
+    #[error("`{path}` is being written by another run ({holder}; lock `{lock}`)")]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
 
     /// A setting is invalid.
     #[error("invalid setting: {0}")]
@@ -223,6 +286,10 @@ impl Error {
                 path: path.clone(),
             },
             Error::UnknownFormat { path } => Error::UnknownFormat { path: path.clone() },
+            Error::InputTwice { path, first } => Error::InputTwice {
+                path: path.clone(),
+                first: first.clone(),
+            },
             Error::UnreadableFile { path, reason } => Error::UnreadableFile {
                 path: path.clone(),
                 reason: reason.clone(),
@@ -236,13 +303,19 @@ impl Error {
                 key: key.clone(),
                 versioned: *versioned,
             },
+            Error::EventAfterSpine(e) => Error::EventAfterSpine(e.clone()),
             Error::NoWatermark { label, source_name } => Error::NoWatermark {
                 label: label.clone(),
                 source_name: source_name.clone(),
             },
-            Error::OutputExists { path, is_dataset } => Error::OutputExists {
+            Error::OutputExists { path, why } => Error::OutputExists {
                 path: path.clone(),
-                is_dataset: *is_dataset,
+                why: why.clone(),
+            },
+            Error::Locked { path, lock, holder } => Error::Locked {
+                path: path.clone(),
+                lock: lock.clone(),
+                holder: holder.clone(),
             },
             Error::Invalid(message) => Error::Invalid(message.clone()),
             Error::Io {

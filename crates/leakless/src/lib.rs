@@ -26,6 +26,8 @@
 
 pub mod check;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod ingest;
 pub mod order;
 pub mod pipeline;

@@ -138,6 +138,14 @@ impl BucketSortExec {
         self.sort_columns[0]
     }
 
+    /// The latest time of the input, once drained (`None` without rows).
+    pub fn max_time(&self) -> Option<i64> {
+        self.drained
+            .get()
+            .and_then(|d| d.as_ref().ok())
+            .and_then(|d| d.max_time)
+    }
+
     /// Wall seconds spent reading and bucketing the input, once done.
     pub fn drain_seconds(&self) -> f64 {
         self.drained
@@ -284,6 +292,8 @@ struct Drained {
     buckets: Vec<Vec<Chunk>>,
     /// The next bucket to hand out.
     next: AtomicUsize,
+    /// The latest time of any row.
+    max_time: Option<i64>,
     /// Wall seconds from the first read to the last row bucketed.
     seconds: f64,
     _spills: Vec<SpillFile>,
@@ -338,6 +348,7 @@ async fn drain(
             spill_path: spill_dir.join(format!("spine-{worker}.arrow")),
             spill: None,
             spilled: 0,
+            max_time: None,
         };
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
         let failed = failed.clone();
@@ -368,6 +379,7 @@ async fn drain(
     }
     let mut buckets: BTreeMap<i64, Vec<Chunk>> = BTreeMap::new();
     let mut spills = Vec::new();
+    let mut max_time = None;
     let mut first_error: Option<(usize, DataFusionError)> = None;
     for task in tasks {
         let joined = task
@@ -375,7 +387,8 @@ async fn drain(
             .await
             .map_err(|e| DataFusionError::Execution(format!("bucketing the spine failed: {e}")))?;
         match joined {
-            Ok((chunks, spill)) => {
+            Ok((chunks, spill, latest)) => {
+                max_time = max_time.max(latest);
                 for (bucket, mut c) in chunks {
                     buckets.entry(bucket).or_default().append(&mut c);
                 }
@@ -395,6 +408,7 @@ async fn drain(
         schema,
         buckets: buckets.into_values().collect(),
         next: AtomicUsize::new(0),
+        max_time,
         seconds: started.elapsed().as_secs_f64(),
         _spills: spills,
     }))
@@ -416,6 +430,8 @@ struct Bucketer {
     spill: Option<FileWriter<BufWriter<File>>>,
     /// Batches written to the spill file.
     spilled: usize,
+    /// The latest time pushed.
+    max_time: Option<i64>,
 }
 
 impl Bucketer {
@@ -432,6 +448,8 @@ impl Bucketer {
             ));
         }
         let times = times.values();
+        let latest = times.iter().copied().max();
+        self.max_time = self.max_time.max(latest);
         let partitioning = self.partitioning;
         let first = bucket_of(partitioning, times[0]);
         let bytes = batch.get_array_memory_size();
@@ -485,10 +503,12 @@ impl Bucketer {
             self.spilled += 1;
         }
         self.pending_bytes = 0;
+        crate::write::commit::crash_point("after-spill");
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Buckets, Option<SpillFile>)> {
+    /// The buckets, the spill file, and the latest time pushed.
+    fn finish(mut self) -> Result<(Buckets, Option<SpillFile>, Option<i64>)> {
         let spill = match self.spill.take() {
             Some(mut writer) => {
                 writer.finish()?;
@@ -500,7 +520,7 @@ impl Bucketer {
             let chunks = self.chunks.entry(bucket).or_default();
             chunks.extend(batches.into_iter().map(Chunk::Memory));
         }
-        Ok((self.chunks, spill))
+        Ok((self.chunks, spill, self.max_time))
     }
 }
 

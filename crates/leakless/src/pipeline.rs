@@ -38,8 +38,12 @@ use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
-use crate::write::{PartitionWriter, PartitionWritten, Staging};
+use crate::write::{Destination, PartitionWriter, PartitionWritten};
 use crate::{Reporter, Stage};
+
+/// How far after the spine's last time a label source's latest event may
+/// be when the watermark is inferred from it.
+pub const DEFAULT_WATERMARK_MARGIN: i64 = 7 * crate::time::MICROS_PER_DAY;
 
 /// What a finished build reports.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +65,8 @@ pub struct BuildSummary {
     /// Number of partition folders written.
     pub partitions: usize,
     pub files: usize,
+    /// Staging folders of dead runs removed before this one started.
+    pub stale_removed: usize,
     /// DataFusion partitions the plan ran with.
     pub target_partitions: usize,
     /// Where the time went.
@@ -111,6 +117,8 @@ pub struct Build {
     out: PathBuf,
     watermark: Option<i64>,
     overwrite: bool,
+    wait: bool,
+    watermark_margin: i64,
     target_partitions: usize,
     spill_bytes: usize,
     policy: BadRowPolicy,
@@ -137,6 +145,8 @@ impl Build {
             out: out.into(),
             watermark: None,
             overwrite: false,
+            wait: false,
+            watermark_margin: DEFAULT_WATERMARK_MARGIN,
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spill_bytes: crate::order::SPILL_BYTES,
             policy: BadRowPolicy::default(),
@@ -169,9 +179,30 @@ impl Build {
         self
     }
 
+    /// How far after the spine's last time a label source's latest event
+    /// may be when the watermark is inferred from it (default 7 days; µs).
+    pub fn with_watermark_margin(mut self, micros: i64) -> Self {
+        self.watermark_margin = micros;
+        self
+    }
+
     /// Replace an existing dataset at the destination.
     pub fn with_overwrite(mut self, overwrite: bool) -> Self {
         self.overwrite = overwrite;
+        self
+    }
+
+    /// Leaves input files matching any of `globs` out of folder inputs,
+    /// instead of failing on files of unknown type.
+    pub fn with_ignore(mut self, globs: &[String]) -> Self {
+        self.spec.ignore_files(globs);
+        self
+    }
+
+    /// When another run holds the destination's lock, wait for it instead
+    /// of failing with [`crate::Error::Locked`].
+    pub fn with_wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -199,8 +230,11 @@ impl Build {
 
     /// Runs the build and commits the dataset.
     pub async fn execute(self) -> Result<BuildSummary> {
-        // Checks the destination before any work; removed again on failure.
-        let staging = Staging::create(&self.out, self.overwrite)?;
+        // Locks and checks the destination before any work; the staging
+        // folder is removed again on failure (see `write::commit`).
+        let destination = Destination::acquire(&self.out, self.overwrite, self.wait)?;
+        let staging = destination.stage()?;
+        crate::write::commit::crash_point("after-staging");
         let started = Instant::now();
         self.reporter.stage(Stage::Reading);
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
@@ -314,6 +348,10 @@ impl Build {
             })?;
         let indexed = pit.indexed_summary();
         let written = Instant::now();
+        crate::write::commit::crash_point("after-data");
+        if self.watermark.is_none() && self.spec.watermark.is_none() {
+            self.check_inferred_watermarks(&sources, indexed.as_ref(), order.max_time())?;
+        }
 
         let rows_read: BTreeMap<String, u64> = sources
             .iter()
@@ -329,7 +367,7 @@ impl Build {
             })
             .unwrap_or_default();
         let manifest = Manifest {
-            tool: "leakless",
+            tool: crate::write::manifest::TOOL,
             version: env!("CARGO_PKG_VERSION"),
             feature_set_hash: self.spec.feature_set_hash(),
             settings: Settings {
@@ -368,7 +406,7 @@ impl Build {
                 .collect(),
             spec: self.spec.normalized(),
         };
-        staging.commit(&manifest.to_json(), self.overwrite)?;
+        destination.publish(staging, &manifest.to_json(), self.overwrite)?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
             compute: (written - started).as_secs_f64(),
@@ -392,9 +430,51 @@ impl Build {
             watermarks,
             partitions: partitions.len(),
             files: partitions.iter().map(|p| p.files.len()).sum(),
+            stale_removed: destination.stale_removed(),
             target_partitions: self.target_partitions,
             timings,
         })
+    }
+
+    /// Refuses a watermark inferred from a label source whose latest event
+    /// is more than the margin after the spine's last time: one clock-skewed
+    /// event would make every row count as mature.
+    fn check_inferred_watermarks(
+        &self,
+        sources: &[Source],
+        indexed: Option<&crate::temporal::IndexedSummary>,
+        spine_last: Option<i64>,
+    ) -> Result<()> {
+        let (Some(indexed), Some(spine_last)) = (indexed, spine_last) else {
+            return Ok(());
+        };
+        for label in self.spec.labels() {
+            let latest = indexed
+                .latest
+                .iter()
+                .find(|(name, _)| *name == label.source);
+            let Some((_, Some(latest))) = latest else {
+                continue;
+            };
+            if latest.time.saturating_sub(spine_last) <= self.watermark_margin {
+                continue;
+            }
+            let source = (sources.iter())
+                .find(|s| s.name() == label.source)
+                .expect("every label source is read");
+            return Err(Error::EventAfterSpine(Box::new(
+                crate::error::EventAfterSpine {
+                    label: label.name.clone(),
+                    source_name: label.source.clone(),
+                    path: source.files[latest.partition].path.clone(),
+                    location: source.locate(latest.partition, latest.row as u64)?,
+                    time: format_rfc3339(latest.time),
+                    spine_last: format_rfc3339(spine_last),
+                    margin: crate::spec::format_duration(self.watermark_margin),
+                },
+            )));
+        }
+        Ok(())
     }
 
     /// The sources the plan reads: the indexed ones in plan order, then the

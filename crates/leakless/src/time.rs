@@ -12,6 +12,28 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 /// Microseconds in one (exact, 86,400 s) day.
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
+/// The earliest instant an input may hold: 1900-01-01T00:00:00Z.
+pub const EARLIEST: i64 = -2_208_988_800 * MICROS_PER_SECOND;
+/// The first instant past the latest an input may hold: 2201-01-01T00:00:00Z.
+pub const PAST_LATEST: i64 = 7_289_654_400 * MICROS_PER_SECOND;
+/// Why a time outside `EARLIEST..PAST_LATEST` is a bad value.
+pub const OUT_OF_RANGE: &str =
+    "a time outside the years 1900 to 2200 (an epoch in the wrong unit, or a placeholder?)";
+
+/// Whether an input's instant is plausible: in the years 1900 to 2200.
+/// Milliseconds read as seconds, or a sentinel such as 9999-12-31, are not.
+///
+/// ```
+/// use leakless::time::{in_range, parse_timestamp_micros};
+/// assert!(in_range(parse_timestamp_micros(b"1900-01-01T00:00:00Z").unwrap()));
+/// assert!(in_range(parse_timestamp_micros(b"2200-12-31T23:59:59.999999Z").unwrap()));
+/// assert!(!in_range(parse_timestamp_micros(b"1899-12-31T23:59:59.999999Z").unwrap()));
+/// assert!(!in_range(parse_timestamp_micros(b"2201-01-01T00:00:00Z").unwrap()));
+/// ```
+pub fn in_range(micros: i64) -> bool {
+    (EARLIEST..PAST_LATEST).contains(&micros)
+}
+
 /// Parses an RFC 3339 / ISO 8601 timestamp into UTC microseconds.
 ///
 /// Accepted: `YYYY-MM-DD` then `T`, `t` or a space, then `HH:MM:SS`, an

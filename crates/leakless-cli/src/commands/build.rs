@@ -40,9 +40,24 @@ pub struct Args {
     /// largest event time. Rows whose label windows end after it are held back.
     #[arg(long, value_name = "TIMESTAMP")]
     watermark: Option<String>,
+    /// Without a watermark, refuse a label source whose latest event is
+    /// more than this after the spine's last time (e.g. 7d, 36h)
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    watermark_margin: String,
     /// Replace an existing dataset at --out (only one leakless wrote)
     #[arg(long)]
     overwrite: bool,
+    /// Leave input files matching GLOB out of folder inputs (repeatable;
+    /// without `/` it matches a file name at any depth); any other file
+    /// that is not .csv, .csv.gz, .csv.zst or .parquet is an error
+    #[arg(long, value_name = "GLOB")]
+    ignore: Vec<String>,
+    /// When another run is writing --out, wait for it instead of failing
+    #[arg(long)]
+    wait: bool,
+    /// Spill the sorted spine to disk past this many bytes (for tests)
+    #[arg(long, value_name = "BYTES", hide = true)]
+    spill_bytes: Option<usize>,
     /// DataFusion partitions (default: the number of cores)
     #[arg(long, value_name = "N")]
     partitions: Option<usize>,
@@ -80,6 +95,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         },
     };
+    let margin = leakless::spec::parse_duration(&args.watermark_margin, true)
+        .map_err(|e| anyhow::anyhow!("--watermark-margin: {e}"))?;
     if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
@@ -94,9 +111,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut build = build
         .with_watermark(watermark)
         .with_overwrite(args.overwrite)
+        .with_wait(args.wait)
+        .with_watermark_margin(margin)
+        .with_ignore(&args.ignore)
         .with_reporter(progress.clone());
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
+    }
+    if let Some(bytes) = args.spill_bytes {
+        build = build.with_spill_bytes(bytes);
     }
     let started = Instant::now();
     let result = build.execute().await;
@@ -145,6 +168,12 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
             "  held back: {} rows whose label windows are still open at the watermark ({})",
             s.immature_held_back,
             watermarks.join(", ")
+        );
+    }
+    if s.stale_removed > 0 {
+        eprintln!(
+            "  removed {} staging folder(s) left by dead runs",
+            s.stale_removed
         );
     }
     eprintln!("  ran on {} DataFusion partitions", s.target_partitions);

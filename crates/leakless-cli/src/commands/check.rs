@@ -15,6 +15,9 @@ pub struct CheckArgs {
     /// Replace a source's path (repeatable): NAME=PATH
     #[arg(long = "source", value_name = "NAME=PATH")]
     sources: Vec<String>,
+    /// Leave input files matching GLOB out of folder inputs (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    ignore: Vec<String>,
     /// Print the report as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -32,7 +35,8 @@ pub struct ExplainArgs {
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let spec = leakless::spec::load(&args.spec, &parse_overrides(&args.sources)?)?;
+    let mut spec = leakless::spec::load(&args.spec, &parse_overrides(&args.sources)?)?;
+    spec.ignore_files(&args.ignore);
     let report = leakless::check::check(&spec)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

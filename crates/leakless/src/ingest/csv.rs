@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::columns::{ColumnBuilder, Value};
-use super::{ColumnSpec, FileReader};
+use super::{ColumnSpec, Compression, FileReader};
 use crate::error::{BadRow, Error, Location, Result};
 use crate::spec::ColumnType;
 use crate::time::parse_timestamp_micros;
@@ -38,11 +38,14 @@ enum Split {
     Record { end: usize, newlines: u64 },
     /// The buffer ends inside the record.
     NeedMore,
-    /// The record is malformed; it ends `end` bytes in.
+    /// The record is malformed; it ends `end` bytes in. The fault is on
+    /// the record's line plus `at_newline` (an unterminated quoted value:
+    /// the line where it began).
     Malformed {
         reason: &'static str,
         end: usize,
         newlines: u64,
+        at_newline: u64,
     },
 }
 
@@ -60,9 +63,10 @@ fn split_record(buf: &[u8], delimiter: u8, at_eof: bool, fields: &mut Vec<FieldR
                 match memchr::memchr(b'"', &buf[j..]) {
                     None if at_eof => {
                         return Split::Malformed {
-                            reason: "unterminated quoted value",
+                            reason: "unterminated quoted value (it begins on this line)",
                             end: n,
                             newlines: newlines + count_newlines(&buf[i..]),
+                            at_newline: newlines,
                         };
                     }
                     None => return Split::NeedMore,
@@ -110,11 +114,13 @@ fn split_record(buf: &[u8], delimiter: u8, at_eof: bool, fields: &mut Vec<FieldR
                             reason: "characters after a closing quote",
                             end: i + k + 1,
                             newlines: newlines + 1,
+                            at_newline: newlines,
                         },
                         None if at_eof => Split::Malformed {
                             reason: "characters after a closing quote",
                             end: n,
                             newlines,
+                            at_newline: newlines,
                         },
                         None => Split::NeedMore,
                     };
@@ -200,12 +206,15 @@ fn parse_value<'a>(
             Err("missing value")
         };
     }
+    let in_range = |t: i64| match crate::time::in_range(t) {
+        true => Ok(Value::Ts(t)),
+        false => Err(crate::time::OUT_OF_RANGE),
+    };
     let epoch = |scale: i64| {
         parse_i64(&bytes)
             .ok_or("not a valid integer epoch")?
             .checked_mul(scale)
-            .map(Value::Ts)
-            .ok_or("an epoch that overflows 64-bit microseconds")
+            .map_or(Err(crate::time::OUT_OF_RANGE), in_range)
     };
     match spec.ty {
         ColumnType::Int64 => parse_i64(&bytes).map(Value::Int).ok_or("not a valid int64"),
@@ -228,8 +237,8 @@ fn parse_value<'a>(
             _ => Err("not a valid bool (true, false, 1 or 0)"),
         },
         ColumnType::Timestamp => parse_timestamp_micros(&bytes)
-            .map(Value::Ts)
-            .ok_or("not a valid timestamp (expected RFC 3339, e.g. 2026-10-01T12:00:00Z)"),
+            .ok_or("not a valid timestamp (expected RFC 3339, e.g. 2026-10-01T12:00:00Z)")
+            .and_then(in_range),
         ColumnType::TimestampS => epoch(1_000_000),
         ColumnType::TimestampMs => epoch(1_000),
         ColumnType::TimestampUs => epoch(1),
@@ -278,24 +287,91 @@ fn shorten(bytes: &[u8]) -> String {
     }
 }
 
+/// A record longer than this is refused rather than held in memory: in
+/// practice it is an unterminated quote swallowing the rest of the file.
+const MAX_RECORD: usize = 256 << 20;
+
+/// A CSV file's bytes, decompressed as its extension says.
+enum Stream {
+    Plain(std::fs::File),
+    Gzip(Box<flate2::read::MultiGzDecoder<std::io::BufReader<std::fs::File>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, std::io::BufReader<std::fs::File>>>),
+}
+
+impl Stream {
+    fn open(file: &super::InputFile) -> Result<Stream> {
+        let path = &file.path;
+        let raw = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        Ok(match file.compression {
+            Compression::None => Stream::Plain(raw),
+            Compression::Gzip => Stream::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::new(raw),
+            ))),
+            Compression::Zstd => Stream::Zstd(Box::new(
+                zstd::stream::read::Decoder::new(raw)
+                    .map_err(|e| Error::io("decompressing", path, e))?,
+            )),
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(f) => f.read(buf),
+            Stream::Gzip(d) => d.read(buf),
+            Stream::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
 /// The buffered byte source of one file.
 struct Input {
-    file: std::fs::File,
+    file: Stream,
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    /// Reads so far (for the test of linear time).
+    fills: u32,
 }
 
 impl Input {
+    fn open(file: &super::InputFile, capacity: usize) -> Result<Input> {
+        Ok(Input {
+            file: Stream::open(file)?,
+            buf: Vec::with_capacity(capacity),
+            pos: 0,
+            eof: false,
+            fills: 0,
+        })
+    }
+
     /// Drops consumed bytes and reads another chunk; `false` at end of file.
-    fn fill(&mut self, reader: &FileReader<'_>) -> Result<bool> {
+    /// It reads at least as much again as it holds, so that a record spanning
+    /// many fills is rescanned a bounded number of times in all: linear time
+    /// even for an unterminated quote, which fails at [`MAX_RECORD`] bytes
+    /// naming `line`, the line where the record began.
+    fn fill(&mut self, reader: &FileReader<'_>, line: u64) -> Result<bool> {
         if self.eof {
             return Ok(false);
         }
         self.buf.drain(..self.pos);
         self.pos = 0;
         let old = self.buf.len();
-        self.buf.resize(old + CHUNK, 0);
+        if old >= MAX_RECORD {
+            return Err(Error::BadRow(Box::new(BadRow {
+                path: reader.file.path.clone(),
+                location: Location::Line(line),
+                column: None,
+                value: Some(shorten(&self.buf[..old.min(400)])),
+                reason: format!(
+                    "a record longer than {} MiB (an unterminated quoted value?)",
+                    MAX_RECORD >> 20
+                ),
+            })));
+        }
+        self.fills += 1;
+        self.buf.resize(old + CHUNK.max(old), 0);
         let mut filled = old;
         while filled < self.buf.len() {
             let n = self
@@ -329,7 +405,7 @@ impl Input {
                 fields,
             ) {
                 Split::NeedMore => {
-                    self.fill(reader)?;
+                    self.fill(reader, 1)?;
                 }
                 done => return Ok(Some(done)),
             }
@@ -362,11 +438,12 @@ pub(super) fn read(
     read_with(reader, blocks_for(reader.file), emit)
 }
 
-/// How [`read`] reads `file`: in blocks when it is large and there are
-/// several cores.
+/// How [`read`] reads `file`: in blocks when it is large, not compressed,
+/// and there are several cores.
 pub(super) fn blocks_for(file: &super::InputFile) -> Option<Blocks> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (threads > 1 && file.bytes >= PARALLEL_BYTES).then_some(Blocks {
+    let plain = file.compression == Compression::None;
+    (plain && threads > 1 && file.bytes >= PARALLEL_BYTES).then_some(Blocks {
         threads,
         bytes: BLOCK,
     })
@@ -386,14 +463,7 @@ fn read_with(
     blocks: Option<Blocks>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(Option<u64>, Option<String>)> {
-    let path = &reader.file.path;
-    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut input = Input {
-        file,
-        buf: Vec::with_capacity(2 * CHUNK),
-        pos: 0,
-        eof: false,
-    };
+    let mut input = Input::open(reader.file, 2 * CHUNK)?;
     let mut fields = Vec::new();
     let header = read_header(reader, &mut input, &mut fields)?;
     let records = Records {
@@ -466,9 +536,10 @@ impl Records<'_> {
                         reason,
                         end,
                         newlines,
+                        at_newline,
                     } => {
                         reader.policy.route(bad_row(
-                            line,
+                            line + at_newline,
                             None,
                             trim_line(&rest[..end]),
                             reason.to_owned(),
@@ -551,7 +622,7 @@ fn read_sequential(
         line = next_line;
         match stop {
             Stop::Stopped => return Ok(None),
-            Stop::Done | Stop::Inside { .. } if !input.fill(reader)? => break,
+            Stop::Done | Stop::Inside { .. } if !input.fill(reader, line)? => break,
             Stop::Done | Stop::Inside { .. } => {}
         }
     }
@@ -591,9 +662,15 @@ fn read_blocks(
 ) -> Result<(Option<u64>, Option<String>)> {
     let reader = records.reader;
     let path = &reader.file.path;
+    let Stream::Plain(file) = &mut input.file else {
+        return Err(Error::Invalid(format!(
+            "`{}` is compressed: it cannot be read in blocks",
+            path.display()
+        )));
+    };
     // The bytes after the header, then block by block.
-    let read_to = std::io::Seek::stream_position(&mut input.file)
-        .map_err(|e| Error::io("reading", path, e))?;
+    let read_to =
+        std::io::Seek::stream_position(file).map_err(|e| Error::io("reading", path, e))?;
     let mut offset = read_to - (input.buf.len() - input.pos) as u64;
     // Every byte hashed once, in order: the header part, then each block
     // as it is cut, then (after a fallback) the rest.
@@ -614,7 +691,7 @@ fn read_blocks(
                 // Fill the carry to a block, then cut after its last line end.
                 while !eof && carry.len() < block_bytes {
                     let wanted = block_bytes - carry.len();
-                    eof = read_more(&mut input.file, &mut carry, wanted)
+                    eof = read_more(file, &mut carry, wanted)
                         .map_err(|e| Error::io("reading", path, e))?;
                 }
                 // After the last line end within a block, else the first
@@ -626,7 +703,7 @@ fn read_blocks(
                         Some(k) => within + k + 1,
                         None if eof => carry.len(),
                         None => {
-                            eof = read_more(&mut input.file, &mut carry, block_bytes)
+                            eof = read_more(file, &mut carry, block_bytes)
                                 .map_err(|e| Error::io("reading", path, e))?;
                             continue;
                         }
@@ -695,12 +772,13 @@ fn read_blocks(
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start + at as u64))
                     .map_err(|e| Error::io("reading", path, e))?;
                 let mut rest = Input {
-                    file,
+                    file: Stream::Plain(file),
                     buf: Vec::with_capacity(2 * CHUNK),
                     pos: 0,
                     eof: false,
+                    fills: 0,
                 };
-                rest.fill(reader)?;
+                rest.fill(reader, inside_line)?;
                 let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
                 hash_range(path, offset, None, &mut hasher)?;
                 return Ok((rows, Some(super::hex(&hasher.finalize()))));
@@ -757,10 +835,12 @@ fn read_header(
             input.pos += end;
             names
         }
-        Some(Split::Malformed { reason, .. }) => {
+        Some(Split::Malformed {
+            reason, at_newline, ..
+        }) => {
             return Err(Error::BadRow(Box::new(BadRow {
                 path: path.clone(),
-                location: Location::Line(1),
+                location: Location::Line(1 + at_newline),
                 column: None,
                 value: None,
                 reason: format!("header: {reason}"),
@@ -778,16 +858,43 @@ fn read_header(
     Ok(header)
 }
 
+/// The line of data row `row` (from 0) of a file that reads without a bad
+/// row: blank lines and lines inside quoted values are counted as the read
+/// counts them.
+pub(super) fn line_of_row(reader: &FileReader<'_>, row: u64) -> Result<u64> {
+    let mut input = Input::open(reader.file, CHUNK)?;
+    let mut fields = Vec::new();
+    read_header(reader, &mut input, &mut fields)?;
+    let (mut line, mut seen) = (2u64, 0u64);
+    while let Some(split) = input.next_record(reader, &mut fields)? {
+        let (end, newlines, blank) = match split {
+            Split::Record { end, newlines } => (
+                end,
+                newlines,
+                fields.len() == 1 && fields[0].start == fields[0].end && !fields[0].quoted,
+            ),
+            Split::Malformed { end, newlines, .. } => (end, newlines, false),
+            Split::NeedMore => break,
+        };
+        if !blank {
+            if seen == row {
+                return Ok(line);
+            }
+            seen += 1;
+        }
+        input.pos += end;
+        line += newlines;
+    }
+    Err(Error::Invalid(format!(
+        "`{}` has no row {}",
+        reader.file.path.display(),
+        row + 1
+    )))
+}
+
 /// The column names of a CSV file's header.
 pub(super) fn header(reader: &FileReader<'_>) -> Result<Vec<String>> {
-    let path = &reader.file.path;
-    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut input = Input {
-        file,
-        buf: Vec::with_capacity(1 << 16),
-        pos: 0,
-        eof: false,
-    };
+    let mut input = Input::open(reader.file, 1 << 16)?;
     read_header(reader, &mut input, &mut Vec::new())
 }
 
@@ -844,25 +951,35 @@ mod tests {
 
     use super::*;
     use crate::ingest::testing::{push_rows, source};
-    use crate::ingest::{BadRowPolicy, Format};
+    use crate::ingest::{BadRowPolicy, Format, InputFile};
+
+    /// `bytes` as the file `e.csv` in `dir` of a source of columns `id`
+    /// int64, `s` string, `ts` timestamp.
+    fn file_of(dir: &std::path::Path, bytes: &[u8]) -> (crate::ingest::Layout, InputFile) {
+        let path = dir.join("e.csv");
+        std::fs::write(&path, bytes).unwrap();
+        source(
+            &path,
+            Format::Csv,
+            r#"{ id = "int64", s = "string", ts = "timestamp" }"#,
+        )
+    }
+
+    fn reader_of<'a>(layout: &'a crate::ingest::Layout, file: &'a InputFile) -> FileReader<'a> {
+        FileReader {
+            file,
+            layout,
+            batch_rows: 3,
+            policy: BadRowPolicy::Fail,
+        }
+    }
 
     /// Every batch of a read of `text` (columns `id` int64, `s` string,
     /// `ts` timestamp) as rows of text, or the error, with `blocks`.
     fn read_text(text: &str, blocks: Option<Blocks>) -> std::result::Result<Vec<String>, String> {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.csv");
-        std::fs::write(&path, text).unwrap();
-        let (layout, file) = source(
-            &path,
-            Format::Csv,
-            r#"{ id = "int64", s = "string", ts = "timestamp" }"#,
-        );
-        let reader = FileReader {
-            file: &file,
-            layout: &layout,
-            batch_rows: 3,
-            policy: BadRowPolicy::Fail,
-        };
+        let (layout, file) = file_of(dir.path(), text.as_bytes());
+        let reader = reader_of(&layout, &file);
         let mut rows = Vec::new();
         let read = read_with(&reader, blocks, &mut |batch| {
             push_rows(&batch, &mut rows);
@@ -876,7 +993,7 @@ mod tests {
                 assert_eq!(hash, expected);
                 Ok(rows)
             }
-            Err(e) => Err(e.to_string().replace(&path.display().to_string(), "e.csv")),
+            Err(e) => Err(e.to_string().replace(&file.path.display().to_string(), "e.csv")),
         }
     }
 
@@ -976,6 +1093,34 @@ mod tests {
                 newlines: 2
             }
         );
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_read_in_linear_time_and_named_where_it_begins() {
+        // 40 MB after an opening quote on line 3: fills of 8, 16, 32 and
+        // 64 MB (growing with what is held), not five of 8 MB each rescanning
+        // the record from its start.
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = b"id,s,ts\n1,a,2026-10-01T00:00:00Z\n2,\"".to_vec();
+        text.resize(text.len() + (40 << 20), b'x');
+        text.extend_from_slice(b"\n3,c,2026-10-01T00:00:00Z\n");
+        let (layout, file) = file_of(dir.path(), &text);
+        let reader = reader_of(&layout, &file);
+        let mut input = Input::open(&file, CHUNK).unwrap();
+        let mut fields = Vec::new();
+        let header = read_header(&reader, &mut input, &mut fields).unwrap();
+        let records = Records {
+            reader: &reader,
+            wanted: reader.locate_columns(&header).unwrap(),
+            width: header.len(),
+        };
+        let err = read_sequential(&records, &mut input, 2, 0, &mut |_| true).unwrap_err();
+        let Error::BadRow(row) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(row.location, Location::Line(3));
+        assert!(row.reason.contains("unterminated"), "{}", row.reason);
+        assert!(input.fills <= 4, "{} fills", input.fills);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{BadRow, Error, Result};
+use crate::error::{BadRow, Error, Location, Result};
 use crate::spec::{ColumnDef, ColumnType, CsvOptions, SourceDef, ValueType};
 
 /// One column read from a source.
@@ -107,13 +107,39 @@ pub enum Format {
     Parquet,
 }
 
+/// How a CSV file is compressed, from its extension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn is_none(&self) -> bool {
+        *self == Compression::None
+    }
+}
+
+/// The extensions leakless reads, for messages.
+pub const EXTENSIONS: &str = ".csv, .csv.gz, .csv.zst, .parquet and .parq";
+
 impl Format {
-    fn of(path: &Path) -> Option<Format> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
-            "csv" => Some(Format::Csv),
-            "parquet" | "parq" => Some(Format::Parquet),
-            _ => None,
-        }
+    /// The format and compression `path`'s extension names (any case).
+    pub fn of(path: &Path) -> Option<(Format, Compression)> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        [
+            (".csv", Format::Csv, Compression::None),
+            (".csv.gz", Format::Csv, Compression::Gzip),
+            (".csv.zst", Format::Csv, Compression::Zstd),
+            (".parquet", Format::Parquet, Compression::None),
+            (".parq", Format::Parquet, Compression::None),
+        ]
+        .into_iter()
+        .find(|(extension, _, _)| name.ends_with(extension))
+        .map(|(_, format, compression)| (format, compression))
     }
 }
 
@@ -139,6 +165,8 @@ impl BadRowPolicy {
 pub struct InputFile {
     pub path: PathBuf,
     pub format: Format,
+    pub compression: Compression,
+    /// The file's size on disk (compressed).
     pub bytes: u64,
 }
 
@@ -147,40 +175,52 @@ pub struct InputFile {
 pub struct FileStats {
     pub path: String,
     pub format: Format,
+    #[serde(skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
     pub bytes: u64,
-    /// Hex SHA-256 of the file's bytes.
+    /// Hex SHA-256 of the file's bytes (as stored, compressed).
     pub sha256: String,
     pub rows: u64,
 }
 
-/// Finds the input files of a table: `path` itself, or every `.csv` and
-/// `.parquet` file below the folder `path` (hive `key=value/` folders
-/// included), in sorted order. Names starting with `.` or `_` are skipped,
-/// as Spark and pyarrow do.
-pub fn discover(source: &str, path: &Path) -> Result<Vec<InputFile>> {
+/// Finds the input files of a table: `path` itself, or every file below
+/// the folder `path` (hive `key=value/` folders included), or every file a
+/// glob matches, in sorted order. Names starting with `.` or `_` are
+/// skipped, as Spark and pyarrow do; so are those `ignore` matches (a
+/// pattern without `/` matches a name at any depth, one with `/` the path
+/// below the folder). Any other file that is not of a format leakless reads
+/// is an error: a silently partial input is worse than none. Symlinks are
+/// followed; a loop, or a folder or file reached twice, is an error.
+pub fn discover(source: &str, path: &Path, ignore: &[String]) -> Result<Vec<InputFile>> {
     // A path that exists is itself, even with `[` or `*` in its name.
-    if is_glob(path) && !path.exists() {
-        return discover_glob(source, path);
-    }
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut files = Vec::new();
-    if meta.is_dir() {
-        walk(path, &mut files)?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        if files.is_empty() {
-            return Err(Error::NoInputFiles {
-                source_name: source.to_owned(),
-                path: path.to_owned(),
-            });
-        }
+    let found = if is_glob(path) && !path.exists() {
+        discover_glob(path, ignore)?
     } else {
-        let format = Format::of(path).ok_or_else(|| Error::UnknownFormat {
-            path: path.to_owned(),
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            Walk::new(path, ignore).walk(path, &mut found)?;
+            found
+        } else {
+            vec![(path.to_owned(), meta.len())]
+        }
+    };
+    let mut files = Vec::with_capacity(found.len());
+    for (path, bytes) in found {
+        let (format, compression) =
+            Format::of(&path).ok_or_else(|| Error::UnknownFormat { path: path.clone() })?;
         files.push(InputFile {
-            path: path.to_owned(),
+            path,
             format,
-            bytes: meta.len(),
+            compression,
+            bytes,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.is_empty() {
+        return Err(Error::NoInputFiles {
+            source_name: source.to_owned(),
+            path: path.to_owned(),
         });
     }
     Ok(files)
@@ -191,8 +231,8 @@ fn is_glob(path: &Path) -> bool {
 }
 
 /// The files matching a glob (`*` and `?` within one path component, `**`
-/// across folders), in sorted order.
-fn discover_glob(source: &str, pattern: &Path) -> Result<Vec<InputFile>> {
+/// across folders).
+fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<(PathBuf, u64)>> {
     let text = pattern.to_string_lossy().into_owned();
     let cut = text.find(['*', '?', '[']).unwrap_or(text.len());
     let root = match text[..cut].rfind('/') {
@@ -200,27 +240,19 @@ fn discover_glob(source: &str, pattern: &Path) -> Result<Vec<InputFile>> {
         None => PathBuf::from("."),
     };
     let mut all = Vec::new();
-    walk(&root, &mut all)?;
+    Walk::new(&root, ignore).walk(&root, &mut all)?;
     let under_cwd = !text[..cut].contains('/');
-    let mut files: Vec<InputFile> = all
+    Ok(all
         .into_iter()
-        .filter(|f| {
-            let candidate = f.path.to_string_lossy();
+        .filter(|(path, _)| {
+            let candidate = path.to_string_lossy();
             let candidate = match under_cwd {
                 true => candidate.trim_start_matches("./"),
                 false => &candidate,
             };
             glob_match(text.as_bytes(), candidate.as_bytes())
         })
-        .collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    if files.is_empty() {
-        return Err(Error::NoInputFiles {
-            source_name: source.to_owned(),
-            path: pattern.to_owned(),
-        });
-    }
-    Ok(files)
+        .collect())
 }
 
 /// Whether `name` matches `pattern`: `*` any run of characters but `/`,
@@ -250,28 +282,86 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
-fn walk(dir: &Path, files: &mut Vec<InputFile>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
-        if meta.is_dir() {
-            walk(&path, files)?;
-        } else if let Some(format) = Format::of(&path) {
-            files.push(InputFile {
-                path,
-                format,
-                bytes: meta.len(),
-            });
+/// A walk of a folder tree that follows symlinks and refuses loops and
+/// anything reached twice.
+struct Walk<'a> {
+    root: &'a Path,
+    ignore: &'a [String],
+    /// (device, inode) of the folders on the way down, then of every
+    /// folder and file seen.
+    ancestors: Vec<(u64, u64)>,
+    seen: hashbrown::HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(root: &'a Path, ignore: &'a [String]) -> Self {
+        Walk {
+            root,
+            ignore,
+            ancestors: Vec::new(),
+            seen: hashbrown::HashMap::new(),
         }
     }
-    Ok(())
+
+    fn ignored(&self, path: &Path, name: &str) -> bool {
+        let below = path
+            .strip_prefix(self.root)
+            .unwrap_or(path)
+            .to_string_lossy();
+        let below = below.trim_start_matches("./");
+        self.ignore
+            .iter()
+            .any(|pattern| match pattern.contains('/') {
+                true => glob_match(pattern.as_bytes(), below.as_bytes()),
+                false => glob_match(pattern.as_bytes(), name.as_bytes()),
+            })
+    }
+
+    fn walk(&mut self, dir: &Path, files: &mut Vec<(PathBuf, u64)>) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io("reading", dir, e))?;
+        let id = (meta.dev(), meta.ino());
+        if self.ancestors.contains(&id) {
+            return Err(Error::InputTwice {
+                path: dir.to_owned(),
+                first: None,
+            });
+        }
+        if let Some(first) = self.seen.insert(id, dir.to_owned()) {
+            return Err(Error::InputTwice {
+                path: dir.to_owned(),
+                first: Some(first),
+            });
+        }
+        self.ancestors.push(id);
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
+            entries.push(entry.map_err(|e| Error::io("listing", dir, e))?);
+        }
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') || self.ignored(&path, &name) {
+                continue;
+            }
+            let meta = std::fs::metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+            if meta.is_dir() {
+                self.walk(&path, files)?;
+            } else {
+                if let Some(first) = self.seen.insert((meta.dev(), meta.ino()), path.clone()) {
+                    return Err(Error::InputTwice {
+                        path,
+                        first: Some(first),
+                    });
+                }
+                files.push((path, meta.len()));
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
 }
 
 /// An input source as a DataFusion source: one partition per file.
@@ -298,7 +388,7 @@ impl Source {
     pub fn open(def: &SourceDef, policy: BadRowPolicy) -> Result<Self> {
         Ok(Source::new(
             Layout::of(def),
-            discover(&def.name, &def.path)?,
+            discover(&def.name, &def.path, &def.ignore)?,
             policy,
         ))
     }
@@ -342,13 +432,8 @@ impl Source {
     /// Checks every file's header (CSV) or schema (Parquet) against the
     /// declared columns, reading no rows.
     pub fn check_columns(&self) -> Result<()> {
-        for file in &self.files {
-            let reader = FileReader {
-                file,
-                layout: &self.layout,
-                batch_rows: 1,
-                policy: self.policy,
-            };
+        for index in 0..self.files.len() {
+            let (file, reader) = (&self.files[index], self.reader(index, 1));
             match file.format {
                 Format::Csv => {
                     let header = csv::header(&reader)?;
@@ -358,6 +443,26 @@ impl Source {
             }
         }
         Ok(())
+    }
+
+    /// Where row `row` (from 0) of file `index` is: its line in a CSV
+    /// file (read again to find it), its row in a Parquet file.
+    pub fn locate(&self, index: usize, row: u64) -> Result<Location> {
+        let reader = self.reader(index, 1);
+        match self.files[index].format {
+            Format::Csv => csv::line_of_row(&reader, row).map(Location::Line),
+            Format::Parquet => Ok(Location::Row(row + 1)),
+        }
+    }
+
+    /// What the format readers need to read file `index`.
+    fn reader(&self, index: usize, batch_rows: usize) -> FileReader<'_> {
+        FileReader {
+            file: &self.files[index],
+            layout: &self.layout,
+            batch_rows: batch_rows.max(1),
+            policy: self.policy,
+        }
     }
 
     /// Stats of every file read to the end so far, in file order.
@@ -374,13 +479,7 @@ impl Source {
         batch_rows: usize,
         emit: &mut dyn FnMut(datafusion::arrow::record_batch::RecordBatch) -> bool,
     ) -> Result<()> {
-        let file = &self.files[index];
-        let reader = FileReader {
-            file,
-            layout: &self.layout,
-            batch_rows: batch_rows.max(1),
-            policy: self.policy,
-        };
+        let (file, reader) = (&self.files[index], self.reader(index, batch_rows));
         // The hash is computed beside the parse, on its own thread, so that
         // it does not lengthen the read (bench/RESULTS.md: about 0.25 s of
         // a 400 MB file); a CSV read in blocks hashes its blocks itself.
@@ -411,6 +510,7 @@ impl Source {
             let stats = FileStats {
                 path: file.path.display().to_string(),
                 format: file.format,
+                compression: file.compression,
                 bytes: file.bytes,
                 sha256,
                 rows,
@@ -507,7 +607,7 @@ impl PartitionStream for FilePartition {
 /// Parquet file: integers as int64, floats as float64, strings, booleans and
 /// timestamps; columns of other types are left out.
 pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, String> {
-    let files = discover(&def.name, &def.path).map_err(|e| e.to_string())?;
+    let files = discover(&def.name, &def.path, &def.ignore).map_err(|e| e.to_string())?;
     let Some(first) = files.first() else {
         return Err("no input files".into());
     };
@@ -528,7 +628,7 @@ pub(crate) mod testing {
 
     use datafusion::arrow::record_batch::RecordBatch;
 
-    use super::{Format, InputFile, Layout};
+    use super::{Compression, Format, InputFile, Layout};
 
     /// The layout of an event source `e` over `path` with `columns` (TOML
     /// inline table text) and time `ts`, and the file itself.
@@ -548,6 +648,7 @@ pub(crate) mod testing {
         let file = InputFile {
             path: path.to_owned(),
             format,
+            compression: Format::of(path).map_or(Compression::None, |(_, c)| c),
             bytes: std::fs::metadata(path).unwrap().len(),
         };
         (layout, file)

@@ -25,6 +25,25 @@ use crate::spec::{ColumnDef, ColumnType, ValueType};
 
 /// Columns with a type leakless reads, from a Parquet file's schema.
 pub(super) fn infer_columns(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
+    guarded(path, || infer_columns_unguarded(path))
+}
+
+/// Runs `f`, turning a panic of the Parquet or Arrow decoders (which some
+/// corrupt files cause, e.g. a mangled embedded Arrow schema) into an error
+/// naming the file: bad input never panics the run.
+fn guarded<T>(path: &std::path::Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = (panic.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        Err(Error::UnreadableFile {
+            path: path.to_owned(),
+            reason: format!("the Parquet decoder failed on it (a corrupt file?): {message}"),
+        })
+    })
+}
+
+fn infer_columns_unguarded(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::UnreadableFile {
@@ -101,7 +120,7 @@ fn open_checked<'a>(
 /// Checks that a Parquet file has the declared columns in types that read
 /// as declared, without reading its rows.
 pub(super) fn check(reader: &FileReader<'_>) -> Result<()> {
-    open_checked(reader).map(|_| ())
+    guarded(&reader.file.path, || open_checked(reader).map(|_| ()))
 }
 
 /// Reads one Parquet file; returns its row count unless `emit` stopped it.
@@ -110,6 +129,13 @@ pub(super) fn check(reader: &FileReader<'_>) -> Result<()> {
 /// core, the batches emitted in file order: rows, order and the first bad
 /// value (with its row number) are those of a sequential read.
 pub(super) fn read(
+    reader: &FileReader<'_>,
+    emit: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<Option<u64>> {
+    guarded(&reader.file.path, || read_unguarded(reader, emit))
+}
+
+fn read_unguarded(
     reader: &FileReader<'_>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<Option<u64>> {
@@ -254,12 +280,13 @@ fn convert(
     };
     // Floor to microseconds; the zone only labels the instant, which is UTC.
     let micros: TimestampMicrosecondArray = match unit {
+        // An overflow saturates, out of range: `validate` reports the row.
         TimeUnit::Second => array
             .as_primitive::<TimestampSecondType>()
-            .try_unary(|s| s.checked_mul(1_000_000).ok_or_else(overflow))?,
+            .unary(|s| s.saturating_mul(1_000_000)),
         TimeUnit::Millisecond => array
             .as_primitive::<TimestampMillisecondType>()
-            .try_unary(|ms| ms.checked_mul(1_000).ok_or_else(overflow))?,
+            .unary(|ms| ms.saturating_mul(1_000)),
         TimeUnit::Microsecond => array
             .as_primitive::<TimestampMicrosecondType>()
             .unary(|us| us),
@@ -268,12 +295,6 @@ fn convert(
             .unary(|ns| ns.div_euclid(1_000)),
     };
     Ok(Arc::new(micros.with_timezone("UTC")))
-}
-
-fn overflow() -> datafusion::arrow::error::ArrowError {
-    datafusion::arrow::error::ArrowError::ComputeError(
-        "a timestamp overflows 64-bit microseconds".into(),
-    )
 }
 
 /// Routes rows with a null in a required column or a non-finite float.
@@ -287,7 +308,8 @@ fn validate(
     for (spec, column) in reader.layout.columns.iter().zip(&columns) {
         let spec: &ColumnSpec = spec;
         let is_float = spec.ty == ColumnType::Float64;
-        if column.null_count() == 0 && !is_float {
+        let is_time = spec.ty.value_type() == ValueType::Timestamp;
+        if column.null_count() == 0 && !is_float && !is_time {
             continue;
         }
         for row in 0..num_rows {
@@ -296,6 +318,14 @@ fn validate(
             } else if is_float {
                 let x = column.as_primitive::<Float64Type>().value(row);
                 (!x.is_finite()).then(|| ("not a finite float64", Some(x.to_string())))
+            } else if is_time {
+                let t = column.as_primitive::<TimestampMicrosecondType>().value(row);
+                (!crate::time::in_range(t)).then(|| {
+                    (
+                        crate::time::OUT_OF_RANGE,
+                        Some(crate::time::format_rfc3339(t)),
+                    )
+                })
             } else {
                 None
             };

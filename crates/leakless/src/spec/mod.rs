@@ -162,6 +162,10 @@ pub struct SourceDef {
     /// A file, a folder or a glob, resolved against the spec's folder.
     #[serde(skip)]
     pub path: PathBuf,
+    /// Globs of files to leave out of a folder (`--ignore`); not part of
+    /// the definitions.
+    #[serde(skip)]
+    pub ignore: Vec<String>,
     /// `None`: every column of the file (Parquet only), types from the file.
     pub columns: Option<Vec<ColumnDef>>,
     pub kind: SourceKind,
@@ -394,6 +398,14 @@ pub struct OutputColumn {
 impl Spec {
     pub fn source(&self, name: &str) -> Option<&SourceDef> {
         self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Leaves files matching any of `globs` out of every source's folder
+    /// (see [`crate::ingest::discover`]).
+    pub fn ignore_files(&mut self, globs: &[String]) {
+        for source in &mut self.sources {
+            source.ignore.extend(globs.iter().cloned());
+        }
     }
 
     pub fn spine_source(&self) -> &SourceDef {

@@ -421,6 +421,7 @@ fn resolve_source(
     let mut source = SourceDef {
         name: name.to_owned(),
         path,
+        ignore: Vec::new(),
         columns: None,
         kind,
         delay_micros,

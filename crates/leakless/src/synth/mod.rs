@@ -28,7 +28,7 @@
 //! Invariant: the same [`Params`] give the same bytes; nothing reads the
 //! clock or the thread count.
 
-mod rng;
+pub(crate) mod rng;
 mod sink;
 
 use std::cmp::Reverse;
@@ -409,7 +409,7 @@ pub fn generate(params: &Params, dir: &Path) -> Result<Generated> {
         ratio(per_listing[..top].iter().sum(), totals.impressions);
 
     let meta = GeneratorFile {
-        tool: "leakless",
+        tool: crate::write::manifest::TOOL,
         version: env!("CARGO_PKG_VERSION"),
         params,
         totals: &totals,

@@ -31,6 +31,8 @@ pub struct IndexedSummary {
     pub events: Vec<usize>,
     /// The watermark of each label (UTC µs).
     pub watermarks: Vec<(String, Option<i64>)>,
+    /// Per input source, in the plan's input order: its latest event.
+    pub latest: Vec<(String, Option<super::indexed::Latest>)>,
     /// Seconds spent reading the inputs, and building the indexes.
     pub collect_seconds: f64,
     pub index_seconds: f64,
@@ -101,6 +103,9 @@ impl PointInTimeExec {
                 .collect(),
             events: side.indexes.iter().map(|i| i.times.len()).collect(),
             watermarks: label_watermarks(side, &self.plan),
+            latest: (self.plan.inputs.iter().cloned())
+                .zip(side.latest.iter().copied())
+                .collect(),
             collect_seconds: side.collect_seconds,
             index_seconds: side.index_seconds,
         })

@@ -240,14 +240,51 @@ impl KeyIndex {
 #[derive(Debug)]
 pub(super) struct IndexedSide {
     pub indexes: Vec<KeyIndex>,
-    /// Per input: the largest event time over all its rows (before any
+    /// Per input: its latest event over all its rows (before any
     /// `where`), `None` without rows or for a dimension.
-    pub max_time: Vec<Option<i64>>,
+    pub latest: Vec<Option<Latest>>,
     /// Per input: rows read.
     pub rows: Vec<usize>,
     pub collect_seconds: f64,
     pub index_seconds: f64,
     _reservation: MemoryReservation,
+}
+
+/// The latest event of a source: its time, and where it is (the first of
+/// equal times in file order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latest {
+    pub time: i64,
+    /// The input partition (the file) and the row within it, from 0.
+    pub partition: usize,
+    pub row: usize,
+}
+
+impl Latest {
+    fn of(
+        times: &datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>,
+        rows_per_partition: &[usize],
+    ) -> Option<Latest> {
+        let mut best: Option<(i64, usize)> = None;
+        for (row, time) in times.iter().enumerate() {
+            if let Some(t) = time
+                && best.is_none_or(|(b, _)| t > b)
+            {
+                best = Some((t, row));
+            }
+        }
+        let (time, mut row) = best?;
+        let mut partition = 0;
+        while row >= rows_per_partition[partition] {
+            row -= rows_per_partition[partition];
+            partition += 1;
+        }
+        Some(Latest {
+            time,
+            partition,
+            row,
+        })
+    }
 }
 
 /// Reads every input (all partitions, in partition order: file order) and
@@ -277,26 +314,33 @@ pub(super) async fn collect(
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
+        let rows_per_partition: Vec<usize> = (per_partition.iter())
+            .map(|batches| batches.iter().map(RecordBatch::num_rows).sum())
+            .collect();
         let batches: Vec<RecordBatch> = per_partition.into_iter().flatten().collect();
         let table = concat_batches(&input.schema(), &batches)?;
         reservation.try_grow(table.get_array_memory_size())?;
-        tables.push(table);
+        tables.push((table, rows_per_partition));
     }
     let collected = Instant::now();
-    let max_time = plan
+    let latest = plan
         .inputs
         .iter()
         .zip(&tables)
-        .map(|(name, table)| {
+        .map(|(name, (table, rows_per_partition))| {
             let source = plan.spec.source(name).expect("resolved source");
             let time = match &source.kind {
                 crate::spec::SourceKind::Events { time } => time,
                 crate::spec::SourceKind::Dimension { .. } => return None,
             };
             let column = table.column_by_name(time)?;
-            datafusion::arrow::compute::max(column.as_primitive::<TimestampMicrosecondType>())
+            Latest::of(
+                column.as_primitive::<TimestampMicrosecondType>(),
+                rows_per_partition,
+            )
         })
         .collect();
+    let tables: Vec<RecordBatch> = tables.into_iter().map(|(table, _)| table).collect();
     let mut indexes = Vec::with_capacity(plan.indexes.len());
     for index in &plan.indexes {
         let built = build_index(&plan, index, &tables[index.input])?;
@@ -310,7 +354,7 @@ pub(super) async fn collect(
     reservation.shrink(table_bytes.min(reservation.size()));
     Ok(Arc::new(IndexedSide {
         indexes,
-        max_time,
+        latest,
         rows,
         collect_seconds: (collected - started).as_secs_f64(),
         index_seconds: collected.elapsed().as_secs_f64(),

@@ -47,4 +47,5 @@ pub mod plan;
 mod stream;
 
 pub use exec::{IndexedSummary, PointInTimeExec};
+pub use indexed::Latest;
 pub use plan::PitPlan;

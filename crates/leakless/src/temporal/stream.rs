@@ -288,7 +288,7 @@ pub(super) fn label_watermarks(side: &IndexedSide, plan: &PitPlan) -> Vec<(Strin
             let w = plan
                 .watermark
                 .or(plan.spec.watermark)
-                .or(side.max_time[input]);
+                .or(side.latest[input].map(|l| l.time));
             (column.derived.name.clone(), w)
         })
         .collect()

@@ -14,6 +14,10 @@ use crate::ingest::FileStats;
 /// and Polars from reading it as data.
 pub const FILE_NAME: &str = "_manifest.json";
 
+/// The manifest's `tool`: `--overwrite` replaces only datasets whose
+/// manifest names it.
+pub const TOOL: &str = "leakless";
+
 /// The settings of the run, as given.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {

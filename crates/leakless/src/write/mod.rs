@@ -15,7 +15,10 @@
 //! - `write` knows nothing of features or inputs: it gets batches and a
 //!   time column.
 
+pub mod commit;
 pub mod manifest;
+
+pub use commit::{Destination, Staging};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -284,94 +287,6 @@ fn open_file(
         .build();
     let file = File::create(path).map_err(|e| Error::io("creating", path, e))?;
     ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_error)
-}
-
-/// A hidden folder beside the destination that becomes the dataset on
-/// [`Staging::commit`] and is removed if dropped uncommitted.
-#[derive(Debug)]
-pub struct Staging {
-    dir: PathBuf,
-    out: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    /// Checks that `out` may be written and creates the staging folder.
-    pub fn create(out: &Path, overwrite: bool) -> Result<Self> {
-        check_destination(out, overwrite)?;
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("`{}` is not a folder name", out.display())))?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
-        let dir = parent.join(format!(
-            ".{}.leakless-tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
-        }
-        std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        Ok(Staging {
-            dir,
-            out: out.to_owned(),
-            committed: false,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Writes the manifest, then moves the staged dataset into place,
-    /// replacing a previous dataset at the destination.
-    pub fn commit(mut self, manifest: &[u8], overwrite: bool) -> Result<()> {
-        let manifest_path = self.dir.join(manifest::FILE_NAME);
-        std::fs::write(&manifest_path, manifest)
-            .map_err(|e| Error::io("writing", &manifest_path, e))?;
-        check_destination(&self.out, overwrite)?;
-        let old = self.dir.with_extension("old");
-        let replacing = self.out.exists();
-        if replacing {
-            std::fs::rename(&self.out, &old)
-                .map_err(|e| Error::io("moving aside", &self.out, e))?;
-        }
-        std::fs::rename(&self.dir, &self.out).map_err(|e| Error::io("creating", &self.out, e))?;
-        self.committed = true;
-        if replacing {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io("removing", &old, e))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// `out` may be written when it does not exist, or with `overwrite` when it
-/// is a leakless dataset.
-pub fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
-    if !out.exists() {
-        return Ok(());
-    }
-    let is_dataset = out.join(manifest::FILE_NAME).is_file();
-    if overwrite && is_dataset {
-        Ok(())
-    } else {
-        Err(Error::OutputExists {
-            path: out.to_owned(),
-            is_dataset,
-        })
-    }
 }
 
 /// The first `rows` rows of a dataset (its first file), as a text table.

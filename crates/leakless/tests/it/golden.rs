@@ -112,7 +112,7 @@ fn a_click_at_exactly_t_plus_24h_is_not_a_label() {
         "
         listing_id,click_ts
         1,2026-10-02T12:00:00Z
-        1,2026-10-09T00:00:00Z
+        1,2026-10-08T00:00:00Z
         ",
         LISTINGS,
         None,

@@ -3,6 +3,7 @@
 mod common;
 mod golden;
 mod ingest;
+mod inputs;
 mod operator;
 mod oracle;
 mod output;

@@ -70,20 +70,14 @@ fn an_existing_dataset_is_replaced_only_with_overwrite() {
     let rt = crate::common::runtime();
     assert!(matches!(
         rt.block_on(build().execute()),
-        Err(Error::OutputExists {
-            is_dataset: true,
-            ..
-        })
+        Err(Error::OutputExists { why: None, .. })
     ));
     rt.block_on(build().with_overwrite(true).execute()).unwrap();
     // A folder that is not a dataset is never replaced.
     std::fs::remove_file(inputs.out().join("_manifest.json")).unwrap();
     assert!(matches!(
         rt.block_on(build().with_overwrite(true).execute()),
-        Err(Error::OutputExists {
-            is_dataset: false,
-            ..
-        })
+        Err(Error::OutputExists { why: Some(_), .. })
     ));
 }
 
@@ -106,7 +100,13 @@ fn a_failed_build_leaves_the_previous_dataset_and_no_temporary_files() {
     names.sort();
     assert_eq!(
         names,
-        ["clicks.csv", "dataset", "impressions.csv", "listings.csv"]
+        [
+            ".dataset.leakless-lock",
+            "clicks.csv",
+            "dataset",
+            "impressions.csv",
+            "listings.csv"
+        ]
     );
 }
 

@@ -1,0 +1,297 @@
+//! Fuzzing: arbitrary bytes and mutations of valid inputs (flipped bytes,
+//! cut lines, stray quotes, huge fields, invalid UTF-8, odd timestamps) fed
+//! to the CSV reader, the Parquet reader and the spec parser. Each input
+//! must be read, or refused with its place; none may panic or hang.
+//!
+//! The tests run a few thousand cases; `bench/fuzz.sh` runs a million
+//! (`LEAKLESS_FUZZ_CASES`) and reports the count, the rate and any crash,
+//! with the seed that reproduces it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Location};
+use crate::ingest::testing::source;
+use crate::ingest::{BadRowPolicy, Format, Source};
+use crate::synth::rng::Rng;
+
+/// The file every CSV case starts from: quotes, escapes, a blank line,
+/// nulls, CRLF, offsets and fractions.
+const CSV: &str = "id,name,score,ts,ok\n\
+    1,a,1.5,2026-10-01T00:00:00Z,true\n\
+    2,\"b,\"\"q\"\"\nc\",-3,2026-10-01 12:00:00.123+02:00,0\r\n\
+    \n\
+    3,,7,1900-01-01T00:00:00Z,\n\
+    4,\"\",1e3,2200-12-31T23:59:59.999999999Z,FALSE\n";
+const COLUMNS: &str =
+    r#"{ id = "int64", name = "string", score = "float64", ts = "timestamp", ok = "bool" }"#;
+
+/// Text that is often almost right.
+const ODD: &[&str] = &[
+    "\"",
+    "\"\"",
+    ",",
+    "\r",
+    "\n",
+    "0000-00-00T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2026-02-30T00:00:00Z",
+    "2026-10-01T24:00:00Z",
+    "2026-10-01T00:00:00+99:99",
+    "2026-10-01T00:00:00.1234567891Z",
+    "1899-12-31T23:59:59Z",
+    "-9223372036854775808",
+    "99999999999999999999",
+    "NaN",
+    "inf",
+    "1e309",
+    "\u{feff}",
+    "[features.x]",
+    "window = \"-5h\"",
+    "op = \"sum\"",
+    "key = [",
+    "]]",
+    "= =",
+];
+
+/// `base` with one to four random mutations, or (one case in ten) random
+/// bytes.
+fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    if rng.below(10) == 0 {
+        let n = rng.below(300) as usize;
+        return (0..n).map(|_| rng.below(256) as u8).collect();
+    }
+    let mut b = base.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(b.len() as u64 + 1) as usize;
+        match rng.below(9) {
+            0 if at < b.len() => b[at] ^= 1 << rng.below(8),
+            1 if at < b.len() => b[at] = rng.below(256) as u8,
+            2 => b.truncate(at),
+            3 => {
+                let end = (at + rng.below(40) as usize).min(b.len());
+                b.drain(at..end);
+            }
+            4 => b.insert(at, b'"'),
+            5 => {
+                let huge = vec![b'x'; rng.below(300_000) as usize];
+                b.splice(at..at, huge);
+            }
+            6 => {
+                b.splice(at..at, [0xff, 0xfe, 0xc3]);
+            }
+            7 => {
+                let odd = ODD[rng.below(ODD.len() as u64) as usize].as_bytes();
+                b.splice(at..at, odd.iter().copied());
+            }
+            _ => {
+                let end = (at + rng.below(80) as usize).min(b.len());
+                let copy = b[at..end].to_vec();
+                b.splice(at..at, copy);
+            }
+        }
+    }
+    b
+}
+
+/// One target: what a case is fed to, and whether its outcome is allowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    Csv,
+    Parquet,
+    Spec,
+}
+
+/// Runs case `seed` of `target` in `dir`; `Err` describes a wrong outcome
+/// (a refusal without a place).
+fn case(target: Target, seed: u64, dir: &Path, parquet: &[u8]) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    match target {
+        Target::Csv => {
+            let bytes = mutate(&mut rng, CSV.as_bytes());
+            read_file(dir, "f.csv", Format::Csv, &bytes)
+        }
+        Target::Parquet => {
+            let bytes = mutate(&mut rng, parquet);
+            read_file(dir, "f.parquet", Format::Parquet, &bytes)
+        }
+        Target::Spec => {
+            let base = include_str!("../../../examples/rich/leakless.toml");
+            let bytes = mutate(&mut rng, base.as_bytes());
+            let text = String::from_utf8_lossy(&bytes);
+            let lines = text.lines().count() + 1;
+            match crate::spec::parse_spec(&text, Path::new("spec.toml"), &[], None) {
+                Ok(_) => Ok(()),
+                Err(errors) if errors.errors.is_empty() => Err("refused without a reason".into()),
+                Err(errors) => match errors.errors.iter().find(|e| {
+                    e.message.is_empty()
+                        || e.line.is_some_and(|(l, c)| l == 0 || c == 0 || l > lines)
+                }) {
+                    Some(e) => Err(format!("a refusal without its place: {e:?}")),
+                    None => Ok(()),
+                },
+            }
+        }
+    }
+}
+
+/// Reads `bytes` as file `name` of a source of the CSV case's columns.
+fn read_file(dir: &Path, name: &str, format: Format, bytes: &[u8]) -> Result<(), String> {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+    let (layout, file) = source(&path, format, COLUMNS);
+    let source = Source::new(layout, vec![file], BadRowPolicy::Fail);
+    let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    match source.read_file(0, 3, &mut |_| true) {
+        Ok(()) => Ok(()),
+        Err(Error::BadRow(row)) => match row.location {
+            Location::Line(n) if n == 0 || n > lines => Err(format!("line {n} of {lines}")),
+            Location::Row(0) => Err("row 0".into()),
+            _ if row.path != path => Err(format!("names {}", row.path.display())),
+            _ => Ok(()),
+        },
+        Err(Error::MissingColumn { path: p, .. } | Error::UnreadableFile { path: p, .. })
+            if p == path =>
+        {
+            Ok(())
+        }
+        Err(Error::Parquet { path: p, .. }) if p == path => Ok(()),
+        Err(e) => Err(format!("refused without its place: {e}")),
+    }
+}
+
+/// A valid Parquet file of the CSV case's rows, three row groups.
+fn parquet_bytes(dir: &Path) -> Vec<u8> {
+    let csv = dir.join("base.csv");
+    std::fs::write(&csv, CSV).unwrap();
+    let (layout, file) = source(&csv, Format::Csv, COLUMNS);
+    let source = Source::new(layout.clone(), vec![file], BadRowPolicy::Fail);
+    let mut batches = Vec::new();
+    source
+        .read_file(0, 2, &mut |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+    let mut out = Vec::new();
+    let props = datafusion::parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1))
+        .build();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+        &mut out,
+        layout.schema.clone(),
+        Some(props),
+    )
+    .unwrap();
+    for b in &batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+    out
+}
+
+/// What a run of cases found.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub cases: u64,
+    /// Seeds whose case panicked, or was refused without its place.
+    pub failures: Vec<(u64, String)>,
+    pub slowest: Duration,
+    pub seconds: f64,
+}
+
+/// Runs `cases` cases of `target` from seed `first`.
+pub(crate) fn run(target: Target, first: u64, cases: u64) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = parquet_bytes(dir.path());
+    let started = Instant::now();
+    let mut report = Report::default();
+    for seed in first..first + cases {
+        let at = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            case(target, seed, dir.path(), &parquet)
+        }));
+        report.slowest = report.slowest.max(at.elapsed());
+        report.cases += 1;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(wrong)) => report.failures.push((seed, wrong)),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                report.failures.push((seed, format!("panic: {message}")));
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(target: Target, cases: u64) {
+        let report = run(target, 0, cases);
+        assert!(
+            report.failures.is_empty(),
+            "{target:?}: {} of {} cases failed, first: {:?}",
+            report.failures.len(),
+            report.cases,
+            report.failures.first()
+        );
+    }
+
+    #[test]
+    fn csv_inputs_are_read_or_refused_with_their_line() {
+        check(Target::Csv, 1500);
+    }
+
+    #[test]
+    fn parquet_inputs_are_read_or_refused_with_their_file() {
+        check(Target::Parquet, 1500);
+    }
+
+    #[test]
+    fn spec_texts_are_parsed_or_refused_with_their_place() {
+        check(Target::Spec, 1500);
+    }
+
+    /// `bench/fuzz.sh`: `LEAKLESS_FUZZ_CASES` cases per target (default a
+    /// million), from `LEAKLESS_FUZZ_SEED`.
+    #[test]
+    #[ignore = "long: run by bench/fuzz.sh"]
+    fn many() {
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (cases, seed) = (
+            var("LEAKLESS_FUZZ_CASES", 1_000_000),
+            var("LEAKLESS_FUZZ_SEED", 1 << 32),
+        );
+        let mut failed = 0;
+        for target in [Target::Csv, Target::Parquet, Target::Spec] {
+            let r = run(target, seed, cases);
+            println!(
+                "{target:?}: {} cases in {:.1} s ({:.0} per second), slowest {:.1} ms, {} crashes or refusals without a place",
+                r.cases,
+                r.seconds,
+                r.cases as f64 / r.seconds,
+                r.slowest.as_secs_f64() * 1e3,
+                r.failures.len()
+            );
+            for (seed, what) in r.failures.iter().take(10) {
+                println!("  seed {seed}: {what}");
+            }
+            failed += r.failures.len();
+        }
+        assert_eq!(failed, 0);
+    }
+}
