@@ -8,4 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leakless-target}"
-exec cargo test --release -p leakless --lib fuzz::tests::many -- --ignored --nocapture
+# --workspace, not -p leakless: the same features as every other build, so
+# nothing is rebuilt for the fuzzer alone.
+exec cargo test --release --workspace --lib fuzz::tests::many -- --ignored --nocapture

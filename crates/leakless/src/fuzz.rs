@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Location};
 use crate::ingest::testing::source;
-use crate::ingest::{BadRowPolicy, Format, Source};
+use crate::ingest::{BadRowPolicy, Compression, Format, InputFile, Layout, Source};
 use crate::synth::rng::Rng;
 
 /// The file every CSV case starts from: quotes, escapes, a blank line,
@@ -103,18 +103,26 @@ pub(crate) enum Target {
     Spec,
 }
 
-/// Runs case `seed` of `target` in `dir`; `Err` describes a wrong outcome
-/// (a refusal without a place).
-fn case(target: Target, seed: u64, dir: &Path, parquet: &[u8]) -> Result<(), String> {
+/// What every case reuses: a folder, the layout of the CSV case's
+/// columns, and a valid Parquet file of its rows.
+struct Fixture {
+    dir: tempfile::TempDir,
+    layout: Layout,
+    parquet: Vec<u8>,
+}
+
+/// Runs case `seed` of `target`; `Err` describes a wrong outcome (a
+/// refusal without a place).
+fn case(target: Target, seed: u64, fixture: &Fixture) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     match target {
         Target::Csv => {
             let bytes = mutate(&mut rng, CSV.as_bytes());
-            read_file(dir, "f.csv", Format::Csv, &bytes)
+            read_file(fixture, "f.csv", Format::Csv, &bytes)
         }
         Target::Parquet => {
-            let bytes = mutate(&mut rng, parquet);
-            read_file(dir, "f.parquet", Format::Parquet, &bytes)
+            let bytes = mutate(&mut rng, &fixture.parquet);
+            read_file(fixture, "f.parquet", Format::Parquet, &bytes)
         }
         Target::Spec => {
             let base = include_str!("../../../examples/rich/leakless.toml");
@@ -137,11 +145,16 @@ fn case(target: Target, seed: u64, dir: &Path, parquet: &[u8]) -> Result<(), Str
 }
 
 /// Reads `bytes` as file `name` of a source of the CSV case's columns.
-fn read_file(dir: &Path, name: &str, format: Format, bytes: &[u8]) -> Result<(), String> {
-    let path = dir.join(name);
+fn read_file(fixture: &Fixture, name: &str, format: Format, bytes: &[u8]) -> Result<(), String> {
+    let path = fixture.dir.path().join(name);
     std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
-    let (layout, file) = source(&path, format, COLUMNS);
-    let source = Source::new(layout, vec![file], BadRowPolicy::Fail);
+    let file = InputFile {
+        path: path.clone(),
+        format,
+        compression: Compression::None,
+        bytes: bytes.len() as u64,
+    };
+    let source = Source::new(fixture.layout.clone(), vec![file], BadRowPolicy::Fail);
     let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
     match source.read_file(0, 3, &mut |_| true) {
         Ok(()) => Ok(()),
@@ -161,9 +174,11 @@ fn read_file(dir: &Path, name: &str, format: Format, bytes: &[u8]) -> Result<(),
     }
 }
 
-/// A valid Parquet file of the CSV case's rows, three row groups.
-fn parquet_bytes(dir: &Path) -> Vec<u8> {
-    let csv = dir.join("base.csv");
+/// The fixture, with a valid Parquet file of the CSV case's rows in row
+/// groups of one row.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("base.csv");
     std::fs::write(&csv, CSV).unwrap();
     let (layout, file) = source(&csv, Format::Csv, COLUMNS);
     let source = Source::new(layout.clone(), vec![file], BadRowPolicy::Fail);
@@ -188,7 +203,11 @@ fn parquet_bytes(dir: &Path) -> Vec<u8> {
         writer.write(b).unwrap();
     }
     writer.close().unwrap();
-    out
+    Fixture {
+        dir,
+        layout,
+        parquet: out,
+    }
 }
 
 /// What a run of cases found.
@@ -203,15 +222,12 @@ pub(crate) struct Report {
 
 /// Runs `cases` cases of `target` from seed `first`.
 pub(crate) fn run(target: Target, first: u64, cases: u64) -> Report {
-    let dir = tempfile::tempdir().unwrap();
-    let parquet = parquet_bytes(dir.path());
+    let fixture = fixture();
     let started = Instant::now();
     let mut report = Report::default();
     for seed in first..first + cases {
         let at = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            case(target, seed, dir.path(), &parquet)
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| case(target, seed, &fixture)));
         report.slowest = report.slowest.max(at.elapsed());
         report.cases += 1;
         match outcome {

@@ -331,17 +331,25 @@ struct Input {
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    /// Bytes a read asks for at least: the file's size for a small plain
+    /// file (thousands of small parts are common), else [`CHUNK`].
+    chunk: usize,
     /// Reads so far (for the test of linear time).
     fills: u32,
 }
 
 impl Input {
     fn open(file: &super::InputFile, capacity: usize) -> Result<Input> {
+        let chunk = match file.compression {
+            Compression::None => (file.bytes as usize + 1).clamp(1 << 16, CHUNK),
+            _ => CHUNK,
+        };
         Ok(Input {
             file: Stream::open(file)?,
-            buf: Vec::with_capacity(capacity),
+            buf: Vec::with_capacity(capacity.min(2 * chunk)),
             pos: 0,
             eof: false,
+            chunk,
             fills: 0,
         })
     }
@@ -371,7 +379,7 @@ impl Input {
             })));
         }
         self.fills += 1;
-        self.buf.resize(old + CHUNK.max(old), 0);
+        self.buf.resize(old + self.chunk.max(old), 0);
         let mut filled = old;
         while filled < self.buf.len() {
             let n = self
@@ -776,6 +784,7 @@ fn read_blocks(
                     buf: Vec::with_capacity(2 * CHUNK),
                     pos: 0,
                     eof: false,
+                    chunk: CHUNK,
                     fills: 0,
                 };
                 rest.fill(reader, inside_line)?;
@@ -993,7 +1002,9 @@ mod tests {
                 assert_eq!(hash, expected);
                 Ok(rows)
             }
-            Err(e) => Err(e.to_string().replace(&file.path.display().to_string(), "e.csv")),
+            Err(e) => Err(e
+                .to_string()
+                .replace(&file.path.display().to_string(), "e.csv")),
         }
     }
 
