@@ -40,7 +40,7 @@ impl std::fmt::Display for EventAfterSpine {
             f,
             "label `{}`: its watermark would be the latest event of source `{}`, at {} (`{}`, {}), \
              more than {} after the spine's last time {}; with it every row would count as \
-             mature and recent rows would get label 0 for clicks that have not arrived yet",
+             mature and recent rows would get label 0 for events that have not arrived yet",
             self.label,
             self.source_name,
             self.time,
@@ -139,7 +139,7 @@ pub enum Error {
 
     /// A folder or file of an input is reached twice (through symlinks):
     /// `first` is where it was reached first, `None` for a loop.
-    #[error("`{path}` {}", match first { None => "is a symlink loop (a folder inside itself)".to_owned(), Some(first) => format!("is `{}` again (through a symlink); its rows would be read twice", first.display()) })]
+    #[error("`{path}` {}", match first { None => "is a symlink loop (a folder inside itself)".to_owned(), Some(first) => format!("is `{}` again (through a symlink or a hard link); its rows would be read twice", first.display()) })]
     InputTwice {
         path: PathBuf,
         first: Option<PathBuf>,

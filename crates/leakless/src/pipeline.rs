@@ -65,7 +65,8 @@ pub struct BuildSummary {
     /// Number of partition folders written.
     pub partitions: usize,
     pub files: usize,
-    /// Staging folders of dead runs removed before this one started.
+    /// Folders of dead runs (staging, moved aside) removed before this one
+    /// started.
     pub stale_removed: usize,
     /// DataFusion partitions the plan ran with.
     pub target_partitions: usize,
@@ -156,17 +157,20 @@ impl Build {
 
     /// Reads and validates the spec file at `path`.
     pub fn from_spec_file(path: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Result<Self> {
-        Build::from_spec_file_with(path, out, &[])
+        Build::from_spec_file_with(path, out, &[], &[])
     }
 
-    /// Like [`Build::from_spec_file`], with some sources' paths replaced.
+    /// Like [`Build::from_spec_file`], with some sources' paths replaced and
+    /// files matching `ignore` left out of folder inputs (see
+    /// [`Build::with_ignore`]).
     pub fn from_spec_file_with(
         path: impl Into<PathBuf>,
         out: impl Into<PathBuf>,
         overrides: &[(String, PathBuf)],
+        ignore: &[String],
     ) -> Result<Self> {
         let path = path.into();
-        let spec = spec::load(&path, overrides)?;
+        let spec = spec::load_ignoring(&path, overrides, ignore)?;
         let mut build = Build::from_spec(spec, out);
         build.spec_file = Some(path);
         Ok(build)

@@ -102,9 +102,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let build = match (&args.spec, &args.impressions, &args.clicks, &args.listings) {
         (Some(spec), _, _, _) => {
-            Build::from_spec_file_with(spec, &args.out, &parse_overrides(&args.sources)?)?
+            let overrides = parse_overrides(&args.sources)?;
+            Build::from_spec_file_with(spec, &args.out, &overrides, &args.ignore)?
         }
-        (None, Some(i), Some(c), Some(l)) => Build::new(i, c, l, &args.out),
+        (None, Some(i), Some(c), Some(l)) => {
+            Build::new(i, c, l, &args.out).with_ignore(&args.ignore)
+        }
         _ => bail!("give --spec SPEC.toml, or all of --impressions, --clicks and --listings"),
     };
     let progress = Arc::new(Progress::new(args.quiet));
@@ -171,10 +174,7 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
         );
     }
     if s.stale_removed > 0 {
-        eprintln!(
-            "  removed {} staging folder(s) left by dead runs",
-            s.stale_removed
-        );
+        eprintln!("  removed {} folder(s) left by dead runs", s.stale_removed);
     }
     eprintln!("  ran on {} DataFusion partitions", s.target_partitions);
 }

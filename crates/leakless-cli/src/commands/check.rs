@@ -35,8 +35,8 @@ pub struct ExplainArgs {
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let mut spec = leakless::spec::load(&args.spec, &parse_overrides(&args.sources)?)?;
-    spec.ignore_files(&args.ignore);
+    let overrides = parse_overrides(&args.sources)?;
+    let spec = leakless::spec::load_ignoring(&args.spec, &overrides, &args.ignore)?;
     let report = leakless::check::check(&spec)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

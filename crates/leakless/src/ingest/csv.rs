@@ -473,16 +473,19 @@ fn read_with(
 ) -> Result<(Option<u64>, Option<String>)> {
     let mut input = Input::open(reader.file, 2 * CHUNK)?;
     let mut fields = Vec::new();
-    let header = read_header(reader, &mut input, &mut fields)?;
+    let (header, first_line) = read_header(reader, &mut input, &mut fields)?;
     let records = Records {
         reader,
         wanted: reader.locate_columns(&header)?,
         width: header.len(),
     };
     if let Some(blocks) = blocks {
-        return read_blocks(&records, input, blocks, emit);
+        return read_blocks(&records, input, first_line, blocks, emit);
     }
-    Ok((read_sequential(&records, &mut input, 2, 0, emit)?, None))
+    Ok((
+        read_sequential(&records, &mut input, first_line, 0, emit)?,
+        None,
+    ))
 }
 
 /// What parsing a record needs: the columns wanted and the header's width.
@@ -662,6 +665,7 @@ fn read_more(file: &mut std::fs::File, buf: &mut Vec<u8>, n: usize) -> std::io::
 fn read_blocks(
     records: &Records<'_>,
     mut input: Input,
+    first_line: u64,
     Blocks {
         threads,
         bytes: block_bytes,
@@ -685,7 +689,7 @@ fn read_blocks(
     let mut hasher = Sha256::new();
     hash_range(path, 0, Some(offset), &mut hasher)?;
     let mut carry: Vec<u8> = input.buf.split_off(input.pos);
-    let mut line = 2u64;
+    let mut line = first_line;
     let mut rows = 0u64;
     let mut eof = input.eof;
     std::thread::scope(|scope| {
@@ -825,15 +829,16 @@ fn hash_range(
         left = left.map(|l| l - n as u64);
     }
 }
-/// The column names of the header line, consumed from `input`.
+/// The column names of the header, consumed from `input`, and the line the
+/// data starts on (2, unless a quoted name spans lines).
 fn read_header(
     reader: &FileReader<'_>,
     input: &mut Input,
     fields: &mut Vec<FieldRef>,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, u64)> {
     let path = &reader.file.path;
-    let header: Vec<String> = match input.next_record(reader, fields)? {
-        Some(Split::Record { end, .. }) => {
+    let header: (Vec<String>, u64) = match input.next_record(reader, fields)? {
+        Some(Split::Record { end, newlines }) => {
             let names = fields
                 .iter()
                 .map(|f| {
@@ -842,7 +847,7 @@ fn read_header(
                 .map(|name| name.trim_start_matches('\u{feff}').to_owned())
                 .collect();
             input.pos += end;
-            names
+            (names, 1 + newlines.max(1))
         }
         Some(Split::Malformed {
             reason, at_newline, ..
@@ -873,8 +878,8 @@ fn read_header(
 pub(super) fn line_of_row(reader: &FileReader<'_>, row: u64) -> Result<u64> {
     let mut input = Input::open(reader.file, CHUNK)?;
     let mut fields = Vec::new();
-    read_header(reader, &mut input, &mut fields)?;
-    let (mut line, mut seen) = (2u64, 0u64);
+    let (_, mut line) = read_header(reader, &mut input, &mut fields)?;
+    let mut seen = 0u64;
     while let Some(split) = input.next_record(reader, &mut fields)? {
         let (end, newlines, blank) = match split {
             Split::Record { end, newlines } => (
@@ -904,7 +909,7 @@ pub(super) fn line_of_row(reader: &FileReader<'_>, row: u64) -> Result<u64> {
 /// The column names of a CSV file's header.
 pub(super) fn header(reader: &FileReader<'_>) -> Result<Vec<String>> {
     let mut input = Input::open(reader.file, 1 << 16)?;
-    read_header(reader, &mut input, &mut Vec::new())
+    read_header(reader, &mut input, &mut Vec::new()).map(|(names, _)| names)
 }
 
 enum RowFault {
@@ -1119,7 +1124,7 @@ mod tests {
         let reader = reader_of(&layout, &file);
         let mut input = Input::open(&file, CHUNK).unwrap();
         let mut fields = Vec::new();
-        let header = read_header(&reader, &mut input, &mut fields).unwrap();
+        let (header, _) = read_header(&reader, &mut input, &mut fields).unwrap();
         let records = Records {
             reader: &reader,
             wanted: reader.locate_columns(&header).unwrap(),
@@ -1132,6 +1137,12 @@ mod tests {
         assert_eq!(row.location, Location::Line(3));
         assert!(row.reason.contains("unterminated"), "{}", row.reason);
         assert!(input.fills <= 4, "{} fills", input.fills);
+    }
+
+    #[test]
+    fn a_header_spanning_lines_moves_the_data_lines() {
+        let err = read_text("id,s,ts,\"x\ny\"\n1,a,bad,z\n", None).unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]

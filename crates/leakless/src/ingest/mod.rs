@@ -199,14 +199,14 @@ pub fn discover(source: &str, path: &Path, ignore: &[String]) -> Result<Vec<Inpu
         let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
         if meta.is_dir() {
             let mut found = Vec::new();
-            Walk::new(path, ignore).walk(path, &mut found)?;
+            Walk::new(path, ignore, true).walk(path, &mut found)?;
             found
         } else {
-            vec![(path.to_owned(), meta.len())]
+            vec![(path.to_owned(), meta.len(), (0, 0))]
         }
     };
     let mut files = Vec::with_capacity(found.len());
-    for (path, bytes) in found {
+    for (path, bytes, _) in found {
         let (format, compression) =
             Format::of(&path).ok_or_else(|| Error::UnknownFormat { path: path.clone() })?;
         files.push(InputFile {
@@ -231,8 +231,9 @@ fn is_glob(path: &Path) -> bool {
 }
 
 /// The files matching a glob (`*` and `?` within one path component, `**`
-/// across folders).
-fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<(PathBuf, u64)>> {
+/// across folders). Below the glob's root, symlink loops are not followed
+/// and folders may be reached twice; a file matched twice is an error.
+fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<Found>> {
     let text = pattern.to_string_lossy().into_owned();
     let cut = text.find(['*', '?', '[']).unwrap_or(text.len());
     let root = match text[..cut].rfind('/') {
@@ -240,11 +241,11 @@ fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<(PathBuf, u64)
         None => PathBuf::from("."),
     };
     let mut all = Vec::new();
-    Walk::new(&root, ignore).walk(&root, &mut all)?;
+    Walk::new(&root, ignore, false).walk(&root, &mut all)?;
     let under_cwd = !text[..cut].contains('/');
-    Ok(all
+    let matched: Vec<Found> = all
         .into_iter()
-        .filter(|(path, _)| {
+        .filter(|(path, _, _)| {
             let candidate = path.to_string_lossy();
             let candidate = match under_cwd {
                 true => candidate.trim_start_matches("./"),
@@ -252,8 +253,22 @@ fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<(PathBuf, u64)
             };
             glob_match(text.as_bytes(), candidate.as_bytes())
         })
-        .collect())
+        .collect();
+    let mut seen = hashbrown::HashMap::new();
+    for (path, _, id) in &matched {
+        if let Some(first) = seen.insert(*id, path) {
+            return Err(Error::InputTwice {
+                path: path.clone(),
+                first: Some(first.to_owned()),
+            });
+        }
+    }
+    drop(seen);
+    Ok(matched)
 }
+
+/// A file found: its path, size, and (device, inode).
+type Found = (PathBuf, u64, (u64, u64));
 
 /// Whether `name` matches `pattern`: `*` any run of characters but `/`,
 /// `**` any run including `/`, `?` one character but `/`.
@@ -282,11 +297,12 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
-/// A walk of a folder tree that follows symlinks and refuses loops and
-/// anything reached twice.
+/// A walk of a folder tree that follows symlinks; `strict`, it refuses
+/// loops and anything reached twice, else it skips loops.
 struct Walk<'a> {
     root: &'a Path,
     ignore: &'a [String],
+    strict: bool,
     /// (device, inode) of the folders on the way down, then of every
     /// folder and file seen.
     ancestors: Vec<(u64, u64)>,
@@ -294,10 +310,11 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(root: &'a Path, ignore: &'a [String]) -> Self {
+    fn new(root: &'a Path, ignore: &'a [String], strict: bool) -> Self {
         Walk {
             root,
             ignore,
+            strict,
             ancestors: Vec::new(),
             seen: hashbrown::HashMap::new(),
         }
@@ -317,17 +334,22 @@ impl<'a> Walk<'a> {
             })
     }
 
-    fn walk(&mut self, dir: &Path, files: &mut Vec<(PathBuf, u64)>) -> Result<()> {
+    fn walk(&mut self, dir: &Path, files: &mut Vec<Found>) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir).map_err(|e| Error::io("reading", dir, e))?;
         let id = (meta.dev(), meta.ino());
         if self.ancestors.contains(&id) {
-            return Err(Error::InputTwice {
-                path: dir.to_owned(),
-                first: None,
-            });
+            return match self.strict {
+                true => Err(Error::InputTwice {
+                    path: dir.to_owned(),
+                    first: None,
+                }),
+                false => Ok(()),
+            };
         }
-        if let Some(first) = self.seen.insert(id, dir.to_owned()) {
+        if let Some(first) = self.seen.insert(id, dir.to_owned())
+            && self.strict
+        {
             return Err(Error::InputTwice {
                 path: dir.to_owned(),
                 first: Some(first),
@@ -350,13 +372,16 @@ impl<'a> Walk<'a> {
             if meta.is_dir() {
                 self.walk(&path, files)?;
             } else {
-                if let Some(first) = self.seen.insert((meta.dev(), meta.ino()), path.clone()) {
+                let id = (meta.dev(), meta.ino());
+                if let Some(first) = self.seen.insert(id, path.clone())
+                    && self.strict
+                {
                     return Err(Error::InputTwice {
                         path,
                         first: Some(first),
                     });
                 }
-                files.push((path, meta.len()));
+                files.push((path, meta.len(), id));
             }
         }
         self.ancestors.pop();

@@ -462,9 +462,26 @@ impl Spec {
 /// Reads and validates the spec file at `path`; `overrides` replace source
 /// paths; Parquet sources without `columns` take them from their files.
 pub fn load(path: &std::path::Path, overrides: &[(String, PathBuf)]) -> crate::Result<Spec> {
+    load_ignoring(path, overrides, &[])
+}
+
+/// [`load`], leaving files matching `ignore` out of every source's folder,
+/// the files columns are inferred from included.
+pub fn load_ignoring(
+    path: &std::path::Path,
+    overrides: &[(String, PathBuf)],
+    ignore: &[String],
+) -> crate::Result<Spec> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io("reading", path, e))?;
-    parse_spec(&text, path, overrides, Some(&crate::ingest::infer_columns))
-        .map_err(|e| crate::Error::Spec(Box::new(e)))
+    let infer = |def: &SourceDef| {
+        let mut def = def.clone();
+        def.ignore.extend(ignore.iter().cloned());
+        crate::ingest::infer_columns(&def)
+    };
+    let mut spec = parse_spec(&text, path, overrides, Some(&infer))
+        .map_err(|e| crate::Error::Spec(Box::new(e)))?;
+    spec.ignore_files(ignore);
+    Ok(spec)
 }
 
 /// Parses a duration: a positive integer and one unit of `s`, `m`, `h`,

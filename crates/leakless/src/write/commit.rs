@@ -83,11 +83,11 @@ impl Destination {
     /// failing with [`Error::Locked`]), cleans up after dead runs and
     /// checks that `out` may be written.
     pub fn acquire(out: &Path, overwrite: bool, wait: bool) -> Result<Destination> {
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("`{}` is not a folder name", out.display())))?
-            .to_string_lossy()
-            .into_owned();
+        let name = (out.file_name().and_then(|n| n.to_str()))
+            .ok_or_else(|| {
+                Error::Invalid(format!("`{}` is not a folder name in UTF-8", out.display()))
+            })?
+            .to_owned();
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -148,6 +148,8 @@ impl Destination {
         self.stale_removed
     }
 
+    /// Folders `.NAME.leakless-MARK-RUN` beside the destination, `RUN` a
+    /// run id (16 hex digits) and nothing else.
     fn leftovers(&self, mark: &str) -> Result<Vec<PathBuf>> {
         let prefix = format!(".{}.leakless-{mark}-", self.name);
         let entries =
@@ -155,7 +157,11 @@ impl Destination {
         let mut found = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing", &self.parent, e))?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let name = entry.file_name();
+            let is_run = (name.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|run| run.len() == 16 && run.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_run && entry.file_type().is_ok_and(|t| t.is_dir()) {
                 found.push(entry.path());
             }
         }
@@ -214,7 +220,9 @@ impl Destination {
             .map_err(|e| Error::io("publishing", &self.out, e))
         };
         published?;
-        sync_dir(&self.parent)?;
+        // Published: a failed fsync of the parent can no longer undo it, so
+        // it is not reported as a failed build.
+        let _ = sync_dir(&self.parent);
         crash_point("after-publish");
         Ok(())
     }
@@ -393,15 +401,22 @@ mod tests {
             "leakless run 0000000000000000, pid 1 on host gone\n",
         )
         .unwrap();
-        for dead in [".ds.leakless-staging-00aa", ".ds.leakless-old-00bb"] {
+        for dead in [
+            ".ds.leakless-staging-00000000000000aa",
+            ".ds.leakless-old-00000000000000bb",
+        ] {
             dataset(&tmp.path().join(dead), "leakless", "dead");
         }
-        // Another destination's staging is not this run's business.
-        dataset(
-            &tmp.path().join(".other.leakless-staging-1"),
-            "leakless",
-            "x",
-        );
+        // Another destination's staging is not this run's business, nor is
+        // anything but a run id's folder.
+        let others = [
+            ".other.leakless-staging-00000000000000dd",
+            ".ds.leakless-staging-mine",
+        ];
+        for other in others {
+            dataset(&tmp.path().join(other), "leakless", "x");
+        }
+        std::fs::write(tmp.path().join(".ds.leakless-staging-00000000000000cc"), "").unwrap();
         let d = Destination::acquire(&out, true, false).unwrap();
         // Nothing was published; the moved-aside dataset is put back.
         assert_eq!(std::fs::read(out.join("data")).unwrap(), b"dead");
@@ -413,7 +428,13 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            [".ds.leakless-lock", ".other.leakless-staging-1", "ds"]
+            [
+                ".ds.leakless-lock",
+                ".ds.leakless-staging-00000000000000cc",
+                ".ds.leakless-staging-mine",
+                ".other.leakless-staging-00000000000000dd",
+                "ds"
+            ]
         );
         let holder = std::fs::read_to_string(tmp.path().join(".ds.leakless-lock")).unwrap();
         assert!(holder.contains(&d.run), "{holder}");

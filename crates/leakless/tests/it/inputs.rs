@@ -152,6 +152,28 @@ fn a_symlink_loop_or_a_folder_reached_twice_is_an_error() {
 }
 
 #[test]
+fn a_glob_skips_loops_below_its_root_but_refuses_a_file_matched_twice() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    let folder = inputs.path("clicks");
+    std::fs::create_dir_all(folder.join("2026-10-01")).unwrap();
+    std::fs::copy(inputs.path("clicks.csv"), folder.join("2026-10-01/x.csv")).unwrap();
+    std::os::unix::fs::symlink("..", folder.join("2026-10-01/up")).unwrap();
+    let glob = folder.join("*/x.csv");
+    build_with_clicks(&inputs, &glob, &[]).unwrap();
+    std::os::unix::fs::symlink("2026-10-01", folder.join("latest")).unwrap();
+    match build_with_clicks(&inputs, &glob, &[]) {
+        Err(Error::InputTwice {
+            path,
+            first: Some(first),
+        }) => {
+            assert_eq!(path, folder.join("latest/x.csv"));
+            assert_eq!(first, folder.join("2026-10-01/x.csv"));
+        }
+        other => panic!("expected a file matched twice, got {other:?}"),
+    }
+}
+
+#[test]
 fn empty_header_only_bom_and_crlf_files() {
     let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
     build_with_clicks(&inputs, &inputs.path("clicks.csv"), &[]).unwrap();
