@@ -34,6 +34,10 @@ enum Command {
     Generate(commands::generate::Args),
     /// Generate a marketplace, build its training dataset and show the result.
     Demo(commands::demo::Args),
+    /// Fuzz the readers and the spec parser (bench/fuzz.sh).
+    #[cfg(feature = "fuzz")]
+    #[command(hide = true)]
+    Fuzz(commands::fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => commands::check::explain(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
+        #[cfg(feature = "fuzz")]
+        Command::Fuzz(args) => commands::fuzz::run_all(args),
     }
 }
 

@@ -26,8 +26,9 @@
 
 pub mod check;
 pub mod error;
-#[cfg(test)]
-mod fuzz;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ingest;
 pub mod order;
 pub mod pipeline;

@@ -1,4 +1,6 @@
 pub mod build;
 pub mod check;
 pub mod demo;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod generate;

@@ -647,10 +647,11 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
 
 /// What the readers' tests share: a source over one file, and batches as
 /// rows of text.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) mod testing {
     use std::path::Path;
 
+    #[cfg(test)]
     use datafusion::arrow::record_batch::RecordBatch;
 
     use super::{Compression, Format, InputFile, Layout};
@@ -680,6 +681,7 @@ pub(crate) mod testing {
     }
 
     /// Appends each row of `batch` to `rows` as its cells joined by `|`.
+    #[cfg(test)]
     pub fn push_rows(batch: &RecordBatch, rows: &mut Vec<String>) {
         for row in 0..batch.num_rows() {
             let cells: Vec<String> = batch
