@@ -165,11 +165,11 @@ fn read_file(fixture: &Fixture, name: &str, format: Format, bytes: &[u8]) -> Res
             _ if row.path != path => Err(format!("names {}", row.path.display())),
             _ => Ok(()),
         },
-        Err(Error::MissingColumn { path: p, .. } | Error::UnreadableFile { path: p, .. })
-            if p == path =>
-        {
-            Ok(())
-        }
+        Err(
+            Error::MissingColumn { path: p, .. }
+            | Error::UnreadableFile { path: p, .. }
+            | Error::ColumnType { path: p, .. },
+        ) if p == path => Ok(()),
         Err(Error::Parquet { path: p, .. }) if p == path => Ok(()),
         Err(e) => Err(format!("refused without its place: {e}")),
     }

@@ -15,6 +15,9 @@ pub struct Args {
     /// The first case's seed (case i has seed SEED + i)
     #[arg(long, default_value_t = 1 << 32)]
     seed: u64,
+    /// Only this target (default: all three)
+    #[arg(long, value_parser = ["csv", "parquet", "spec"])]
+    only: Option<String>,
 }
 
 pub fn run_all(args: Args) -> anyhow::Result<ExitCode> {
@@ -22,7 +25,11 @@ pub fn run_all(args: Args) -> anyhow::Result<ExitCode> {
     // counted, not printed a million times.
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = 0;
-    for target in [Target::Csv, Target::Parquet, Target::Spec] {
+    let targets = [Target::Csv, Target::Parquet, Target::Spec];
+    let chosen = targets.into_iter().filter(|t| {
+        (args.only.as_deref()).is_none_or(|only| format!("{t:?}").eq_ignore_ascii_case(only))
+    });
+    for target in chosen {
         let r = run(target, args.seed, args.cases);
         println!(
             "{target:?}: {} cases in {:.1} s ({:.0} per second), slowest {:.1} ms, {} crashes or refusals without a place",
