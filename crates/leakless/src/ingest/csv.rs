@@ -170,6 +170,11 @@ fn unquoted(start: usize, end: usize) -> FieldRef {
     }
 }
 
+/// A blank line: one empty unquoted field. Skipped, not a row.
+fn is_blank(fields: &[FieldRef]) -> bool {
+    fields.len() == 1 && fields[0].start == fields[0].end && !fields[0].quoted
+}
+
 fn count_newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
 }
@@ -344,14 +349,18 @@ impl Input {
             Compression::None => (file.bytes as usize + 1).clamp(1 << 16, CHUNK),
             _ => CHUNK,
         };
-        Ok(Input {
-            file: Stream::open(file)?,
+        Ok(Input::new(Stream::open(file)?, chunk, capacity))
+    }
+
+    fn new(file: Stream, chunk: usize, capacity: usize) -> Input {
+        Input {
+            file,
             buf: Vec::with_capacity(capacity.min(2 * chunk)),
             pos: 0,
             eof: false,
             chunk,
             fills: 0,
-        })
+        }
     }
 
     /// Drops consumed bytes and reads another chunk; `false` at end of file.
@@ -560,7 +569,7 @@ impl Records<'_> {
                         continue;
                     }
                 };
-            let blank = fields.len() == 1 && fields[0].start == fields[0].end && !fields[0].quoted;
+            let blank = is_blank(&fields);
             if !blank {
                 match decode_row(
                     rest,
@@ -783,14 +792,7 @@ fn read_blocks(
                     std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start + at as u64))
                     .map_err(|e| Error::io("reading", path, e))?;
-                let mut rest = Input {
-                    file: Stream::Plain(file),
-                    buf: Vec::with_capacity(2 * CHUNK),
-                    pos: 0,
-                    eof: false,
-                    chunk: CHUNK,
-                    fills: 0,
-                };
+                let mut rest = Input::new(Stream::Plain(file), CHUNK, 2 * CHUNK);
                 rest.fill(reader, inside_line)?;
                 let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
                 hash_range(path, offset, None, &mut hasher)?;
@@ -882,11 +884,7 @@ pub(super) fn line_of_row(reader: &FileReader<'_>, row: u64) -> Result<u64> {
     let mut seen = 0u64;
     while let Some(split) = input.next_record(reader, &mut fields)? {
         let (end, newlines, blank) = match split {
-            Split::Record { end, newlines } => (
-                end,
-                newlines,
-                fields.len() == 1 && fields[0].start == fields[0].end && !fields[0].quoted,
-            ),
+            Split::Record { end, newlines } => (end, newlines, is_blank(&fields)),
             Split::Malformed { end, newlines, .. } => (end, newlines, false),
             Split::NeedMore => break,
         };

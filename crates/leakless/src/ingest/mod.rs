@@ -256,14 +256,13 @@ fn discover_glob(pattern: &Path, ignore: &[String]) -> Result<Vec<Found>> {
         .collect();
     let mut seen = hashbrown::HashMap::new();
     for (path, _, id) in &matched {
-        if let Some(first) = seen.insert(*id, path) {
+        if let Some(first) = seen.insert(*id, path.clone()) {
             return Err(Error::InputTwice {
                 path: path.clone(),
-                first: Some(first.to_owned()),
+                first: Some(first),
             });
         }
     }
-    drop(seen);
     Ok(matched)
 }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{CastOptions, cast_with_options, filter};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter, max, min};
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
@@ -308,7 +308,13 @@ fn validate(
     for (spec, column) in reader.layout.columns.iter().zip(&columns) {
         let spec: &ColumnSpec = spec;
         let is_float = spec.ty == ColumnType::Float64;
-        let is_time = spec.ty.value_type() == ValueType::Timestamp;
+        // A time column is looked at row by row only when its extremes are
+        // out of range.
+        let is_time = spec.ty.value_type() == ValueType::Timestamp && {
+            let times = column.as_primitive::<TimestampMicrosecondType>();
+            let plausible = |t: Option<i64>| t.is_none_or(crate::time::in_range);
+            !(plausible(min(times)) && plausible(max(times)))
+        };
         if column.null_count() == 0 && !is_float && !is_time {
             continue;
         }
