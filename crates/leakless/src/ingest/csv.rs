@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -694,7 +695,8 @@ fn read_blocks(
         std::io::Seek::stream_position(file).map_err(|e| Error::io("reading", path, e))?;
     let mut offset = read_to - (input.buf.len() - input.pos) as u64;
     // Every byte hashed once, in order: the header part, then each block
-    // as it is cut, then (after a fallback) the rest.
+    // as it is cut (on a thread of its own, off the path that hands out
+    // blocks), then (after a fallback) the rest.
     let mut hasher = Sha256::new();
     hash_range(path, 0, Some(offset), &mut hasher)?;
     let mut carry: Vec<u8> = input.buf.split_off(input.pos);
@@ -702,13 +704,30 @@ fn read_blocks(
     let mut rows = 0u64;
     let mut eof = input.eof;
     std::thread::scope(|scope| {
+        let (to_hash, blocks) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
+        let hashing = std::thread::Builder::new()
+            .spawn_scoped(scope, move || {
+                for block in blocks {
+                    hasher.update(block.as_slice());
+                }
+                hasher
+            })
+            .map_err(|e| Error::io("starting a thread to read", path, e))?;
+        let hashed = |to_hash: std::sync::mpsc::Sender<Arc<Vec<u8>>>| {
+            drop(to_hash);
+            hashing
+                .join()
+                .map_err(|_| Error::Invalid(format!("hashing `{}` failed", path.display())))
+        };
         // Blocks being parsed, in file order: start offset and the parse.
+        // One more than the threads, so that a thread that finishes finds
+        // the next block cut while the oldest one's batches go out.
         let mut flight: std::collections::VecDeque<(
             u64,
             std::thread::ScopedJoinHandle<'_, Result<Parsed>>,
         )> = std::collections::VecDeque::new();
         loop {
-            while flight.len() < threads && !(eof && carry.is_empty()) {
+            while flight.len() <= threads && !(eof && carry.is_empty()) {
                 // Fill the carry to a block, then cut after its last line end.
                 while !eof && carry.len() < block_bytes {
                     let wanted = block_bytes - carry.len();
@@ -731,10 +750,11 @@ fn read_blocks(
                     },
                 };
                 let rest = carry.split_off(cut);
-                let block = std::mem::replace(&mut carry, rest);
+                let block = Arc::new(std::mem::replace(&mut carry, rest));
                 let at_eof = eof && carry.is_empty();
                 let (start, first_line) = (offset, line);
-                hasher.update(&block);
+                // The hashing thread lives until `to_hash` is dropped.
+                let _ = to_hash.send(block.clone());
                 offset += block.len() as u64;
                 line += count_newlines(&block);
                 // A thread the system cannot start is an error, not a panic.
@@ -795,10 +815,12 @@ fn read_blocks(
                 let mut rest = Input::new(Stream::Plain(file), CHUNK, 2 * CHUNK);
                 rest.fill(reader, inside_line)?;
                 let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
+                let mut hasher = hashed(to_hash)?;
                 hash_range(path, offset, None, &mut hasher)?;
                 return Ok((rows, Some(super::hex(&hasher.finalize()))));
             }
         }
+        let hasher = hashed(to_hash)?;
         Ok((Some(rows), Some(super::hex(&hasher.finalize()))))
     })
 }

@@ -119,6 +119,47 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// Asks the CPU to fetch `slot`'s state, to be read a few rows later.
+    pub fn prefetch_state(&self, slot: usize) {
+        let stride = self.plan.offsets.len() + 1;
+        if let Some(state) = self.state.get(slot * stride) {
+            prefetch(state);
+        }
+    }
+
+    /// Asks the CPU to fetch the times at `slot`'s last positions in
+    /// `times` (its run), where its next probe starts galloping. Reads the
+    /// state, so call it after [`Cursor::prefetch_state`] had time to work.
+    pub fn prefetch_times(&self, slot: usize, times: &[i64]) {
+        let stride = self.plan.offsets.len() + 1;
+        let Some(state) = self.state.get(slot * stride..(slot + 1) * stride) else {
+            return;
+        };
+        for &position in &state[1..] {
+            if let Some(time) = times.get(position as usize) {
+                prefetch(time);
+            }
+        }
+    }
+}
+
+/// Asks the CPU to bring the cache line of `value` in, without waiting for
+/// it: the probe's rows hit keys at random, and its loads of a key's state
+/// and times miss the cache once the keys outgrow it (1 M listings).
+#[inline(always)]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that reads nothing and cannot fault; the
+    // pointer comes from a reference.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Position of the first time `>= x` at or after `from`, given that every
 /// time before `from` is `< x`: exponential steps, then binary search.
 fn gallop(times: &[i64], from: usize, x: i64) -> usize {

@@ -219,10 +219,15 @@ pub(super) struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// The run of `slot`: its first position and its times.
-    pub fn run(&self, slot: u32) -> (usize, &[i64]) {
-        let (s, e) = (self.offsets[slot as usize], self.offsets[slot as usize + 1]);
-        (s, &self.times[s..e])
+    /// Per row, the run `start..end` of its slot (`0..0` without one).
+    pub fn runs(&self, slots: &[Option<u32>]) -> Vec<(usize, usize)> {
+        slots
+            .iter()
+            .map(|slot| match *slot {
+                Some(slot) => (self.offsets[slot as usize], self.offsets[slot as usize + 1]),
+                None => (0, 0),
+            })
+            .collect()
     }
 
     fn memory_size(&self) -> usize {

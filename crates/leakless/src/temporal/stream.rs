@@ -190,15 +190,15 @@ impl Prober {
         let rows = slots.len();
         let mut out = vec![vec![(0usize, 0usize); rows]; windows];
         let versioned = index_plan.time.is_some();
+        // Every row's run first: a loop of independent loads that the CPU
+        // overlaps (the offsets miss the cache once the keys outgrow it).
+        let runs = index.runs(slots);
         if index_plan.is_snapshot() {
             // A snapshot's row does not depend on `t`: no window to find.
-            for (row, slot) in slots.iter().enumerate() {
-                if let Some(slot) = slot {
-                    let (s, run) = index.run(*slot);
-                    if let Some(p) = dimension_row(versioned, run.len(), 0) {
-                        for w in out.iter_mut() {
-                            w[row] = (s + p, s + p + 1);
-                        }
+            for (row, &(s, e)) in runs.iter().enumerate() {
+                if let Some(p) = dimension_row(versioned, e - s, 0) {
+                    for w in out.iter_mut() {
+                        w[row] = (s + p, s + p + 1);
                     }
                 }
             }
@@ -207,8 +207,19 @@ impl Prober {
         let cursor = &mut self.cursors[i];
         let mut found = vec![(0usize, 0usize); windows];
         for (row, slot) in slots.iter().enumerate() {
+            // The state of the key `2 * AHEAD` rows on, then the times at
+            // its positions `AHEAD` rows on, so that both are in the cache
+            // when that row comes.
+            if let Some(Some(ahead)) = slots.get(row + 2 * PREFETCH_AHEAD) {
+                cursor.prefetch_state(*ahead as usize);
+            }
+            if let Some(Some(ahead)) = slots.get(row + PREFETCH_AHEAD) {
+                let (s, e) = runs[row + PREFETCH_AHEAD];
+                cursor.prefetch_times(*ahead as usize, &index.times[s..e]);
+            }
             let Some(slot) = *slot else { continue };
-            let (s, run) = index.run(slot);
+            let (s, e) = runs[row];
+            let run = &index.times[s..e];
             cursor.ranges(slot as usize, run, times[row], &mut found);
             for (w, &(a, b)) in out.iter_mut().zip(&found) {
                 w[row] = if index_plan.dimension {
@@ -221,6 +232,9 @@ impl Prober {
         out
     }
 }
+
+/// Rows between a row and the one whose key state the probe prefetches.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Column `column` for every row, from its window's positions.
 fn answer(
@@ -241,6 +255,18 @@ fn answer(
         Op::TimeSinceLast => {
             Arc::new(Int64Array::from_iter(ranges.iter().zip(times).map(
                 |(&(a, b), &t)| (b > a).then(|| seconds_between(t, index.times[b - 1])),
+            )))
+        }
+        Op::TimeSince => {
+            let v = column.value.map(|v| &index.values[v]);
+            let ts = v
+                .expect("time_since reads a column")
+                .array
+                .as_primitive::<TimestampMicrosecondType>();
+            Arc::new(Int64Array::from_iter(ranges.iter().zip(times).map(
+                |(&(a, b), &t)| {
+                    (b > a && ts.is_valid(a)).then(|| seconds_between(t, ts.values()[a]))
+                },
             )))
         }
         _ => {
@@ -313,6 +339,10 @@ enum Acc {
 /// `floor((t - e) / 1 s)`, computed without overflow (whole seconds
 /// between any two i64 instants fit in an i64).
 fn seconds_between(t: i64, e: i64) -> i64 {
+    if let Some(micros) = t.checked_sub(e) {
+        // The common case without the 128-bit division.
+        return micros.div_euclid(MICROS_PER_SECOND);
+    }
     let micros = i128::from(t) - i128::from(e);
     micros.div_euclid(i128::from(MICROS_PER_SECOND)) as i64
 }
@@ -372,7 +402,8 @@ impl Acc {
     }
 
     /// Appends the answer for the positions `a..b` of `index` (`count`,
-    /// `exists` and `time_since_last` are answered whole by [`answer`]).
+    /// `exists`, `time_since_last` and `time_since` are answered whole by
+    /// [`answer`]).
     fn push(
         &mut self,
         column: &ColumnPlan,
@@ -394,11 +425,6 @@ impl Acc {
         match (self, column.derived.op) {
             (Acc::Int64(out), Op::TimeSinceFirst) => {
                 out.push((b > a).then(|| seconds_between(t, index.times[a])))
-            }
-            (Acc::Int64(out), Op::TimeSince) => {
-                let v = values.expect("time_since reads a column");
-                let ts = v.array.as_primitive::<TimestampMicrosecondType>();
-                out.push((b > a && ts.is_valid(a)).then(|| seconds_between(t, ts.values()[a])))
             }
             (Acc::Int64(out), Op::Sum) => {
                 let sums = values.and_then(|v| v.int_sums.as_ref()).expect("int sums");

@@ -295,6 +295,26 @@ fn unsupported(e: &std::io::Error) -> bool {
     )
 }
 
+/// Starts writing `file`'s pages to disk without waiting for them, so
+/// that the fsync before the publish finds most of them written: the
+/// writers call it on each file they close while the build goes on (10 M
+/// rows: the commit stage, which waited for 135 MB to reach the disk, fell
+/// from 0.15-0.53 s to 0.05 s). Best effort: a failure only leaves the
+/// work to the fsync.
+pub(crate) fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the duration of the call;
+        // `sync_file_range` only schedules writeback of its pages.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// fsyncs every file and folder below `dir`, and `dir`.
 fn sync_tree(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;

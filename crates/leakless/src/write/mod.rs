@@ -194,9 +194,10 @@ impl PartitionWriter {
 
 fn close_file(file: Option<(PathBuf, ArrowWriter<File>, u64)>) -> Result<()> {
     if let Some((path, writer, _)) = file {
-        writer
-            .close()
+        let file = writer
+            .into_inner()
             .map_err(|source| Error::Parquet { path, source })?;
+        commit::start_writeback(&file);
     }
     Ok(())
 }
