@@ -176,8 +176,12 @@ impl Prober {
     /// key's state is loaded once per batch) was measured slower: probe CPU
     /// 1.45 s against 1.0 s at 10 M, the scattered writes of the ranges
     /// cost more than the cursor loads they save; at 100 M (1 M listings)
-    /// 23.3 s against 21.4 s. Prefetching the cursor state of the row 8 or
-    /// 32 ahead helped little (about 5 %).
+    /// 23.3 s against 21.4 s. Prefetching only the cursor state of a row
+    /// ahead helped little (about 5 %); the runs read in a pass of their
+    /// own, then the state prefetched 16 rows ahead and the times at its
+    /// positions 8 rows ahead, cut the probe's CPU at 100 M from about 30 s
+    /// to 19-22 s (10 M: 1.3-1.9 s to 1.0-1.2 s; this machine's timings
+    /// vary by a quarter from run to run).
     fn ranges(
         &mut self,
         i: usize,

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -278,8 +278,19 @@ fn open_file(
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(
         ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet_error)?,
     ));
+    // A misfit is written plain, or delta-encoded when it is an integer:
+    // fewer bytes for zstd to compress (ids and durations use a fraction of
+    // their 64 bits).
     let props = dictionary_misfits(first).iter().fold(props, |p, column| {
-        p.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false)
+        let integer = matches!(
+            schema.field_with_name(column).map(|f| f.data_type()),
+            Ok(DataType::Int64)
+        );
+        if integer {
+            delta(p, column)
+        } else {
+            p.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false)
+        }
     });
     let props = delta_columns
         .iter()
@@ -405,5 +416,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dictionary_misfits(&batch), ["ids", "prices"]);
+
+        // As written: an integer misfit delta-encoded, a float misfit
+        // plain, the others with a dictionary.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let mut writer = open_file(&path, &batch.schema(), &[], &batch).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let file = File::open(&path).unwrap();
+        let reader = datafusion::parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let group = datafusion::parquet::file::reader::FileReader::metadata(&reader).row_group(0);
+        let encodings = |name: &str| {
+            let column = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap();
+            column.encodings().collect::<Vec<_>>()
+        };
+        assert!(encodings("ids").contains(&Encoding::DELTA_BINARY_PACKED));
+        assert!(!encodings("ids").contains(&Encoding::RLE_DICTIONARY));
+        assert!(!encodings("prices").contains(&Encoding::RLE_DICTIONARY));
+        assert!(!encodings("prices").contains(&Encoding::DELTA_BINARY_PACKED));
+        assert!(encodings("few").contains(&Encoding::RLE_DICTIONARY));
     }
 }
