@@ -390,7 +390,11 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
     let mut dict = KeyDict::default();
     let mut slots = Vec::with_capacity(table.num_rows());
     dict.insert_all(&keys, table.num_rows(), &mut slots);
-    dict.finish();
+    if let Some(renumbered) = dict.finish() {
+        for slot in slots.iter_mut().flatten() {
+            *slot = renumbered[*slot as usize];
+        }
+    }
     let times = index
         .time
         .map(|t| table.column(t).as_primitive::<TimestampMicrosecondType>());

@@ -71,8 +71,9 @@ impl<'a> KeyColumns<'a> {
 pub(super) struct KeyDict {
     ints: HashMap<i64, u32>,
     bytes: HashMap<Box<[u8]>, u32>,
-    /// When the int keys are dense: `slot_of[key - min]`, `u32::MAX` for none.
-    dense: Option<(i64, Vec<u32>)>,
+    /// When the int keys are dense: `min`, and a key's slot is `key - min`
+    /// (an id in the span that has no rows has an empty slot).
+    dense: Option<i64>,
     len: usize,
 }
 
@@ -113,23 +114,30 @@ impl KeyDict {
         }
     }
 
-    /// Switches int keys to a dense table when they span little more than
-    /// their number (ids usually do): a probe is then one array read.
-    pub fn finish(&mut self) {
+    /// Switches int keys to dense slots when they span little more than
+    /// their number (ids usually do): a key's slot is then `key - min`, with
+    /// no table to read (a table from key to slot was one more cache miss
+    /// per spine row and index once the keys outgrow the cache). Returns
+    /// the new slot of each slot `insert_all` gave, when they changed.
+    #[must_use]
+    pub fn finish(&mut self) -> Option<Vec<u32>> {
         let (Some(min), Some(max)) = (self.ints.keys().min(), self.ints.keys().max()) else {
-            return;
+            return None;
         };
-        let Some(span) = max.checked_sub(*min).and_then(|s| usize::try_from(s).ok()) else {
-            return;
-        };
-        if span < 4 * self.ints.len() + 1024 {
-            let mut table = vec![u32::MAX; span + 1];
-            for (&k, &slot) in &self.ints {
-                table[(k - min) as usize] = slot;
-            }
-            self.dense = Some((*min, table));
-            self.ints = HashMap::new();
+        let span = max
+            .checked_sub(*min)
+            .and_then(|s| usize::try_from(s).ok())?;
+        if span >= 4 * self.ints.len() + 1024 || span >= u32::MAX as usize - 1 {
+            return None;
         }
+        let mut renumbered = vec![0u32; self.len];
+        for (&k, &slot) in &self.ints {
+            renumbered[slot as usize] = (k - min) as u32;
+        }
+        self.dense = Some(*min);
+        self.len = span + 1;
+        self.ints = HashMap::new();
+        Some(renumbered)
     }
 
     /// The slot of each row's key; `None` for an unknown key or a null part.
@@ -160,10 +168,10 @@ impl KeyDict {
     }
 
     fn int_slot(&self, key: i64) -> Option<u32> {
-        match &self.dense {
-            Some((min, table)) => {
-                let i = usize::try_from(key.checked_sub(*min)?).ok()?;
-                table.get(i).copied().filter(|&s| s != u32::MAX)
+        match self.dense {
+            Some(min) => {
+                let i = u32::try_from(key.checked_sub(min)?).ok()?;
+                ((i as usize) < self.len).then_some(i)
             }
             None => self.ints.get(&key).copied(),
         }
@@ -214,13 +222,17 @@ mod tests {
 
     #[test]
     fn dense_and_sparse_int_keys() {
-        for values in [vec![5, 7, 5, 6], vec![i64::MIN, i64::MAX, 0, i64::MIN]] {
+        for values in [vec![5, 9, 5, 6], vec![i64::MIN, i64::MAX, 0, i64::MIN]] {
             let a: ArrayRef = Arc::new(Int64Array::from(values.clone()));
             let keys = KeyColumns::new(vec![&a]).unwrap();
             let mut dict = KeyDict::default();
             let mut slots = Vec::new();
             dict.insert_all(&keys, 4, &mut slots);
-            dict.finish();
+            if let Some(renumbered) = dict.finish() {
+                for slot in slots.iter_mut().flatten() {
+                    *slot = renumbered[*slot as usize];
+                }
+            }
             let mut found = Vec::new();
             dict.lookup_all(&keys, 4, &mut found);
             assert_eq!(found, slots);
@@ -228,9 +240,22 @@ mod tests {
                 found[0],
                 found[3].filter(|_| values[0] == values[3]).or(found[0])
             );
-            let other: ArrayRef = Arc::new(Int64Array::from(vec![4, 8, -1]));
+            let other: ArrayRef = Arc::new(Int64Array::from(vec![4, 10, -1]));
             dict.lookup_all(&KeyColumns::new(vec![&other]).unwrap(), 3, &mut found);
             assert_eq!(found, vec![None, None, None]);
         }
+        // Dense ids are their own slots, less the smallest; an id between
+        // them without rows has a slot of its own (an empty run).
+        let a: ArrayRef = Arc::new(Int64Array::from(vec![5, 9, 5, 6]));
+        let keys = KeyColumns::new(vec![&a]).unwrap();
+        let mut dict = KeyDict::default();
+        let mut slots = Vec::new();
+        dict.insert_all(&keys, 4, &mut slots);
+        assert_eq!(dict.finish(), Some(vec![0, 4, 1]));
+        assert_eq!(dict.len(), 5);
+        let gap: ArrayRef = Arc::new(Int64Array::from(vec![7, 9]));
+        let mut found = Vec::new();
+        dict.lookup_all(&KeyColumns::new(vec![&gap]).unwrap(), 2, &mut found);
+        assert_eq!(found, vec![Some(2), Some(4)]);
     }
 }
