@@ -158,7 +158,7 @@ def main():
     ensure_venv()
     leakless = leakless_binary()
     if args.large:
-        return scale(leakless, [int(s) for s in args.large.split(",")])
+        return scale(leakless, [int(s) for s in args.large.split(",")], args.runs)
     (HERE / "out").mkdir(exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     startup = startup_seconds(leakless, spark=min(sizes) <= args.spark_max)
@@ -379,8 +379,8 @@ def targets(stored):
     base = next((r for r in scale if r["n"] == 10_000_000), None)
     if big and base:
         ratio = big["wall"] / base["wall"]
-        lines.append(f"| 5 | 100 M at most 11x the 10 M time; 1 B run or projected | {ratio:.1f}x "
-                     f"({big['wall']:.1f} s against {base['wall']:.1f} s); 1 B: see the scale section | "
+        lines.append(f"| 5 | 100 M at most 11x the 10 M time; 1 B run or projected | {ratio:.2f}x "
+                     f"({big['wall']:.1f} s against {base['wall']:.2f} s, medians); 1 B: see the scale section | "
                      f"{verdict(ratio <= 11)} |")
     else:
         lines.append("| 5 | scaling | not measured (`--large`) | - |")
@@ -411,44 +411,60 @@ def shuffled_copy(source, target):
     return target
 
 
-def scale(leakless, sizes):
-    """leakless alone at large sizes, against 10 M in the same run; with two
-    sizes above 10 M, a linear projection to 1 B from the two largest."""
-    rows = []
-    for n in [10_000_000] + sizes:
+def scale(leakless, sizes, runs):
+    """leakless alone at large sizes, against 10 M in the same run: each size
+    `runs` times, the sizes taken in turn in every round (so that a slow spell
+    of this shared machine falls on all of them), the median reported; with
+    two sizes above 10 M, a linear projection to 1 B from the two largest."""
+    sizes = [10_000_000] + sizes
+    cmds, gens, measured = {}, {}, {n: [] for n in sizes}
+    for n in sizes:
         data = data_folder(n) / "csv"
         if not (data / "_generator.json").exists():
             sh(leakless, "generate", "--out", data, "--impressions", n)
-        gen = json.loads((data / "_generator.json").read_text())
-        wm = gen["totals"]["watermark"]
+        gens[n] = json.loads((data / "_generator.json").read_text())
         out = HERE / "out" / f"scale-{n}"
-        cmd = [leakless, "build", "--impressions", data / "impressions.csv", "--clicks", data / "clicks.csv",
-               "--listings", data / "listings.csv", "--out", out, "--watermark", wm, "--overwrite", "--quiet", "--json"]
-        # Read once before timing, so that every size runs from the page
-        # cache (what a size after a larger one would otherwise not).
-        for name in ("impressions", "clicks", "listings"):
-            with open(data / f"{name}.csv", "rb") as f:
-                while f.read(1 << 24):
-                    pass
-        wall, rss, printed = timed(cmd, stdout=subprocess.PIPE)
-        t = json.loads(printed)["timings"]
-        rows.append({"n": n, "listings": gen["params"]["listings"], "users": gen["params"]["users"],
-                     "input_mb": du(data / "impressions.csv"), "wall": wall, "rss": rss, "timings": t})
-        print(f"{n:>13,} {wall:7.1f} s {rss:8.0f} MB", flush=True)
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        cmds[n] = [leakless, "build", "--impressions", data / "impressions.csv", "--clicks", data / "clicks.csv",
+                   "--listings", data / "listings.csv", "--out", out, "--watermark",
+                   gens[n]["totals"]["watermark"], "--overwrite", "--quiet", "--json"]
+    for _ in range(runs):
+        for n in sizes:
+            data = data_folder(n) / "csv"
+            # Read once before timing, so that every size runs from the page
+            # cache (what a size after a larger one would otherwise not).
+            for name in ("impressions", "clicks", "listings"):
+                with open(data / f"{name}.csv", "rb") as f:
+                    while f.read(1 << 24):
+                        pass
+            wall, rss, printed = timed(cmds[n], stdout=subprocess.PIPE)
+            measured[n].append((wall, rss, json.loads(printed)["timings"]))
+            print(f"{n:>13,} {wall:7.1f} s {rss:8.0f} MB", flush=True)
+            subprocess.run(["rm", "-rf", str(HERE / "out" / f"scale-{n}")], check=True)
+    rows = []
+    for n in sizes:
+        runs_n = sorted(measured[n], key=lambda m: m[0])
+        wall, _, timings = runs_n[len(runs_n) // 2]
+        data = data_folder(n) / "csv"
+        rows.append({"n": n, "listings": gens[n]["params"]["listings"], "users": gens[n]["params"]["users"],
+                     "input_mb": du(data / "impressions.csv"), "wall": wall,
+                     "walls": [m[0] for m in measured[n]], "rss": max(m[1] for m in measured[n]),
+                     "timings": timings})
     base = rows[0]["wall"]
     lines = ["## Scale: leakless alone", "",
-             f"Command: `python3 bench/run.py --large {','.join(map(str, sizes))}` (one run each, rows in time "
-             "order, inputs read once just before, so that each size runs from the page cache; the generator "
-             "scales listings and users with impressions, 1 % and 10 %).", "",
-             "| impressions | listings | users | input CSV (MB) | wall (s) | peak RSS (MB) | time / time at 10 M "
-             "| rows / s | stage timings (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"Command: `python3 bench/run.py --large {','.join(map(str, sizes[1:]))} --runs {runs}` (rows in time "
+             f"order; wall time the median of {runs} runs, the sizes taken in turn in each round; inputs read once "
+             "just before each run, so that every size runs from the page cache; the generator scales listings "
+             "and users with impressions, 1 % and 10 %; stage timings of the median run).", "",
+             "| impressions | listings | users | input CSV (MB) | wall (s) | every run (s) | peak RSS (MB) "
+             "| time / time at 10 M | rows / s | stage timings (s) |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
         t = r["timings"]
         stages = ", ".join(f"{k} {t[k]:.1f}" for k in ("spine", "sort", "probe", "encode", "compute"))
+        walls = ", ".join(f"{w:.1f}" for w in r["walls"])
         lines.append(f"| {r['n']:,} | {r['listings']:,} | {r['users']:,} | {r['input_mb']:.0f} | {r['wall']:.1f} | "
-                     f"{r['rss']:.0f} | {r['wall'] / base:.1f} | {r['n'] / r['wall'] / 1e6:.2f} M | {stages} |")
+                     f"{walls} | {r['rss']:.0f} | {r['wall'] / base:.2f} | {r['n'] / r['wall'] / 1e6:.2f} M | "
+                     f"{stages} |")
     big = [r for r in rows if r["n"] > 10_000_000]
     if len(big) >= 2:
         lo, hi = big[-2], big[-1]
@@ -466,7 +482,7 @@ def scale(leakless, sizes):
                   + ", ".join(f"{r['timings']['probe'] / r['n'] * 1e9:.0f} ns" for r in rows)
                   + " of probe CPU per row at " + ", ".join(f"{r['n']:,}" for r in rows)
                   + "; so the line underestimates 1 B if the keys grow with it. Flat: start-up and the spill "
-                  "budget (256 MB of pending rows). Peak memory grew "
+                  "budget (256 MB of pending rows, and one spill of as much being written). Peak memory grew "
                   + ", ".join(f"{r['rss']:.0f}" for r in rows) + " MB."]
     stored = load_results()
     stored["scale"] = {"lines": lines, "rows": [{"n": r["n"], "wall": r["wall"], "rss": r["rss"]} for r in rows]}
