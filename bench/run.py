@@ -75,6 +75,9 @@ def timed(cmd, stdout=subprocess.DEVNULL):
     of the whole process tree (sampled every 20 ms: a JVM under a Python
     driver counts) and the largest single process's peak (`/usr/bin/time`)."""
     stats = HERE / "out" / ".time"
+    # The previous run's output still on its way to disk would slow this
+    # one (its writes and fsyncs queue behind it): every run starts clean.
+    os.sync()
     started = time.perf_counter()
     proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(stats)] + [str(c) for c in cmd], stdout=stdout)
     peak = [0.0]
