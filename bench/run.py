@@ -200,16 +200,11 @@ def main():
             del tools["leakless (Parquet in)"]
         if n <= args.spark_max:
             tools["PySpark window functions, local[2]"] = [PY, HERE / "ref_spark.py", *inputs["csv"], out / "spark", wm]
-        results = {}
-        for name, cmd in tools.items():
-            runs = []
-            for _ in range(args.runs):
-                target = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-3] if cmd[-1] == "floor" else cmd[-2])
-                if not str(cmd[0]).endswith("leakless"):
-                    subprocess.run(["rm", "-rf", str(target)], check=True)
-                runs.append(timed(cmd)[:2])
-            results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs), runs)
-            print(f"{n:>11,} {name:<60} {results[name][0]:7.2f} s {results[name][1]:8.0f} MB", flush=True)
+        def target(cmd):
+            return Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else Path(cmd[-3] if cmd[-1] == "floor" else cmd[-2])
+        results = in_rounds(tools, args.runs, target)
+        for name, (wall, rss, _) in results.items():
+            print(f"{n:>11,} {name:<60} {wall:7.2f} s {rss:8.0f} MB", flush=True)
         base = results["leakless (CSV in)"][0]
         for name, (wall, rss, _) in results.items():
             folder = {"leakless (CSV in)": "leakless", "leakless (Parquet in)": "leakless-parquet",
@@ -233,15 +228,10 @@ def main():
                                                 "--out", out / "rich-leakless", "--watermark", wm, "--overwrite", "--quiet"],
             "Polars, the rich spec by hand": [PY, HERE / "ref_polars_rich.py", csv_dir, out / "rich-polars", wm],
         }
-        rich_results = {}
-        for name, cmd in rich.items():
-            runs = []
-            for _ in range(args.runs):
-                if not str(cmd[0]).endswith("leakless"):
-                    subprocess.run(["rm", "-rf", str(cmd[-2])], check=True)
-                runs.append(timed(cmd)[:2])
-            rich_results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-            print(f"{n:>11,} {name:<60} {rich_results[name][0]:7.2f} s {rich_results[name][1]:8.0f} MB", flush=True)
+        rich_results = {name: (wall, rss) for name, (wall, rss, _) in
+                        in_rounds(rich, args.runs, lambda cmd: Path(cmd[-2])).items()}
+        for name, (wall, rss) in rich_results.items():
+            print(f"{n:>11,} {name:<60} {wall:7.2f} s {rss:8.0f} MB", flush=True)
         r = subprocess.run([PY, HERE / "compare.py", out / "rich-leakless", out / "rich-polars", "--all-columns"],
                            capture_output=True, text=True)
         rich_check = "identical" if r.returncode == 0 else "DIFFERENT"
@@ -303,7 +293,9 @@ def render(stored):
              "the data folder is named by a hash of the generator's source, so it is made again when the "
              "generator changes), CSV in, Parquet partitioned by date out; every tool gets the same "
              "`--watermark` (the end of the period) and writes zstd level 1 with row groups of 1,048,576 rows "
-             "(PySpark: 128 MB row groups, its unit is bytes). Wall time is the median of the runs; start-up is "
+             "(PySpark: 128 MB row groups, its unit is bytes). Wall time is the median of the runs, the tools "
+             "taken in turn in each round (this machine is shared and its speed drifts by a quarter: a slow "
+             "spell then falls on every tool), each run after an `os.sync()`; start-up is "
              "the median wall time of an empty run of the tool (`leakless --version`; Python importing DuckDB "
              "or Polars and running a trivial query; PySpark starting and stopping a local[2] session); peak "
              "memory is that of the whole process tree (sampled every 20 ms, and at least `/usr/bin/time`'s "
@@ -393,6 +385,21 @@ def targets(stored):
         lines.append(f"| 6 | Parquet input <= 0.8x the CSV time | {pq['wall']:.2f} s against {t_l['wall']:.2f} s: "
                      f"{a:.2f}x | {verdict(a <= 0.8)} |")
     return lines
+
+
+def in_rounds(tools, runs, target):
+    """Each tool run `runs` times, every tool once per round (so that a slow
+    spell of this shared machine falls on all of them alike, and the ratios
+    compare runs made side by side); per tool the median wall, the largest
+    peak memory and every run. `target(cmd)` is the folder a reference
+    writes, removed before each of its runs (leakless overwrites its own)."""
+    measured = {name: [] for name in tools}
+    for _ in range(runs):
+        for name, cmd in tools.items():
+            if not str(cmd[0]).endswith("leakless"):
+                subprocess.run(["rm", "-rf", str(target(cmd))], check=True)
+            measured[name].append(timed(cmd)[:2])
+    return {name: (statistics.median(w for w, _ in m), max(r for _, r in m), m) for name, m in measured.items()}
 
 
 def shuffled_copy(source, target):
