@@ -428,7 +428,7 @@ struct Bucketer {
     chunks: Buckets,
     spill_path: PathBuf,
     spill: Option<SpillWriter>,
-    /// Batches written to the spill file.
+    /// Batches handed to the spill thread (their positions in the file).
     spilled: usize,
     /// The latest time pushed.
     max_time: Option<i64>,

@@ -484,7 +484,7 @@ pub(super) fn blocks_for(file: &super::InputFile) -> Option<Blocks> {
 }
 
 /// How a parallel read cuts its file: `bytes` a block, `threads` blocks
-/// parsed at once.
+/// parsed at once (and one more cut ahead).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Blocks {
     threads: usize,
@@ -722,7 +722,10 @@ fn read_blocks(
     let mut rows = 0u64;
     let mut eof = input.eof;
     std::thread::scope(|scope| {
-        let (to_hash, blocks) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
+        // Bounded: where the parsers outrun the hashing (many cores, no SHA
+        // instructions), the cutting waits for it instead of piling up
+        // blocks.
+        let (to_hash, blocks) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(threads + 1);
         let hashing = std::thread::Builder::new()
             .spawn_scoped(scope, move || {
                 for block in blocks {
@@ -731,7 +734,7 @@ fn read_blocks(
                 hasher
             })
             .map_err(|e| Error::io("starting a thread to read", path, e))?;
-        let hashed = |to_hash: std::sync::mpsc::Sender<Arc<Vec<u8>>>| {
+        let hashed = |to_hash: std::sync::mpsc::SyncSender<Arc<Vec<u8>>>| {
             drop(to_hash);
             hashing
                 .join()

@@ -79,10 +79,12 @@ pub struct Cursor {
 impl Cursor {
     pub fn new(slots: usize, plan: WindowPlan) -> Self {
         let stride = plan.offsets.len() + 1;
-        let mut state = vec![0; slots * stride];
-        for slot in state.chunks_mut(stride) {
-            slot[0] = i64::MIN;
-        }
+        // All zeros: a key never probed reads as probed at time 0 with its
+        // positions at 0, from where a probe at or after 0 gallops and an
+        // earlier one binary-searches: both exact. Zeros are also pages the
+        // system hands out untouched, so the state of keys no spine row
+        // asks for (ids in a dense span without rows) costs no memory.
+        let state = vec![0; slots * stride];
         Cursor {
             found: vec![0; plan.offsets.len()],
             state,

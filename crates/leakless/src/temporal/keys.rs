@@ -1,8 +1,9 @@
 //! Keys of any supported type (int64, string, composite) -> dense slots.
 //!
 //! A [`KeyDict`] maps each distinct key of the indexed side to a slot
-//! `0..len`. It is exact: a single int64 key is its own value (looked up in a
-//! dense table when the ids are dense, a hash map otherwise), and any other
+//! `0..len`. It is exact: a single int64 key is its own value (when the ids
+//! are dense its slot is the id less the smallest, and `len` counts the ids
+//! between them that have no rows; a hash map otherwise), and any other
 //! key is encoded to bytes without loss (a type tag, then the int's 8 bytes
 //! or the string's length and bytes, per part), so two distinct keys never
 //! share a slot. A key with a null part has no slot, on either side.

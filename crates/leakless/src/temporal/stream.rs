@@ -223,6 +223,11 @@ impl Prober {
             }
             let Some(slot) = *slot else { continue };
             let (s, e) = runs[row];
+            if s == e {
+                // No rows for this key: every window is empty, as for a
+                // key with no slot, and its state is never touched.
+                continue;
+            }
             let run = &index.times[s..e];
             cursor.ranges(slot as usize, run, times[row], &mut found);
             for (w, &(a, b)) in out.iter_mut().zip(&found) {
@@ -237,7 +242,8 @@ impl Prober {
     }
 }
 
-/// Rows between a row and the one whose key state the probe prefetches.
+/// Rows between a row and the one whose times the probe prefetches (its key
+/// state is prefetched twice as far ahead).
 const PREFETCH_AHEAD: usize = 8;
 
 /// Column `column` for every row, from its window's positions.
@@ -388,6 +394,8 @@ impl Acc {
     fn new(column: &ColumnPlan, rows: usize) -> Self {
         let d = &column.derived;
         match d.op {
+            // `count`, `time_since_last` and `time_since` are answered
+            // whole by `answer` and never come here; the match stays total.
             Op::Count
             | Op::CountDistinct
             | Op::TimeSinceLast

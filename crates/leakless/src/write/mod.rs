@@ -224,9 +224,11 @@ const DICTIONARY_SAMPLE: usize = 8192;
 /// The fixed-width columns that a dictionary would not pay for: more than
 /// half of the first [`DICTIONARY_SAMPLE`] rows of `first` (the batch that
 /// opens the file) distinct, nulls counted as rows without a value; a
-/// sample of fewer than 1,024 rows keeps every dictionary. Such a column overflows the dictionary page anyway and
-/// falls back to plain after its values were hashed for nothing (about a
-/// tenth of the encoding CPU at 10 M rows). Depends on the rows only.
+/// sample of fewer than 1,024 rows keeps every dictionary. Such a column
+/// overflows the dictionary page anyway and falls back to plain after its
+/// values were hashed for nothing (about a tenth of the encoding CPU at
+/// 10 M rows), so it is written without one: delta-encoded when it is an
+/// int64, plain otherwise. Depends on the rows only.
 fn dictionary_misfits(first: &RecordBatch) -> Vec<String> {
     let sample = first.num_rows().min(DICTIONARY_SAMPLE);
     first
