@@ -211,9 +211,9 @@ impl Prober {
         let cursor = &mut self.cursors[i];
         let mut found = vec![(0usize, 0usize); windows];
         for (row, slot) in slots.iter().enumerate() {
-            // The state of the key `2 * AHEAD` rows on, then the times at
-            // its positions `AHEAD` rows on, so that both are in the cache
-            // when that row comes.
+            // The state of the key `2 * PREFETCH_AHEAD` rows on, then the
+            // times at its positions `PREFETCH_AHEAD` rows on, so that both
+            // are in the cache when that row comes.
             if let Some(Some(ahead)) = slots.get(row + 2 * PREFETCH_AHEAD) {
                 cursor.prefetch_state(*ahead as usize);
             }
