@@ -30,6 +30,25 @@ const LISTINGS: &str = "
 ";
 
 /// A build of the three tables with clicks read from `clicks` instead.
+/// `result` is the refusal of an input reached twice: at `path`, after
+/// `first` (`None`: a loop).
+fn assert_input_twice(
+    result: leakless::Result<()>,
+    path: std::path::PathBuf,
+    first: Option<std::path::PathBuf>,
+) {
+    match result {
+        Err(Error::InputTwice {
+            path: found,
+            first: found_first,
+        }) => {
+            assert_eq!(found, path);
+            assert_eq!(found_first, first);
+        }
+        other => panic!("expected {} reached twice, got {other:?}", path.display()),
+    }
+}
+
 fn build_with_clicks(inputs: &Inputs, clicks: &Path, ignore: &[&str]) -> leakless::Result<()> {
     let ignore: Vec<String> = ignore.iter().map(|s| s.to_string()).collect();
     let build = leakless::Build::new(
@@ -126,24 +145,18 @@ fn a_symlink_loop_or_a_folder_reached_twice_is_an_error() {
     std::fs::create_dir_all(folder.join("a")).unwrap();
     std::fs::copy(inputs.path("clicks.csv"), folder.join("a/x.csv")).unwrap();
     std::os::unix::fs::symlink("..", folder.join("a/up")).unwrap();
-    match build_with_clicks(&inputs, &folder, &[]) {
-        Err(Error::InputTwice { path, first: None }) => {
-            assert_eq!(path, folder.join("a/up"))
-        }
-        other => panic!("expected a loop, got {other:?}"),
-    }
+    assert_input_twice(
+        build_with_clicks(&inputs, &folder, &[]),
+        folder.join("a/up"),
+        None,
+    );
     std::fs::remove_file(folder.join("a/up")).unwrap();
     std::os::unix::fs::symlink("a", folder.join("b")).unwrap();
-    match build_with_clicks(&inputs, &folder, &[]) {
-        Err(Error::InputTwice {
-            path,
-            first: Some(first),
-        }) => {
-            assert_eq!(path, folder.join("b"));
-            assert_eq!(first, folder.join("a"));
-        }
-        other => panic!("expected a folder reached twice, got {other:?}"),
-    }
+    assert_input_twice(
+        build_with_clicks(&inputs, &folder, &[]),
+        folder.join("b"),
+        Some(folder.join("a")),
+    );
     // A symlink to a file elsewhere is read once, like a file.
     std::fs::remove_file(folder.join("b")).unwrap();
     std::fs::rename(folder.join("a/x.csv"), inputs.path("x.csv")).unwrap();
@@ -161,16 +174,11 @@ fn a_glob_skips_loops_below_its_root_but_refuses_a_file_matched_twice() {
     let glob = folder.join("*/x.csv");
     build_with_clicks(&inputs, &glob, &[]).unwrap();
     std::os::unix::fs::symlink("2026-10-01", folder.join("latest")).unwrap();
-    match build_with_clicks(&inputs, &glob, &[]) {
-        Err(Error::InputTwice {
-            path,
-            first: Some(first),
-        }) => {
-            assert_eq!(path, folder.join("latest/x.csv"));
-            assert_eq!(first, folder.join("2026-10-01/x.csv"));
-        }
-        other => panic!("expected a file matched twice, got {other:?}"),
-    }
+    assert_input_twice(
+        build_with_clicks(&inputs, &glob, &[]),
+        folder.join("latest/x.csv"),
+        Some(folder.join("2026-10-01/x.csv")),
+    );
 }
 
 #[test]
