@@ -303,7 +303,7 @@ def render(stored):
              "impression with every output column (listing columns by a hash join, click columns as cheap "
              "arithmetic), sorted, partitioned by date."]
     titles = {"time": "## Rows in time order (as generated)",
-              "random": "## Rows in random order (impressions, clicks, listings and listing_prices shuffled, seeded)"}
+              "random": "## Rows in random order (impressions, clicks, listings and listing_prices shuffled, seeded; impression ids random)"}
     for order in ("time", "random"):
         section = stored.get(order)
         if not section:
@@ -403,9 +403,12 @@ def in_rounds(tools, runs, target):
 
 
 def shuffled_copy(source, target):
-    """The CSV files of `source` with their rows in a seeded random order, in `target`
-    (made once per generated data set)."""
-    stamp = (source / "_generator.json").read_text()
+    """The CSV files of `source` with their rows in a seeded random order, in
+    `target` (made once per generated data set); impression ids are made
+    random too (a bijection of the generated ids, which rise with time: the
+    rows of one second then tie on the time and are ordered by ids in no
+    relation to their position, as a real log's would be)."""
+    stamp = (source / "_generator.json").read_text() + SHUFFLE_VERSION
     if (target / "_generator.json").exists() and (target / "_generator.json").read_text() == stamp:
         return target
     target.mkdir(parents=True, exist_ok=True)
@@ -413,12 +416,26 @@ def shuffled_copy(source, target):
     for name in ("impressions", "clicks", "listings", "listing_prices"):
         with open(source / f"{name}.csv") as f:
             header, *rows = f.readlines()
+        if name == "impressions":
+            assert header.startswith("impression_id,"), header
+            rows = [random_id(int(r[:r.index(",")])) + r[r.index(","):] for r in rows]
         rng.shuffle(rows)
         with open(target / f"{name}.csv", "w") as f:
             f.write(header)
             f.writelines(rows)
     (target / "_generator.json").write_text(stamp)
     return target
+
+
+# Changes whenever shuffled_copy writes other rows, so that old copies are
+# made again.
+SHUFFLE_VERSION = "\nshuffle 2: impression ids random\n"
+
+
+def random_id(i):
+    """A bijection of the ids below 2^40 that scatters consecutive ones:
+    multiplication by an odd constant and a xor, modulo 2^40."""
+    return str(((i * 0x9E3779B97F) ^ 0x5DEECE66D) % (1 << 40))
 
 
 def scale(leakless, sizes, runs):

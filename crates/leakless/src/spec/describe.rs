@@ -104,7 +104,7 @@ fn describe(spec: &Spec, d: &Derived) -> String {
         Op::Count => format!("number of {events}"),
         Op::Exists => format!("1 when there is at least one of the {events}, else 0"),
         Op::Sum => format!(
-            "sum of non-null `{column}` over the {events} (0 when none; float64 summed in event order with Neumaier compensation)"
+            "sum of non-null `{column}` over the {events} (0 when none; float64: the exact sum, rounded once)"
         ),
         Op::Mean => format!("mean of non-null `{column}` over the {events}; null when none"),
         Op::Min => format!("smallest non-null `{column}` over the {events}; null when none"),

@@ -6,7 +6,8 @@
 //! buffer (CSR: each slot's run is `offsets[s]..offsets[s + 1]`), and each
 //! value column the ops read taken into the same order, with what makes an
 //! op a few array reads: prefix counts of non-null values, exact prefix sums
-//! of integers, and the next and previous non-null position.
+//! of integers, the next and previous non-null position, and the range
+//! structures of [`super::range`] for the ops over sliding windows.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_comparator,
 };
 use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -26,6 +27,7 @@ use futures::TryStreamExt;
 use super::filter::FilterExpr;
 use super::keys::{KeyColumns, KeyDict};
 use super::plan::{IndexPlan, PitPlan};
+use super::range::{DistinctCounts, ExactSums, RangeMin};
 use crate::error::Error;
 use crate::spec::Op;
 
@@ -35,7 +37,8 @@ pub(super) struct SortedValues {
     pub array: ArrayRef,
     /// `nonnull[i]`: non-null values before position `i` (length n + 1).
     pub nonnull: Vec<u32>,
-    /// Exact prefix sums of an int64 column (length n + 1, nulls as 0).
+    /// Exact prefix sums of an int64 column that a `sum` or `mean` reads
+    /// (length n + 1, nulls as 0).
     pub int_sums: Option<Vec<i128>>,
     /// First non-null position `>= i`, or n.
     pub next_nonnull: Vec<u32>,
@@ -43,10 +46,11 @@ pub(super) struct SortedValues {
     pub prev_nonnull: Vec<u32>,
     /// Answers for lifetime windows, which start at their key's first
     /// event: per position `i`, the op over the key's run up to `i`
-    /// inclusive. They make a lifetime `min`, `max`, `count_distinct` or
-    /// float `sum`/`mean` one array read instead of a scan of every earlier
-    /// event of a hot key.
+    /// inclusive. They make a lifetime `min`, `max` or `count_distinct`
+    /// one array read.
     pub lifetime: Lifetime,
+    /// What answers any range in O(1) or O(log n) (see [`super::range`]).
+    pub ranges: RangeAnswers,
 }
 
 /// Prefix answers over each key's run (see [`SortedValues::lifetime`]).
@@ -58,22 +62,71 @@ pub(super) struct Lifetime {
     pub max: Option<Vec<u32>>,
     /// Distinct non-null values so far.
     pub distinct: Option<Vec<u32>>,
-    /// Neumaier state `(sum, compensation)` after the values so far, in
-    /// run order: the same additions as a scan from the run's start.
-    pub float_sum: Option<Vec<(f64, f64)>>,
 }
 
-/// Which lifetime answers a value column needs.
+/// Range structures of one value column (see [`SortedValues::ranges`]).
+#[derive(Debug, Default)]
+pub(super) struct RangeAnswers {
+    /// Float `sum` and `mean`, over any window.
+    pub sums: Option<ExactSums>,
+    /// Sliding `min` and `max`, over the non-null values only: range
+    /// `[nonnull[a], nonnull[b])` of them, mapped back to a position by
+    /// `nonnull_positions` (`None` when the column has no null).
+    pub min: Option<RangeMin>,
+    pub max: Option<RangeMin>,
+    pub nonnull_positions: Option<Vec<u32>>,
+    /// Sliding `count_distinct`.
+    pub distinct: Option<DistinctCounts>,
+}
+
+impl RangeAnswers {
+    /// The position of the smallest (or largest) non-null value in `a..b`,
+    /// the first among equals; `u32::MAX` when there is none.
+    pub fn extreme(&self, nonnull: &[u32], a: usize, b: usize, largest: bool) -> u32 {
+        let (l, r) = (nonnull[a] as usize, nonnull[b] as usize);
+        if l == r {
+            return u32::MAX;
+        }
+        let rmq = if largest { &self.max } else { &self.min };
+        let q = rmq
+            .as_ref()
+            .expect("a range min for a sliding min")
+            .query(l, r);
+        self.nonnull_positions.as_ref().map_or(q as u32, |p| p[q])
+    }
+
+    fn memory_size(&self) -> usize {
+        self.sums.as_ref().map_or(0, ExactSums::memory_size)
+            + [&self.min, &self.max]
+                .iter()
+                .map(|m| m.as_ref().map_or(0, RangeMin::memory_size))
+                .sum::<usize>()
+            + self
+                .nonnull_positions
+                .as_ref()
+                .map_or(0, |p| p.capacity() * 4)
+            + self
+                .distinct
+                .as_ref()
+                .map_or(0, DistinctCounts::memory_size)
+    }
+}
+
+/// Which answers a value column needs, from the ops and windows that read
+/// it.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct LifetimeNeeds {
-    pub min: bool,
-    pub max: bool,
-    pub distinct: bool,
-    pub float_sum: bool,
+pub(super) struct Needs {
+    pub lifetime_min: bool,
+    pub lifetime_max: bool,
+    pub lifetime_distinct: bool,
+    pub sliding_min: bool,
+    pub sliding_max: bool,
+    pub sliding_distinct: bool,
+    pub sums: bool,
 }
 
 impl SortedValues {
-    fn new(array: ArrayRef, offsets: &[u32], needs: LifetimeNeeds) -> Result<Self> {
+    fn new(array: ArrayRef, offsets: &[u32], needs: Needs) -> Result<Self> {
         let n = array.len();
         let mut nonnull = Vec::with_capacity(n + 1);
         nonnull.push(0u32);
@@ -95,7 +148,7 @@ impl SortedValues {
             }
             next_nonnull[i] = next;
         }
-        let int_sums = (array.data_type() == &DataType::Int64).then(|| {
+        let int_sums = (needs.sums && array.data_type() == &DataType::Int64).then(|| {
             let ints = array.as_primitive::<Int64Type>();
             let mut sums = Vec::with_capacity(n + 1);
             sums.push(0i128);
@@ -106,6 +159,7 @@ impl SortedValues {
             sums
         });
         let lifetime = lifetime_answers(&array, offsets, needs)?;
+        let ranges = range_answers(&array, offsets, &nonnull, needs)?;
         Ok(SortedValues {
             array,
             nonnull,
@@ -113,6 +167,7 @@ impl SortedValues {
             next_nonnull,
             prev_nonnull,
             lifetime,
+            ranges,
         })
     }
 
@@ -130,22 +185,18 @@ impl SortedValues {
             .iter()
             .map(|v| v.as_ref().map_or(0, |v| v.capacity() * 4))
             .sum::<usize>()
-            + self
-                .lifetime
-                .float_sum
-                .as_ref()
-                .map_or(0, |v| v.capacity() * 16)
+            + self.ranges.memory_size()
     }
 }
 
 /// The lifetime answers `needs` asks for, run by run.
-fn lifetime_answers(array: &ArrayRef, offsets: &[u32], needs: LifetimeNeeds) -> Result<Lifetime> {
+fn lifetime_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<Lifetime> {
     let n = array.len();
     let mut out = Lifetime::default();
     let runs = || offsets.windows(2).map(|w| (w[0] as usize, w[1] as usize));
     for (largest, wanted, slot) in [
-        (false, needs.min, &mut out.min),
-        (true, needs.max, &mut out.max),
+        (false, needs.lifetime_min, &mut out.min),
+        (true, needs.lifetime_max, &mut out.max),
     ] {
         if !wanted {
             continue;
@@ -173,38 +224,154 @@ fn lifetime_answers(array: &ArrayRef, offsets: &[u32], needs: LifetimeNeeds) -> 
         }
         *slot = Some(best);
     }
-    if needs.distinct {
+    if needs.lifetime_distinct {
+        // The first events of their value in the run, counted up to `i`.
+        let same = previous_same(array, offsets);
         let mut distinct = vec![0u32; n];
-        let mut seen = hashbrown::HashSet::new();
         for (s, e) in runs() {
-            seen.clear();
             let mut count = 0u32;
-            for (i, d) in distinct.iter_mut().enumerate().take(e).skip(s) {
-                if let Some(key) = super::stream::distinct_key(array, i)
-                    && seen.insert(key)
-                {
-                    count += 1;
-                }
-                *d = count;
+            for i in s..e {
+                count += u32::from(matches!(same[i], Some(None)));
+                distinct[i] = count;
             }
         }
         out.distinct = Some(distinct);
     }
-    if needs.float_sum && array.data_type() == &DataType::Float64 {
-        let floats = array.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-        let mut states = vec![(0.0, 0.0); n];
-        for (s, e) in runs() {
-            let mut state = (0.0f64, 0.0f64);
-            for (i, st) in states.iter_mut().enumerate().take(e).skip(s) {
-                if floats.is_valid(i) {
-                    state = super::stream::neumaier_add(state, floats.value(i));
-                }
-                *st = state;
+    Ok(out)
+}
+
+/// Per position: `None` when the value is null, else the previous position
+/// of the same run with the same value (as `count_distinct` compares
+/// values), `Some(None)` when there is none.
+fn previous_same(array: &ArrayRef, offsets: &[u32]) -> Vec<Option<Option<u32>>> {
+    let mut last: hashbrown::HashMap<super::stream::DistinctKey<'_>, u32> =
+        hashbrown::HashMap::new();
+    let mut same = vec![None; array.len()];
+    for w in offsets.windows(2) {
+        let start = w[0];
+        for i in w[0]..w[1] {
+            if let Some(key) = super::stream::distinct_key(array, i as usize) {
+                // A position before the run's start belongs to another key.
+                let previous = last.insert(key, i).filter(|&p| p >= start);
+                same[i as usize] = Some(previous);
             }
         }
-        out.float_sum = Some(states);
+    }
+    same
+}
+
+/// The range structures `needs` asks for.
+fn range_answers(
+    array: &ArrayRef,
+    offsets: &[u32],
+    nonnull: &[u32],
+    needs: Needs,
+) -> Result<RangeAnswers> {
+    let mut out = RangeAnswers::default();
+    if needs.sums && array.data_type() == &DataType::Float64 {
+        let floats = array.as_primitive::<Float64Type>();
+        out.sums = Some(ExactSums::new(floats.len(), |i| {
+            floats.is_valid(i).then(|| floats.value(i))
+        }));
+    }
+    if needs.sliding_min || needs.sliding_max {
+        let positions: Option<Vec<u32>> = (array.null_count() > 0).then(|| {
+            (0..array.len() as u32)
+                .filter(|&i| array.is_valid(i as usize))
+                .collect()
+        });
+        let keys = order_keys(array, positions.as_deref())?;
+        debug_assert_eq!(keys.len(), nonnull[array.len()] as usize);
+        if needs.sliding_max {
+            // The leftmost largest is the leftmost smallest of the keys
+            // reversed.
+            out.max = Some(RangeMin::new(keys.iter().map(|k| !k).collect()));
+        }
+        if needs.sliding_min {
+            out.min = Some(RangeMin::new(keys));
+        }
+        out.nonnull_positions = positions;
+    }
+    if needs.sliding_distinct {
+        out.distinct = Some(DistinctCounts::new(previous_same(array, offsets)));
     }
     Ok(out)
+}
+
+/// Keys whose unsigned order is the values' order for `min` and `max`
+/// (ints and times by value, floats by IEEE 754 total order, strings by
+/// bytes, `false < true`), for the non-null values at `positions` (every
+/// position when `None`).
+fn order_keys(array: &ArrayRef, positions: Option<&[u32]>) -> Result<Vec<u64>> {
+    let n = array.len();
+    let all: Vec<u32>;
+    let positions = match positions {
+        Some(p) => p,
+        None => {
+            all = (0..n as u32).collect();
+            &all
+        }
+    };
+    let sign = 1u64 << 63;
+    Ok(match array.data_type() {
+        DataType::Int64 => {
+            let v = array.as_primitive::<Int64Type>().values();
+            positions
+                .iter()
+                .map(|&i| v[i as usize] as u64 ^ sign)
+                .collect()
+        }
+        DataType::Timestamp(_, _) => {
+            let v = array.as_primitive::<TimestampMicrosecondType>().values();
+            positions
+                .iter()
+                .map(|&i| v[i as usize] as u64 ^ sign)
+                .collect()
+        }
+        DataType::Float64 => {
+            let v = array.as_primitive::<Float64Type>().values();
+            positions
+                .iter()
+                .map(|&i| {
+                    let bits = v[i as usize].to_bits();
+                    if bits & sign != 0 { !bits } else { bits | sign }
+                })
+                .collect()
+        }
+        DataType::Boolean => {
+            let v = array.as_boolean();
+            positions
+                .iter()
+                .map(|&i| u64::from(v.value(i as usize)))
+                .collect()
+        }
+        DataType::Utf8 => {
+            // Ranks of the strings in byte order, equal strings one rank.
+            let v = array.as_string::<i32>();
+            let mut order: Vec<u32> = (0..positions.len() as u32).collect();
+            order.sort_unstable_by(|&x, &y| {
+                let (x, y) = (positions[x as usize], positions[y as usize]);
+                v.value(x as usize)
+                    .as_bytes()
+                    .cmp(v.value(y as usize).as_bytes())
+            });
+            let mut keys = vec![0u64; positions.len()];
+            let mut rank = 0u64;
+            for (k, pair) in order.iter().enumerate() {
+                let text = |j: u32| v.value(positions[j as usize] as usize).as_bytes();
+                if k > 0 && text(order[k - 1]) != text(*pair) {
+                    rank += 1;
+                }
+                keys[*pair as usize] = rank;
+            }
+            keys
+        }
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "no order keys for type {other}"
+            )));
+        }
+    })
 }
 
 /// The rows of one (source, key, `where`), per key, sorted.
@@ -430,7 +597,7 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let needs = lifetime_needs(plan, index, i);
+            let needs = needs(plan, index, i);
             SortedValues::new(take(table.column(v), &rows, None)?, &offsets, needs)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -442,19 +609,23 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
     })
 }
 
-/// The lifetime answers value column `value` of `index` needs.
-fn lifetime_needs(plan: &PitPlan, index: &IndexPlan, value: usize) -> LifetimeNeeds {
-    let mut needs = LifetimeNeeds::default();
+/// The answers value column `value` of `index` needs.
+fn needs(plan: &PitPlan, index: &IndexPlan, value: usize) -> Needs {
+    let mut needs = Needs::default();
     for &c in &index.columns {
         let column = &plan.columns[c];
-        if column.value != Some(value) || column.lo.is_some() || index.dimension {
+        if column.value != Some(value) || index.dimension {
             continue;
         }
+        let lifetime = column.lo.is_none();
         match column.derived.op {
-            Op::Min => needs.min = true,
-            Op::Max => needs.max = true,
-            Op::CountDistinct => needs.distinct = true,
-            Op::Sum | Op::Mean => needs.float_sum = true,
+            Op::Min if lifetime => needs.lifetime_min = true,
+            Op::Min => needs.sliding_min = true,
+            Op::Max if lifetime => needs.lifetime_max = true,
+            Op::Max => needs.sliding_max = true,
+            Op::CountDistinct if lifetime => needs.lifetime_distinct = true,
+            Op::CountDistinct => needs.sliding_distinct = true,
+            Op::Sum | Op::Mean => needs.sums = true,
             _ => {}
         }
     }

@@ -13,12 +13,23 @@
 //!
 //! # Cost per spine row and index
 //! The key's slot (one array read for dense int keys, a hash lookup
-//! otherwise), a galloping search per distinct window bound, then per
-//! column: `count`, `exists`, `time_since_*`, int `sum`/`mean`, `first`,
-//! `last` and lookups are a few array reads; lifetime `min`, `max`,
-//! `count_distinct` and float `sum`/`mean` read the run's prefix answers;
-//! over a sliding window those four scan the window's events (bounded by
-//! the window, not by the key's history).
+//! otherwise), a galloping search per distinct window bound (O(1) steps
+//! when the key's probes come in time order, O(log n) otherwise), then per
+//! column a cost that does not grow with the events in the window:
+//!
+//! | op | structure (built once per index) | per row |
+//! |---|---|---|
+//! | `count`, `exists` | the range `[a, b)` itself | O(1) |
+//! | `time_since_last`, `time_since_first` | the sorted times | O(1) |
+//! | int `sum`, `mean` | exact i128 prefix sums | O(1) |
+//! | float `sum`, `mean` | exact fixed-point prefix sums ([`range::ExactSums`]) | O(1) |
+//! | `first`, `last` | next / previous non-null position | O(1) |
+//! | lifetime `min`, `max`, `count_distinct` | the answer per position of the run | O(1) |
+//! | sliding `min`, `max` | block sparse table ([`range::RangeMin`]) | O(1) |
+//! | sliding `count_distinct` | previous same-value positions in a wavelet matrix ([`range::DistinctCounts`]) | O(1) amortised when the key's windows move forward a little, else O(log n) |
+//! | `lookup`, `time_since` (dimensions) | the version before `t - d` | O(1) |
+//!
+//! Labels are event ops over forward windows and use the same structures.
 //!
 //! Events at one instant keep input order (files in path order, then row
 //! order). Rows with `t + o + w > watermark` for some label are immature:
@@ -44,6 +55,7 @@ pub mod index;
 mod indexed;
 mod keys;
 pub mod plan;
+pub mod range;
 mod stream;
 
 pub use exec::{IndexedSummary, PointInTimeExec};

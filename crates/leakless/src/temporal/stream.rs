@@ -9,14 +9,13 @@
 //!            key slots, window ranges by cursor ─> ops ─> output batch
 //! ```
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int8Array, Int64Array, RecordBatch,
-    UInt32Array, make_comparator,
+    UInt32Array,
 };
-use datafusion::arrow::compute::{SortOptions, filter_record_batch, take};
+use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
@@ -38,6 +37,10 @@ pub(super) struct Prober {
     spine_filter: Option<FilterExpr>,
     /// Per label: the end of its window past `t` and its watermark.
     maturity: Vec<(i64, i64)>,
+    /// Per column, for a sliding `count_distinct`: per key slot its last
+    /// window `[a, b)` and count (see `DistinctCounts::step`); empty for
+    /// other columns.
+    distinct: Vec<Vec<[u32; 3]>>,
 }
 
 /// What one spine batch became.
@@ -69,6 +72,20 @@ impl Prober {
             None => None,
         };
         let maturity = watermarks(&side, &plan)?;
+        let distinct = plan
+            .columns
+            .iter()
+            .map(|c| {
+                let sliding = c.derived.op == Op::CountDistinct && c.lo.is_some();
+                // Zeros: pages of keys never probed are never touched.
+                let slots = if sliding {
+                    side.indexes[c.index].dict.len()
+                } else {
+                    0
+                };
+                vec![[0u32; 3]; slots]
+            })
+            .collect();
         Ok(Prober {
             side,
             plan,
@@ -76,6 +93,7 @@ impl Prober {
             cursors,
             spine_filter,
             maturity,
+            distinct,
         })
     }
 
@@ -136,7 +154,6 @@ impl Prober {
             .collect();
         let mut outputs: Vec<Option<ArrayRef>> = vec![None; self.plan.columns.len()];
         let mut slots = Vec::with_capacity(rows);
-        let mut scratch = Scratch::default();
         let (plan, side) = (self.plan.clone(), self.side.clone());
         for (i, (index_plan, index)) in plan.indexes.iter().zip(&side.indexes).enumerate() {
             let keys: Vec<&ArrayRef> = index_plan
@@ -150,7 +167,8 @@ impl Prober {
             let ranges = self.ranges(i, &slots, &times);
             for (window, &c) in ranges.iter().zip(&index_plan.columns) {
                 let column = &plan.columns[c];
-                outputs[c] = Some(answer(column, index, window, &times, &mut scratch)?);
+                let distinct = &mut self.distinct[c];
+                outputs[c] = Some(answer(column, index, window, &times, &slots, distinct)?);
             }
         }
         arrays.extend(
@@ -246,13 +264,16 @@ impl Prober {
 /// state is prefetched twice as far ahead).
 const PREFETCH_AHEAD: usize = 8;
 
-/// Column `column` for every row, from its window's positions.
+/// Column `column` for every row, from its window's positions (`slots`:
+/// each row's key; `distinct`: the per-key state of a sliding
+/// `count_distinct`).
 fn answer(
     column: &ColumnPlan,
     index: &KeyIndex,
     ranges: &[(usize, usize)],
     times: &[i64],
-    scratch: &mut Scratch,
+    slots: &[Option<u32>],
+    distinct: &mut [[u32; 3]],
 ) -> Result<ArrayRef> {
     // The common ops in tight loops; the rest row by row.
     Ok(match column.derived.op {
@@ -279,10 +300,21 @@ fn answer(
                 },
             )))
         }
+        Op::CountDistinct if column.lo.is_some() => {
+            let v = column.value.map(|v| &index.values[v]);
+            let counts = (v.and_then(|v| v.ranges.distinct.as_ref()))
+                .expect("a sliding count_distinct has its counts");
+            Arc::new(Int64Array::from_iter_values(ranges.iter().zip(slots).map(
+                |(&(a, b), slot)| match slot {
+                    Some(slot) if b > a => counts.step(&mut distinct[*slot as usize], a, b) as i64,
+                    _ => 0,
+                },
+            )))
+        }
         _ => {
             let mut acc = Acc::new(column, ranges.len());
             for (&range, &t) in ranges.iter().zip(times) {
-                acc.push(column, index, range, t, scratch)?;
+                acc.push(column, index, range, t)?;
             }
             acc.finish(column.value.map(|v| &index.values[v]))?
         }
@@ -330,12 +362,6 @@ pub(super) fn label_watermarks(side: &IndexedSide, plan: &PitPlan) -> Vec<(Strin
         .collect()
 }
 
-/// Reused buffers of the scanning ops.
-#[derive(Default)]
-struct Scratch {
-    seen: HashSet<u64>,
-}
-
 /// One output column being filled.
 enum Acc {
     Int64(Vec<Option<i64>>),
@@ -357,37 +383,14 @@ fn seconds_between(t: i64, e: i64) -> i64 {
     micros.div_euclid(i128::from(MICROS_PER_SECOND)) as i64
 }
 
-/// The float sum of `a..b`: from the lifetime prefix when the window is
-/// lifetime (the same additions in the same order), else by a scan.
-fn lifetime_float_sum(v: &SortedValues, column: &ColumnPlan, a: usize, b: usize) -> f64 {
-    match (&v.lifetime.float_sum, column.lo) {
-        (Some(states), None) if b > a => states[b - 1].0 + states[b - 1].1,
-        (Some(_), None) => 0.0,
-        _ => float_sum(v.array.as_primitive::<Float64Type>(), a, b),
-    }
-}
-
-/// One step of Neumaier's compensated summation: `(sum, compensation)`
-/// after adding `x`.
-pub(super) fn neumaier_add((sum, compensation): (f64, f64), x: f64) -> (f64, f64) {
-    let next = sum + x;
-    let compensation = if sum.abs() >= x.abs() {
-        compensation + ((sum - next) + x)
-    } else {
-        compensation + ((x - next) + sum)
-    };
-    (next, compensation)
-}
-
-/// Neumaier-compensated sum of the non-null floats in `a..b`.
-fn float_sum(values: &Float64Array, a: usize, b: usize) -> f64 {
-    let mut state = (0.0f64, 0.0f64);
-    for i in a..b {
-        if values.is_valid(i) {
-            state = neumaier_add(state, values.value(i));
-        }
-    }
-    state.0 + state.1
+/// The float sum of `a..b`, exact and rounded once.
+fn float_sum(v: &SortedValues, a: usize, b: usize) -> f64 {
+    let sums = v
+        .ranges
+        .sums
+        .as_ref()
+        .expect("a float sum has its prefix sums");
+    sums.sum(a, b)
 }
 
 impl Acc {
@@ -422,7 +425,6 @@ impl Acc {
         index: &KeyIndex,
         (a, b): (usize, usize),
         t: i64,
-        scratch: &mut Scratch,
     ) -> Result<()> {
         let values: Option<&SortedValues> = column.value.map(|v| &index.values[v]);
         // A lifetime window starts at the key's first event: its answer is
@@ -451,22 +453,22 @@ impl Acc {
             }
             (Acc::Float(out), Op::Sum) => {
                 let v = values.expect("sum reads a column");
-                out.push(Some(lifetime_float_sum(v, column, a, b)))
+                out.push(Some(float_sum(v, a, b)))
             }
             (Acc::Float(out), Op::Mean) => {
                 let v = values.expect("mean reads a column");
                 let n = nonnull(v);
                 out.push((n > 0).then(|| match &v.int_sums {
                     Some(sums) => (sums[b] - sums[a]) as f64 / n as f64,
-                    None => lifetime_float_sum(v, column, a, b) / n as f64,
+                    None => float_sum(v, a, b) / n as f64,
                 }))
             }
             (Acc::Int64(out), Op::CountDistinct) => {
                 let v = values.expect("count_distinct reads a column");
+                // A sliding window is answered whole by `answer`.
                 let n = match prefix(&v.lifetime.distinct) {
-                    Some(u32::MAX) => 0,
+                    Some(u32::MAX) | None => 0,
                     Some(n) => n as usize,
-                    None => count_distinct(&v.array, a, b, scratch),
                 };
                 out.push(Some(n as i64))
             }
@@ -498,7 +500,7 @@ impl Acc {
                 };
                 out.push(match prefix(answers) {
                     Some(p) => p,
-                    None => extreme(&v.array, a, b, op == Op::Max)?,
+                    None => v.ranges.extreme(&v.nonnull, a, b, op == Op::Max),
                 })
             }
             (_, op) => {
@@ -528,31 +530,6 @@ impl Acc {
     }
 }
 
-/// The position of the smallest (or largest) non-null value in `a..b`; the
-/// first such position among equals. Floats compare by total order.
-fn extreme(array: &ArrayRef, a: usize, b: usize, largest: bool) -> Result<u32> {
-    let compare = make_comparator(array.as_ref(), array.as_ref(), SortOptions::default())?;
-    let mut best: Option<usize> = None;
-    for i in a..b {
-        if array.is_null(i) {
-            continue;
-        }
-        best = match best {
-            None => Some(i),
-            Some(j) => {
-                let order = compare(i, j);
-                let better = if largest {
-                    order.is_gt()
-                } else {
-                    order.is_lt()
-                };
-                Some(if better { i } else { j })
-            }
-        };
-    }
-    Ok(best.map_or(u32::MAX, |p| p as u32))
-}
-
 /// A value as `count_distinct` compares it: ints, timestamps and bools by
 /// value, floats by bits with -0.0 read as 0.0, strings by bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -576,20 +553,4 @@ pub(super) fn distinct_key(array: &ArrayRef, i: usize) -> Option<DistinctKey<'_>
         DataType::Int64 => DistinctKey::Bits(array.as_primitive::<Int64Type>().value(i) as u64),
         _ => DistinctKey::Bits(array.as_primitive::<TimestampMicrosecondType>().value(i) as u64),
     })
-}
-
-/// Distinct non-null values in `a..b`.
-fn count_distinct(array: &ArrayRef, a: usize, b: usize, scratch: &mut Scratch) -> usize {
-    if array.data_type() == &DataType::Utf8 {
-        let mut seen = HashSet::new();
-        seen.extend((a..b).filter_map(|i| distinct_key(array, i)));
-        return seen.len();
-    }
-    let seen = &mut scratch.seen;
-    seen.clear();
-    seen.extend((a..b).filter_map(|i| match distinct_key(array, i) {
-        Some(DistinctKey::Bits(bits)) => Some(bits),
-        _ => None,
-    }));
-    seen.len()
 }
