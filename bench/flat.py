@@ -11,7 +11,7 @@ an int value of 1,000 distinct ones; the spine is `--spine` rows at random
 keys and times, written in random order with random ids. Each op is run
 `--runs` times per density, the densities in turn in each round; the probe
 stage's CPU time (from `--json`) over the spine rows is reported, median of
-the runs. Writes bench/FLAT.md and keeps the figures in bench/flat.json.
+the runs. `LEAKLESS_BIN=PATH` uses that binary instead of building one. Writes bench/FLAT.md and keeps the figures in bench/flat.json.
 """
 import argparse
 import json
@@ -103,6 +103,8 @@ def main():
         folders[d] = HERE / "data" / f"flat-{d}-{args.spine}"
         generate(run.PY, folders[d], d, args.spine, seed=d)
     probe = {(op, d): [] for op in OPS for d in densities}
+    build = {(op, d): [] for op in OPS for d in densities}
+    events = {}
     wall = {(op, d): [] for op in OPS for d in densities}
     rows = {}
     for _ in range(args.runs):
@@ -114,6 +116,8 @@ def main():
                                                 "--overwrite", "--quiet", "--json"], stdout=subprocess.PIPE)
                 summary = json.loads(stdout)
                 probe[(op, d)].append(summary["timings"]["probe"])
+                build[(op, d)].append(summary["timings"]["index_build"])
+                events[d] = summary["rows_read"]["events"]
                 wall[(op, d)].append(seconds)
                 rows[d] = summary["rows_written"]
                 print(f"{op:<16} {d:>6} events/window: probe {summary['timings']['probe']:.3f} s, wall {seconds:.2f} s",
@@ -121,19 +125,22 @@ def main():
     result = {"spine": args.spine, "runs": args.runs, "densities": densities, "rows": rows,
               "probe_ns_per_row": {op: {d: statistics.median(probe[(op, d)]) / rows[d] * 1e9 for d in densities}
                                    for op in OPS},
+              "index_build_ns_per_event": {op: {d: statistics.median(build[(op, d)]) / events[d] * 1e9
+                                                for d in densities} for op in OPS},
               "wall_s": {op: {d: statistics.median(wall[(op, d)]) for d in densities} for op in OPS}}
     (HERE / "flat.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# Cost per spine row as the events per window grow", "",
              f"Command: `python3 bench/flat.py --densities {args.densities} --spine {args.spine} --runs {args.runs}`. "
              f"One feature per build over a sliding {WINDOW_H} h window; about {EVENTS:,} events at every density "
              f"(fewer keys when each is denser), {args.spine:,} spine rows in random order with random ids. "
-             "Probe CPU (ns per spine row, the `probe` figure of `--json`, median of the runs) and the build's "
-             "wall time (s, median).", "",
+             "Probe CPU (ns per spine row, the `probe` figure of `--json`, median of the runs), the index build "
+             "(ns per event, `index_build`, median) and the build's wall time (s, median).", "",
              "| op | " + " | ".join(f"{d:,} events/window" for d in densities) + " | largest / smallest |",
              "|---|" + "---:|" * (len(densities) + 1)]
     for op in OPS:
         ns = result["probe_ns_per_row"][op]
-        cells = [f"{ns[d]:.0f} ns ({result['wall_s'][op][d]:.2f} s)" for d in densities]
+        ib = result["index_build_ns_per_event"][op]
+        cells = [f"{ns[d]:.0f} ns; {ib[d]:.0f} ns/event; {result['wall_s'][op][d]:.2f} s" for d in densities]
         lines.append(f"| `{op}` | " + " | ".join(cells) + f" | {ns[densities[-1]] / ns[densities[0]]:.2f} |")
     (HERE / "FLAT.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -41,6 +41,10 @@ def ensure_venv():
 
 
 def leakless_binary():
+    # A binary given in LEAKLESS_BIN (one built earlier, while cargo is busy
+    # with something else) is used as it is.
+    if os.environ.get("LEAKLESS_BIN"):
+        return Path(os.environ["LEAKLESS_BIN"])
     # The target folder `.ci/run` uses, unless one is set: one build serves both.
     os.environ.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache" / "leakless-target"))
     sh("cargo", "build", "--release", "--quiet", "-p", "leakless-cli", cwd=ROOT)
