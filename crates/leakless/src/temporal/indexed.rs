@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_comparator,
+    new_empty_array,
 };
 use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
@@ -34,16 +35,22 @@ use crate::spec::Op;
 /// One value column in index order.
 #[derive(Debug)]
 pub(super) struct SortedValues {
+    /// The values, when an op takes them (`min`, `max`, `first`, `last`,
+    /// `lookup`, `time_since`); otherwise empty, since the structures below
+    /// answer the other ops.
     pub array: ArrayRef,
-    /// `nonnull[i]`: non-null values before position `i` (length n + 1).
-    pub nonnull: Vec<u32>,
+    /// `nonnull[i]`: non-null values before position `i` (length n + 1);
+    /// `None` when the column has no null (then it is `i`).
+    nonnull: Option<Vec<u32>>,
     /// Exact prefix sums of an int64 column that a `sum` or `mean` reads
     /// (length n + 1, nulls as 0).
     pub int_sums: Option<Vec<i128>>,
-    /// First non-null position `>= i`, or n.
-    pub next_nonnull: Vec<u32>,
-    /// Last non-null position `<= i`, or `u32::MAX`.
-    pub prev_nonnull: Vec<u32>,
+    /// First non-null position `>= i`, or n; built for `first` over a
+    /// column with nulls (`None`: it is `i`).
+    next_nonnull: Option<Vec<u32>>,
+    /// Last non-null position `<= i`, or `u32::MAX`; built for `last` over
+    /// a column with nulls (`None`: it is `i`).
+    prev_nonnull: Option<Vec<u32>>,
     /// Answers for lifetime windows, which start at their key's first
     /// event: per position `i`, the op over the key's run up to `i`
     /// inclusive. They make a lifetime `min`, `max` or `count_distinct`
@@ -82,8 +89,8 @@ pub(super) struct RangeAnswers {
 impl RangeAnswers {
     /// The position of the smallest (or largest) non-null value in `a..b`,
     /// the first among equals; `u32::MAX` when there is none.
-    pub fn extreme(&self, nonnull: &[u32], a: usize, b: usize, largest: bool) -> u32 {
-        let (l, r) = (nonnull[a] as usize, nonnull[b] as usize);
+    pub fn extreme(&self, values: &SortedValues, a: usize, b: usize, largest: bool) -> u32 {
+        let (l, r) = (values.nonnull_before(a), values.nonnull_before(b));
         if l == r {
             return u32::MAX;
         }
@@ -116,6 +123,10 @@ impl RangeAnswers {
 /// it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Needs {
+    /// An op takes values from the array.
+    pub take: bool,
+    pub first: bool,
+    pub last: bool,
     pub lifetime_min: bool,
     pub lifetime_max: bool,
     pub lifetime_distinct: bool,
@@ -128,26 +139,37 @@ pub(super) struct Needs {
 impl SortedValues {
     fn new(array: ArrayRef, offsets: &[u32], needs: Needs) -> Result<Self> {
         let n = array.len();
-        let mut nonnull = Vec::with_capacity(n + 1);
-        nonnull.push(0u32);
-        let mut prev_nonnull = Vec::with_capacity(n);
-        let mut last = u32::MAX;
-        for i in 0..n {
-            let valid = array.is_valid(i);
-            nonnull.push(nonnull[i] + u32::from(valid));
-            if valid {
-                last = i as u32;
+        let nulls = array.null_count() > 0;
+        let nonnull = nulls.then(|| {
+            let mut nonnull = Vec::with_capacity(n + 1);
+            nonnull.push(0u32);
+            for i in 0..n {
+                nonnull.push(nonnull[i] + u32::from(array.is_valid(i)));
             }
-            prev_nonnull.push(last);
-        }
-        let mut next_nonnull = vec![n as u32; n];
-        let mut next = n as u32;
-        for i in (0..n).rev() {
-            if array.is_valid(i) {
-                next = i as u32;
+            nonnull
+        });
+        let prev_nonnull = (nulls && needs.last).then(|| {
+            let mut last = u32::MAX;
+            (0..n)
+                .map(|i| {
+                    if array.is_valid(i) {
+                        last = i as u32;
+                    }
+                    last
+                })
+                .collect()
+        });
+        let next_nonnull = (nulls && needs.first).then(|| {
+            let mut next_nonnull = vec![n as u32; n];
+            let mut next = n as u32;
+            for i in (0..n).rev() {
+                if array.is_valid(i) {
+                    next = i as u32;
+                }
+                next_nonnull[i] = next;
             }
-            next_nonnull[i] = next;
-        }
+            next_nonnull
+        });
         let int_sums = (needs.sums && array.data_type() == &DataType::Int64).then(|| {
             let ints = array.as_primitive::<Int64Type>();
             let mut sums = Vec::with_capacity(n + 1);
@@ -159,7 +181,12 @@ impl SortedValues {
             sums
         });
         let lifetime = lifetime_answers(&array, offsets, needs)?;
-        let ranges = range_answers(&array, offsets, &nonnull, needs)?;
+        let ranges = range_answers(&array, offsets, needs)?;
+        let array = if needs.take {
+            array
+        } else {
+            new_empty_array(array.data_type())
+        };
         Ok(SortedValues {
             array,
             nonnull,
@@ -171,12 +198,30 @@ impl SortedValues {
         })
     }
 
+    /// Non-null values before position `i`.
+    pub fn nonnull_before(&self, i: usize) -> usize {
+        self.nonnull.as_ref().map_or(i, |n| n[i] as usize)
+    }
+
+    /// The first non-null position at or after `i` (n when none).
+    pub fn next_nonnull(&self, i: usize) -> u32 {
+        let next = self.next_nonnull.as_ref();
+        next.map_or(i as u32, |n| n[i])
+    }
+
+    /// The last non-null position at or before `i` (`u32::MAX` when none).
+    pub fn prev_nonnull(&self, i: usize) -> u32 {
+        let prev = self.prev_nonnull.as_ref();
+        prev.map_or(i as u32, |p| p[i])
+    }
+
     fn memory_size(&self) -> usize {
+        let u32s = |v: &Option<Vec<u32>>| v.as_ref().map_or(0, |v| v.capacity() * 4);
         self.array.get_array_memory_size()
-            + self.nonnull.capacity() * 4
+            + u32s(&self.nonnull)
             + self.int_sums.as_ref().map_or(0, |s| s.capacity() * 16)
-            + self.next_nonnull.capacity() * 4
-            + self.prev_nonnull.capacity() * 4
+            + u32s(&self.next_nonnull)
+            + u32s(&self.prev_nonnull)
             + [
                 &self.lifetime.min,
                 &self.lifetime.max,
@@ -261,12 +306,7 @@ fn previous_same(array: &ArrayRef, offsets: &[u32]) -> Vec<Option<Option<u32>>> 
 }
 
 /// The range structures `needs` asks for.
-fn range_answers(
-    array: &ArrayRef,
-    offsets: &[u32],
-    nonnull: &[u32],
-    needs: Needs,
-) -> Result<RangeAnswers> {
+fn range_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<RangeAnswers> {
     let mut out = RangeAnswers::default();
     if needs.sums && array.data_type() == &DataType::Float64 {
         let floats = array.as_primitive::<Float64Type>();
@@ -281,7 +321,7 @@ fn range_answers(
                 .collect()
         });
         let keys = order_keys(array, positions.as_deref())?;
-        debug_assert_eq!(keys.len(), nonnull[array.len()] as usize);
+        debug_assert_eq!(keys.len(), array.len() - array.null_count());
         if needs.sliding_max {
             // The leftmost largest is the leftmost smallest of the keys
             // reversed.
@@ -517,11 +557,10 @@ pub(super) async fn collect(
         })
         .collect();
     let tables: Vec<RecordBatch> = tables.into_iter().map(|(table, _)| table).collect();
-    let mut indexes = Vec::with_capacity(plan.indexes.len());
-    for index in &plan.indexes {
-        let built = build_index(&plan, index, &tables[index.input])?;
+    let workers = context.session_config().target_partitions();
+    let indexes = build_indexes(&plan, &tables, workers)?;
+    for built in &indexes {
         reservation.try_grow(built.memory_size())?;
-        indexes.push(built);
     }
     let rows = tables.iter().map(RecordBatch::num_rows).collect();
     // The raw tables are dropped here: the indexes hold what the ops read.
@@ -536,6 +575,37 @@ pub(super) async fn collect(
         index_seconds: collected.elapsed().as_secs_f64(),
         _reservation: reservation,
     }))
+}
+
+/// Every index of the plan, built on up to `workers` threads, each taking
+/// the next unbuilt index in plan order; the first error in plan order is
+/// the one returned, whichever thread meets it first.
+fn build_indexes(plan: &PitPlan, tables: &[RecordBatch], workers: usize) -> Result<Vec<KeyIndex>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let built: Vec<std::sync::Mutex<Option<Result<KeyIndex>>>> =
+        plan.indexes.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, plan.indexes.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(index) = plan.indexes.get(i) else {
+                        break;
+                    };
+                    let result = build_index(plan, index, &tables[index.input]);
+                    *built[i].lock().expect("no worker panics holding it") = Some(result);
+                }
+            });
+        }
+    });
+    built
+        .into_iter()
+        .map(|b| {
+            b.into_inner()
+                .expect("no worker panics holding it")
+                .expect("every index taken by a worker")
+        })
+        .collect()
 }
 
 fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result<KeyIndex> {
@@ -614,11 +684,22 @@ fn needs(plan: &PitPlan, index: &IndexPlan, value: usize) -> Needs {
     let mut needs = Needs::default();
     for &c in &index.columns {
         let column = &plan.columns[c];
-        if column.value != Some(value) || index.dimension {
+        if column.value != Some(value) {
+            continue;
+        }
+        if index.dimension {
+            // `lookup` and `time_since` read the version's value.
+            needs.take = true;
             continue;
         }
         let lifetime = column.lo.is_none();
+        needs.take |= matches!(
+            column.derived.op,
+            Op::Min | Op::Max | Op::First | Op::Last | Op::Lookup | Op::TimeSince
+        );
         match column.derived.op {
+            Op::First => needs.first = true,
+            Op::Last => needs.last = true,
             Op::Min if lifetime => needs.lifetime_min = true,
             Op::Min => needs.sliding_min = true,
             Op::Max if lifetime => needs.lifetime_max = true,

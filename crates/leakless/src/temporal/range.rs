@@ -5,7 +5,7 @@
 //!
 //! | structure | serves | query | memory per event |
 //! |---|---|---|---|
-//! | [`ExactSums`]: fixed-point prefix sums of the floats, scaled by the column's smallest bit | float `sum`, `mean` | O(1): one subtraction, one rounding | 16 bytes (i128), more only for columns whose values span more than about 90 binary orders |
+//! | [`ExactSums`]: fixed-point prefix sums of the floats, scaled by the column's smallest bit | float `sum`, `mean` | O(1): one subtraction, one rounding | 8 bytes (i64) when the column's values span at most about 63 - log2(n) binary orders, else 16 (i128), more only beyond about 127 - log2(n) |
 //! | [`RangeMin`]: per block of 64 a monotonic stack as a bit mask, a sparse table over the blocks' minima | `min`, `max` | O(1): two masks, two table entries, four keys | 16 bytes, plus 4 log2(n/64) / 64 |
 //! | [`DistinctCounts`]: each event's previous and next event of the same value in its run, and a wavelet matrix over the previous positions | `count_distinct` | O(log n) rank steps from scratch; O(1) amortised from the previous window of the key when probes move forward | about 8 bytes + 1.5 log2(n) bits |
 //!
@@ -44,6 +44,9 @@ pub struct ExactSums {
 
 #[derive(Debug)]
 enum Prefix {
+    /// Prefix sums that fit in 63 bits and a sign (most columns: prices,
+    /// amounts, durations in a few binary orders).
+    Small(Vec<i64>),
     Narrow(Vec<i128>),
     /// `limbs` little-endian two's complement words per prefix.
     Wide {
@@ -89,7 +92,19 @@ impl ExactSums {
         // Bits of the largest prefix magnitude, plus a sign bit.
         let span = if lowest == i32::MAX { 0 } else { top - lowest };
         let width = span as usize + usize::BITS as usize - n.leading_zeros() as usize + 1;
-        let prefix = if width <= 127 {
+        let prefix = if width <= 64 {
+            let mut sums = Vec::with_capacity(n + 1);
+            let mut sum = 0i64;
+            sums.push(sum);
+            for x in values() {
+                if let Some((negative, m, e)) = x.and_then(decompose) {
+                    let v = (m << (e - exponent)) as i64;
+                    sum += if negative { -v } else { v };
+                }
+                sums.push(sum);
+            }
+            Prefix::Small(sums)
+        } else if width <= 127 {
             let mut sums = Vec::with_capacity(n + 1);
             let mut sum = 0i128;
             sums.push(sum);
@@ -153,6 +168,10 @@ impl ExactSums {
             }
         }
         match &self.prefix {
+            Prefix::Small(sums) => {
+                let d = sums[b] - sums[a];
+                round_to_f64(d < 0, &[d.unsigned_abs()], self.exponent)
+            }
             Prefix::Narrow(sums) => {
                 let d = sums[b] - sums[a];
                 let m = d.unsigned_abs();
@@ -179,6 +198,7 @@ impl ExactSums {
 
     pub fn memory_size(&self) -> usize {
         let prefix = match &self.prefix {
+            Prefix::Small(s) => s.capacity() * 8,
             Prefix::Narrow(s) => s.capacity() * 16,
             Prefix::Wide { words, .. } => words.capacity() * 8,
         };

@@ -435,7 +435,7 @@ impl Acc {
                 .filter(|_| column.lo.is_none())
                 .map(|p| if b > a { p[b - 1] } else { u32::MAX })
         };
-        let nonnull = |v: &SortedValues| (v.nonnull[b] - v.nonnull[a]) as usize;
+        let nonnull = |v: &SortedValues| v.nonnull_before(b) - v.nonnull_before(a);
         match (self, column.derived.op) {
             (Acc::Int64(out), Op::TimeSinceFirst) => {
                 out.push((b > a).then(|| seconds_between(t, index.times[a])))
@@ -474,13 +474,13 @@ impl Acc {
             }
             (Acc::Take(out), Op::First) => {
                 let v = values.expect("first reads a column");
-                let p = if a < b { v.next_nonnull[a] } else { u32::MAX };
+                let p = if a < b { v.next_nonnull(a) } else { u32::MAX };
                 out.push(if (p as usize) < b { p } else { u32::MAX })
             }
             (Acc::Take(out), Op::Last) => {
                 let v = values.expect("last reads a column");
                 let p = if a < b {
-                    v.prev_nonnull[b - 1]
+                    v.prev_nonnull(b - 1)
                 } else {
                     u32::MAX
                 };
@@ -500,7 +500,7 @@ impl Acc {
                 };
                 out.push(match prefix(answers) {
                     Some(p) => p,
-                    None => v.ranges.extreme(&v.nonnull, a, b, op == Op::Max),
+                    None => v.ranges.extreme(v, a, b, op == Op::Max),
                 })
             }
             (_, op) => {
