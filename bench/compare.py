@@ -3,7 +3,8 @@
 usage: compare.py LEAKLESS_DATASET OTHER_DATASET [--all-columns]
 Both are read with DuckDB (hive partitioning), timestamps as epoch
 microseconds; every column of every row is compared (a multiset difference
-both ways, so duplicates count), and the first differing impression is shown.
+both ways, so duplicates count), and the first differing row (by the first
+column) is shown.
 With --all-columns, every column of leakless's dataset is compared (int8
 labels as integers), in its order.
 """
@@ -43,8 +44,10 @@ na = con.execute("SELECT count(*) FROM a").fetchone()[0]
 nb = con.execute("SELECT count(*) FROM b").fetchone()[0]
 if na != nb:
     sys.exit(f"row counts differ: {na} vs {nb}")
-only_a = con.execute("SELECT * FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) ORDER BY impression_id LIMIT 1").fetchall()
-only_b = con.execute("SELECT * FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) ORDER BY impression_id LIMIT 1").fetchall()
+# The first differing row by the first column (impression_id, request_id, ...).
+first = COLUMNS[0].split(" AS ")[-1]
+only_a = con.execute(f"SELECT * FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b) ORDER BY {first} LIMIT 1").fetchall()
+only_b = con.execute(f"SELECT * FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a) ORDER BY {first} LIMIT 1").fetchall()
 if only_a or only_b:
     sys.exit(f"rows differ: leakless has {only_a}, the other has {only_b}")
 print(f"identical: {na} rows")

@@ -1,0 +1,178 @@
+"""The second rich spec: leakless against a hand-written Polars job of the
+same definitions, on data of bench/gen_rich2.py.
+
+usage: python3 bench/rich2.py [--requests 10000000] [--runs 3] [--leakless PATH] [--format parquet|csv]
+
+Creates bench/.venv (numpy, pyarrow, Polars, DuckDB) if missing, generates
+the data once into bench/data/rich2-N-HASH (HASH: of gen_rich2.py, so that
+the data is made again when the generator changes), runs
+`leakless build --spec bench/rich2.toml` and bench/ref_polars_rich2.py
+`--runs` times, in turn in each round (run.in_rounds: a slow spell of this
+shared machine falls on both), checks that their rows are identical on
+every column (compare.py --all-columns), stores the measurements in
+bench/rich2.json (one entry per size) and writes bench/RICH2.md from it.
+Without --leakless, leakless is built in release mode (run.leakless_binary).
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import run  # the virtualenv, timing and rounds of the main benchmark
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "rich2.json"
+SOURCES = {"requests": "requests", "views": "views", "purchases": "purchases",
+           "item_prices": "item_prices", "user_segments": "user_segments"}
+LEAKLESS = "leakless --spec bench/rich2.toml"
+POLARS = "Polars, the same definitions by hand (ref_polars_rich2.py)"
+
+
+def ensure_venv():
+    if not run.PY.exists():
+        run.sh(sys.executable, "-m", "venv", run.VENV)
+    run.sh(run.PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+           "numpy", "pyarrow", "polars", "duckdb")
+
+
+def data_folder(n, fmt):
+    key = hashlib.sha256((HERE / "gen_rich2.py").read_bytes()).hexdigest()[:10]
+    return HERE / "data" / (f"rich2-{n}-{key}" if fmt == "parquet" else f"rich2-{n}-{fmt}-{key}")
+
+
+def source_path(data, name, fmt):
+    """A table's file, or its folder when the generator split it into parts."""
+    single = data / f"{name}.{fmt}"
+    return single if single.exists() else data / name
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model or platform.machine()}), {mem:.0f} GiB"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    ap.add_argument("--leakless", help="a leakless binary (default: build it in release mode)")
+    args = ap.parse_args()
+    ensure_venv()
+    leakless = Path(args.leakless) if args.leakless else run.leakless_binary()
+    if not leakless.name.endswith("leakless"):
+        # run.in_rounds tells leakless (which overwrites its own output) from
+        # the references (whose output it removes) by this name.
+        sys.exit(f"--leakless: the binary's name must end with `leakless`: {leakless}")
+    n = args.requests
+    data = data_folder(n, args.format)
+    gen_seconds = None
+    if not (data / "_generator.json").exists():
+        started = time.perf_counter()
+        run.sh(run.PY, HERE / "gen_rich2.py", data, "--requests", n, "--format", args.format)
+        gen_seconds = time.perf_counter() - started
+        print(f"generated {data} in {gen_seconds:.1f} s", flush=True)
+    gen = json.loads((data / "_generator.json").read_text())
+    wm = gen["watermark"]
+    out = HERE / "out" / f"rich2-{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [a for name in SOURCES for a in ("--source", f"{name}={source_path(data, name, args.format)}")]
+    tools = {
+        LEAKLESS: [leakless, "build", "--spec", HERE / "rich2.toml", *sources, "--out", out / "leakless",
+                   "--watermark", wm, "--overwrite", "--quiet"],
+        POLARS: [run.PY, HERE / "ref_polars_rich2.py", data, out / "polars", wm],
+    }
+    startup = run.startup_seconds(leakless, spark=False)
+    results = run.in_rounds(tools, args.runs, lambda cmd: Path(cmd[-2]))
+    for name, (wall, rss, _) in results.items():
+        print(f"{n:>11,} {name:<60} {wall:7.2f} s {rss:8.0f} MB", flush=True)
+    check = subprocess.run([run.PY, HERE / "compare.py", out / "leakless", out / "polars", "--all-columns"],
+                           capture_output=True, text=True)
+    rows = check.stdout.strip() if check.returncode == 0 else f"DIFFERENT: {check.stdout.strip()} {check.stderr.strip()}"
+    print(rows, flush=True)
+    summary = json.loads(subprocess.check_output([str(c) for c in tools[LEAKLESS] + ["--json"]],
+                                                 stderr=subprocess.DEVNULL))
+    version = subprocess.check_output([str(leakless), "--version"], text=True).strip()
+    base = results[LEAKLESS][0]
+    entry = {
+        "n": n, "format": args.format, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "command": f"python3 bench/rich2.py --requests {n} --runs {args.runs}"
+                   + (f" --format {args.format}" if args.format != "parquet" else "")
+                   + (f" --leakless {args.leakless}" if args.leakless else ""),
+        "machine": machine(), "leakless": version, "runs": args.runs, "data": str(data.relative_to(HERE.parent)),
+        "rows_in": gen["rows"], "watermark": wm, "generate_seconds": gen_seconds,
+        "startup": {"leakless": startup["leakless"], "polars": startup["polars"]},
+        "tools": [{"tool": name, "wall": wall, "walls": [w for w, _ in every], "rss": rss,
+                   "startup": startup["leakless" if name == LEAKLESS else "polars"],
+                   "output": run.du(out / ("leakless" if name == LEAKLESS else "polars")), "ratio": wall / base}
+                  for name, (wall, rss, every) in results.items()],
+        "leakless_over_polars": base / results[POLARS][0],
+        "rows": rows, "identical": check.returncode == 0,
+        "leakless_summary": {k: summary.get(k) for k in ("rows_written", "immature_held_back", "timings")},
+    }
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    stored[str(n)] = entry
+    RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    text = render(stored)
+    (HERE / "RICH2.md").write_text(text)
+    print(text)
+
+
+def render(stored):
+    lines = ["# The second rich spec: leakless against Polars", "",
+             "Written by `bench/rich2.py` from `bench/rich2.json` (one section per size, the latest run of each).", "",
+             "The spec, `bench/rich2.toml`: a search and ads marketplace with five sources (`requests`, the spine, "
+             "which also serves features; `views`; `purchases`, 2 min late; versioned `item_prices`, 5 min late, "
+             "and `user_segments`, 1 h late), int64 (`item_id`, `query_id`), string (`user`) and composite "
+             "(`user` x `item_id`) keys; 25 features (lookup, time_since, count, count_distinct, sum, mean, min, "
+             "max, first, last, time_since_last) over windows of 1 h, 6 h, 24 h, 7 d, 30 d and lifetime, with "
+             "`where` filters on three; two labels, `purchased_24h` (exists, 24 h) and `item_views_1h_after_5m` "
+             "(count, 1 h after a 5 min offset). The data, `bench/gen_rich2.py`: 30 days, random ids, rows "
+             "shuffled, users, items and queries Zipf-like (a few hot keys), times mostly whole seconds (ties), "
+             "3 % of the requests exactly on a window bound, nulls in values and keys, every float a multiple "
+             "of 1/4; Parquet in (both tools read the same files), every tool gets the same `--watermark` (the "
+             "end of the period). The reference, `bench/ref_polars_rich2.py`: per-key sorted frames, running "
+             "sums and strict as-of joins (`C(<q) - C(<q - w)`), count_distinct by the previous-occurrence "
+             "trick, `rolling_{min,max}_by` for windowed min and max; its rows are compared with leakless's on "
+             "every column (`compare.py --all-columns`).", "",
+             "Wall time is the median of the runs, the two tools taken in turn in each round, each run after an "
+             "`os.sync()`; peak memory is that of the whole process tree (sampled every 20 ms, and at least "
+             "`/usr/bin/time`'s largest process); start-up is the median wall time of an empty run "
+             "(`leakless --version`; Python importing Polars and running a trivial query)."]
+    for key in sorted(stored, key=int):
+        e = stored[key]
+        rows_in = ", ".join(f"{k} {v:,}" for k, v in e["rows_in"].items())
+        lines += ["", f"## {e['n']:,} requests", "",
+                  f"Date: {e['date']}. Command: `{e['command']}` ({e['leakless']}). Machine: {e['machine']}. "
+                  f"Input rows: {rows_in} ({e['format']}, `{e['data']}`). Watermark {e['watermark']}.", "",
+                  "| tool | wall (s), median | every run (s) | start-up (s) | peak RSS, process tree (MB) "
+                  "| output (MB) | wall / leakless's |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for r in e["tools"]:
+            walls = ", ".join(f"{w:.2f}" for w in r["walls"])
+            lines.append(f"| {r['tool']} | {r['wall']:.2f} | {walls} | {r['startup']:.2f} | {r['rss']:.0f} | "
+                         f"{r['output']:.0f} | {r['ratio']:.2f} |")
+        s = e["leakless_summary"]
+        timings = ", ".join(f"{k} {v:.2f}" for k, v in (s.get("timings") or {}).items())
+        lines += ["", f"leakless / Polars wall: **{e['leakless_over_polars']:.2f}x**. Rows: {e['rows']}. "
+                  f"leakless wrote {s.get('rows_written'):,} rows, held back {s.get('immature_held_back'):,} "
+                  f"immature; its `--json` stage timings (s, one more run): {timings}."]
+        if e.get("generate_seconds"):
+            lines.append(f"Generating the data (`bench/gen_rich2.py`, one core) took {e['generate_seconds']:.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
