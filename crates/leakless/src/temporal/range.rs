@@ -586,57 +586,15 @@ mod tests {
 
     use super::*;
 
-    /// Python's `math.fsum` (Shewchuk's partials, then a correctly rounded
-    /// total): an exact sum written independently of [`ExactSums`].
-    fn fsum(xs: &[f64]) -> f64 {
-        let mut partials: Vec<f64> = Vec::new();
-        for &x in xs {
-            let mut x = x;
-            let mut i = 0;
-            for j in 0..partials.len() {
-                let mut y = partials[j];
-                if x.abs() < y.abs() {
-                    std::mem::swap(&mut x, &mut y);
-                }
-                let hi = x + y;
-                let lo = y - (hi - x);
-                if lo != 0.0 {
-                    partials[i] = lo;
-                    i += 1;
-                }
-                x = hi;
-            }
-            partials.truncate(i);
-            partials.push(x);
-        }
-        let mut n = partials.len();
-        if n == 0 {
-            return 0.0;
-        }
-        n -= 1;
-        let mut hi = partials[n];
-        let mut lo = 0.0;
-        while n > 0 {
-            let x = hi;
-            n -= 1;
-            let y = partials[n];
-            hi = x + y;
-            let yr = hi - x;
-            lo = y - yr;
-            if lo != 0.0 {
-                break;
-            }
-        }
-        if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
-            let y = lo * 2.0;
-            let x = hi + y;
-            let yr = x - hi;
-            if y == yr {
-                hi = x;
-            }
-        }
-        if hi == 0.0 { 0.0 } else { hi }
+    // The spec oracle's exact sum (Python's `math.fsum`), written
+    // independently of [`ExactSums`].
+    mod exact_sum {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/exact_sum.rs"
+        ));
     }
+    use exact_sum::exact_sum as fsum;
 
     fn value() -> impl Strategy<Value = Option<f64>> {
         prop_oneof![

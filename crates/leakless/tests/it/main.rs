@@ -1,6 +1,7 @@
 //! Integration tests of the leakless library, one module per area.
 
 mod common;
+mod exact_sum;
 mod golden;
 mod ingest;
 mod inputs;
