@@ -1,7 +1,7 @@
 //! Every output column's exact definition in words (`leakless explain`, the
 //! manifest).
 
-use super::{Derived, Op, Role, SourceKind, Spec, Window, format_duration};
+use super::{Derived, Op, Role, SourceKind, Spec, ValueType, Window, format_duration};
 
 /// `(column, definition)` for every output column, in output order.
 pub(super) fn definitions(spec: &Spec) -> Vec<(String, String)> {
@@ -103,9 +103,10 @@ fn describe(spec: &Spec, d: &Derived) -> String {
     let what = match d.op {
         Op::Count => format!("number of {events}"),
         Op::Exists => format!("1 when there is at least one of the {events}, else 0"),
-        Op::Sum => format!(
-            "sum of non-null `{column}` over the {events} (0 when none; float64: the exact sum, rounded once)"
+        Op::Sum if d.output_type == ValueType::Float64 => format!(
+            "sum of non-null `{column}` over the {events} (0 when none; the exact sum, rounded once to float64)"
         ),
+        Op::Sum => format!("sum of non-null `{column}` over the {events} (0 when none; exact)"),
         Op::Mean => format!("mean of non-null `{column}` over the {events}; null when none"),
         Op::Min => format!("smallest non-null `{column}` over the {events}; null when none"),
         Op::Max => format!("largest non-null `{column}` over the {events}; null when none"),
