@@ -180,8 +180,11 @@ impl SortedValues {
             }
             sums
         });
-        let lifetime = lifetime_answers(&array, offsets, needs)?;
-        let ranges = range_answers(&array, offsets, needs)?;
+        // Both distinct counts start from the same links, found once.
+        let same = (needs.lifetime_distinct || needs.sliding_distinct)
+            .then(|| previous_same(&array, offsets));
+        let lifetime = lifetime_answers(&array, offsets, same.as_deref(), needs)?;
+        let ranges = range_answers(&array, same, needs)?;
         let array = if needs.take {
             array
         } else {
@@ -235,7 +238,13 @@ impl SortedValues {
 }
 
 /// The lifetime answers `needs` asks for, run by run.
-fn lifetime_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<Lifetime> {
+/// `same`: [`previous_same`] when a distinct count needs it.
+fn lifetime_answers(
+    array: &ArrayRef,
+    offsets: &[u32],
+    same: Option<&[Option<Option<u32>>]>,
+    needs: Needs,
+) -> Result<Lifetime> {
     let n = array.len();
     let mut out = Lifetime::default();
     let runs = || offsets.windows(2).map(|w| (w[0] as usize, w[1] as usize));
@@ -271,7 +280,7 @@ fn lifetime_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<L
     }
     if needs.lifetime_distinct {
         // The first events of their value in the run, counted up to `i`.
-        let same = previous_same(array, offsets);
+        let same = same.expect("the links of a distinct count");
         let mut distinct = vec![0u32; n];
         for (s, e) in runs() {
             let mut count = 0u32;
@@ -306,7 +315,11 @@ fn previous_same(array: &ArrayRef, offsets: &[u32]) -> Vec<Option<Option<u32>>> 
 }
 
 /// The range structures `needs` asks for.
-fn range_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<RangeAnswers> {
+fn range_answers(
+    array: &ArrayRef,
+    same: Option<Vec<Option<Option<u32>>>>,
+    needs: Needs,
+) -> Result<RangeAnswers> {
     let mut out = RangeAnswers::default();
     if needs.sums && array.data_type() == &DataType::Float64 {
         let floats = array.as_primitive::<Float64Type>();
@@ -333,7 +346,9 @@ fn range_answers(array: &ArrayRef, offsets: &[u32], needs: Needs) -> Result<Rang
         out.nonnull_positions = positions;
     }
     if needs.sliding_distinct {
-        out.distinct = Some(DistinctCounts::new(previous_same(array, offsets)));
+        out.distinct = Some(DistinctCounts::new(
+            same.expect("the links of a distinct count"),
+        ));
     }
     Ok(out)
 }
