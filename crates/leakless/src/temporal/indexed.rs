@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_comparator,
     new_empty_array,
 };
-use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch, take};
+use datafusion::arrow::compute::{SortOptions, filter, take};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::error::{DataFusionError, Result};
@@ -26,7 +26,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 
 use super::filter::FilterExpr;
-use super::keys::{KeyColumns, KeyDict};
+use super::keys::{KeyColumns, KeyDict, NO_SLOT};
 use super::plan::{IndexPlan, PitPlan};
 use super::range::{DistinctCounts, ExactSums, RangeMin};
 use crate::error::Error;
@@ -457,7 +457,8 @@ impl KeyIndex {
     }
 
     fn memory_size(&self) -> usize {
-        self.offsets.capacity() * 4
+        self.dict.memory_size()
+            + self.offsets.capacity() * 4
             + self.times.capacity() * 8
             + self
                 .values
@@ -548,8 +549,7 @@ pub(super) async fn collect(
         let rows_per_partition: Vec<usize> = (per_partition.iter())
             .map(|batches| batches.iter().map(RecordBatch::num_rows).sum())
             .collect();
-        let batches: Vec<RecordBatch> = per_partition.into_iter().flatten().collect();
-        let table = concat_batches(&input.schema(), &batches)?;
+        let table = concat_dropping(input.schema(), per_partition.into_iter().flatten())?;
         reservation.try_grow(table.get_array_memory_size())?;
         tables.push((table, rows_per_partition));
     }
@@ -572,16 +572,16 @@ pub(super) async fn collect(
         })
         .collect();
     let tables: Vec<RecordBatch> = tables.into_iter().map(|(table, _)| table).collect();
+    let rows = tables.iter().map(RecordBatch::num_rows).collect();
+    let table_bytes: usize = tables.iter().map(|t| t.get_array_memory_size()).sum();
     let workers = context.session_config().target_partitions();
-    let indexes = build_indexes(&plan, &tables, workers)?;
+    // The raw tables are dropped as their last index is built: the indexes
+    // hold what the ops read.
+    let indexes = build_indexes(&plan, tables, workers)?;
+    reservation.shrink(table_bytes.min(reservation.size()));
     for built in &indexes {
         reservation.try_grow(built.memory_size())?;
     }
-    let rows = tables.iter().map(RecordBatch::num_rows).collect();
-    // The raw tables are dropped here: the indexes hold what the ops read.
-    let table_bytes: usize = tables.iter().map(|t| t.get_array_memory_size()).sum();
-    drop(tables);
-    reservation.shrink(table_bytes.min(reservation.size()));
     Ok(Arc::new(IndexedSide {
         indexes,
         latest,
@@ -592,22 +592,81 @@ pub(super) async fn collect(
     }))
 }
 
+/// The batches as one, concatenated a column at a time, each column's
+/// pieces dropped once copied: the peak is the table and one column, not
+/// the table twice.
+fn concat_dropping(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = RecordBatch>,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::new(); schema.fields().len()];
+    let mut rows = 0;
+    for batch in batches {
+        rows += batch.num_rows();
+        for (pieces, column) in columns.iter_mut().zip(batch.columns()) {
+            pieces.push(column.clone());
+        }
+    }
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(pieces, field)| match pieces.as_slice() {
+            [] => Ok(new_empty_array(field.data_type())),
+            [one] => Ok(one.clone()),
+            _ => {
+                let refs: Vec<&dyn Array> = pieces.iter().map(|p| p.as_ref()).collect();
+                Ok(datafusion::arrow::compute::concat(&refs)?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}
+
 /// Every index of the plan, built on up to `workers` threads, each taking
 /// the next unbuilt index in plan order; the first error in plan order is
 /// the one returned, whichever thread meets it first.
-fn build_indexes(plan: &PitPlan, tables: &[RecordBatch], workers: usize) -> Result<Vec<KeyIndex>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let built: Vec<std::sync::Mutex<Option<Result<KeyIndex>>>> =
+/// Every index of the plan, built on up to `workers` threads, each taking
+/// the next unbuilt index in plan order; the first error in plan order is
+/// the one returned, whichever thread meets it first. A table is dropped as
+/// soon as the last index over it is built.
+fn build_indexes(
+    plan: &PitPlan,
+    tables: Vec<RecordBatch>,
+    workers: usize,
+) -> Result<Vec<KeyIndex>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let built: Vec<Mutex<Option<Result<KeyIndex>>>> =
         plan.indexes.iter().map(|_| Default::default()).collect();
+    let unbuilt: Vec<AtomicUsize> = (0..tables.len())
+        .map(|t| AtomicUsize::new(plan.indexes.iter().filter(|i| i.input == t).count()))
+        .collect();
+    let tables: Vec<Mutex<Option<RecordBatch>>> =
+        tables.into_iter().map(|t| Mutex::new(Some(t))).collect();
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, plan.indexes.len().max(1)) {
             scope.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(index) = plan.indexes.get(i) else {
                         break;
                     };
-                    let result = build_index(plan, index, &tables[index.input]);
+                    let table = tables[index.input]
+                        .lock()
+                        .expect("no worker panics holding it")
+                        .clone()
+                        .expect("a table stays until its last index is built");
+                    let result = build_index(plan, index, &table);
+                    drop(table);
+                    if unbuilt[index.input].fetch_sub(1, Ordering::AcqRel) == 1 {
+                        *tables[index.input]
+                            .lock()
+                            .expect("no worker panics holding it") = None;
+                    }
                     *built[i].lock().expect("no worker panics holding it") = Some(result);
                 }
             });
@@ -626,72 +685,117 @@ fn build_indexes(plan: &PitPlan, tables: &[RecordBatch], workers: usize) -> Resu
 fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result<KeyIndex> {
     let source_name = &plan.inputs[index.input];
     let source = plan.spec.source(source_name).expect("resolved source");
-    // Rows where `where` is not true are not events of this index.
-    let table = match &index.filter {
-        None => table.clone(),
-        Some(sql) => {
-            let mask: BooleanArray = FilterExpr::try_new(sql, source)?.evaluate(table)?;
-            // Keep the input position of each row for error messages.
-            filter_record_batch(table, &mask)?
-        }
+    // Rows where `where` is not true are not events of this index; only the
+    // columns the index reads are filtered (not a copy of the whole table).
+    let mask: Option<BooleanArray> = match &index.filter {
+        None => None,
+        Some(sql) => Some(FilterExpr::try_new(sql, source)?.evaluate(table)?),
     };
-    if table.num_rows() >= u32::MAX as usize {
+    let column = |c: usize| -> Result<ArrayRef> {
+        Ok(match &mask {
+            None => table.column(c).clone(),
+            Some(mask) => filter(table.column(c), mask)?,
+        })
+    };
+    let rows = match &mask {
+        None => table.num_rows(),
+        Some(mask) => mask.true_count(),
+    };
+    if rows >= u32::MAX as usize {
         return Err(DataFusionError::Execution(format!(
-            "source `{source_name}` has {} rows; one index holds fewer than 2^32",
-            table.num_rows()
+            "source `{source_name}` has {rows} rows; one index holds fewer than 2^32",
         )));
     }
-    let key_arrays: Vec<&ArrayRef> = index.source_key.iter().map(|&k| table.column(k)).collect();
-    let keys = KeyColumns::new(key_arrays)?;
-    let mut dict = KeyDict::default();
-    let mut slots = Vec::with_capacity(table.num_rows());
-    dict.insert_all(&keys, table.num_rows(), &mut slots);
+    let key_arrays = (index.source_key.iter())
+        .map(|&k| column(k))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = KeyColumns::new(key_arrays.iter().collect())?;
+    let mut dict = KeyDict::for_columns(&keys);
+    let mut slots = Vec::new();
+    dict.insert_all(&keys, rows, &mut slots);
     if let Some(renumbered) = dict.finish() {
-        for slot in slots.iter_mut().flatten() {
+        for slot in slots.iter_mut().filter(|s| **s != NO_SLOT) {
             *slot = renumbered[*slot as usize];
         }
     }
-    let times = index
-        .time
-        .map(|t| table.column(t).as_primitive::<TimestampMicrosecondType>());
-    // (slot, time, input order), sorted: ties keep input order.
-    let mut order: Vec<(u32, i64, u32)> = Vec::with_capacity(table.num_rows());
-    for (row, slot) in slots.iter().enumerate() {
-        let Some(slot) = *slot else { continue };
-        let time = match times {
-            Some(times) if times.is_null(row) => continue,
-            Some(times) => times.value(row),
-            None => 0,
-        };
-        order.push((slot, time, row as u32));
+    let time_array = index.time.map(&column).transpose()?;
+    let times = time_array
+        .as_ref()
+        .map(|t| t.as_primitive::<TimestampMicrosecondType>());
+    // A row without a time is no event.
+    if let Some(times) = times.filter(|t| t.null_count() > 0) {
+        for (row, slot) in slots.iter_mut().enumerate() {
+            if times.is_null(row) {
+                *slot = NO_SLOT;
+            }
+        }
     }
-    order.sort_unstable();
-    let mut offsets = vec![0u32; dict.len() + 1];
-    for &(slot, _, _) in &order {
-        offsets[slot as usize + 1] += 1;
-    }
-    for s in 0..dict.len() {
-        offsets[s + 1] += offsets[s];
-    }
+    let (offsets, order) = sort_by_slot_time(&slots, dict.len(), times.map(|t| &t.values()[..]));
+    drop(slots);
     if index.dimension {
-        check_unique(plan, index, &table, &order)?;
+        check_unique(plan, index, table, &key_arrays, times, &offsets, &order)?;
     }
-    let rows = UInt32Array::from_iter_values(order.iter().map(|o| o.2));
+    let sorted_times: Vec<i64> = match times {
+        Some(times) => order.iter().map(|&r| times.value(r as usize)).collect(),
+        None => vec![0; order.len()],
+    };
+    let order = UInt32Array::from(order);
     let values = index
         .values
         .iter()
         .enumerate()
         .map(|(i, &v)| {
             let needs = needs(plan, index, i);
-            SortedValues::new(take(table.column(v), &rows, None)?, &offsets, needs)
+            SortedValues::new(take(&column(v)?, &order, None)?, &offsets, needs)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(KeyIndex {
         dict,
         offsets,
-        times: order.iter().map(|o| o.1).collect(),
+        times: sorted_times,
         values,
     })
+}
+
+/// The rows with a slot, ordered by (slot, time, row): a counting sort by
+/// slot (stable, so each run is in row order), then each run that is not
+/// yet in time order sorted by (time, row). Returns the CSR offsets (slot
+/// `s`'s run is `offsets[s]..offsets[s + 1]`) and the rows in that order.
+/// `times`: `None` for a snapshot dimension (every time 0).
+fn sort_by_slot_time(slots: &[u32], len: usize, times: Option<&[i64]>) -> (Vec<u32>, Vec<u32>) {
+    let mut offsets = vec![0u32; len + 1];
+    for &slot in slots.iter().filter(|&&s| s != NO_SLOT) {
+        offsets[slot as usize + 1] += 1;
+    }
+    for s in 0..len {
+        offsets[s + 1] += offsets[s];
+    }
+    let mut next = offsets.clone();
+    let mut order = vec![0u32; offsets[len] as usize];
+    for (row, &slot) in slots.iter().enumerate() {
+        if slot != NO_SLOT {
+            let at = &mut next[slot as usize];
+            order[*at as usize] = row as u32;
+            *at += 1;
+        }
+    }
+    drop(next);
+    if let Some(times) = times {
+        let mut run: Vec<(i64, u32)> = Vec::new();
+        for w in offsets.windows(2) {
+            let rows = &mut order[w[0] as usize..w[1] as usize];
+            if rows.is_sorted_by_key(|&r| times[r as usize]) {
+                continue;
+            }
+            run.clear();
+            run.extend(rows.iter().map(|&r| (times[r as usize], r)));
+            run.sort_unstable();
+            for (row, &(_, r)) in rows.iter_mut().zip(&run) {
+                *row = r;
+            }
+        }
+    }
+    (offsets, order)
 }
 
 /// The answers value column `value` of `index` needs.
@@ -734,24 +838,31 @@ fn check_unique(
     plan: &PitPlan,
     index: &IndexPlan,
     table: &RecordBatch,
-    order: &[(u32, i64, u32)],
+    key_arrays: &[ArrayRef],
+    times: Option<&datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>>,
+    offsets: &[u32],
+    order: &[u32],
 ) -> Result<()> {
-    let versioned = index.time.is_some();
-    for pair in order.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if a.0 == b.0 && (!versioned || a.1 == b.1) {
+    let versioned = times.is_some();
+    let time = |r: u32| times.map_or(0, |t| t.value(r as usize));
+    for w in offsets.windows(2) {
+        for pair in order[w[0] as usize..w[1] as usize].windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if versioned && time(a) != time(b) {
+                continue;
+            }
+            let source = &plan.inputs[index.input];
             let key = index
                 .source_key
                 .iter()
-                .map(|&k| {
+                .zip(key_arrays)
+                .map(|(&k, array)| {
                     let name = table.schema().field(k).name().clone();
-                    let value =
-                        array_value_to_string(table.column(k), b.2 as usize).unwrap_or_default();
+                    let value = array_value_to_string(array, b as usize).unwrap_or_default();
                     format!("{name}={value}")
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let source = &plan.inputs[index.input];
             let what = if versioned {
                 format!("{key} and the same valid_from")
             } else {
@@ -765,4 +876,38 @@ fn check_unique(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The counting sort gives what sorting (slot, time, row) gives,
+        /// rows without a slot left out; few slots and times (many ties),
+        /// runs in and out of time order.
+        #[test]
+        fn sort_by_slot_time_is_a_sort_of_slot_time_row(
+            rows in proptest::collection::vec((0u32..6, -3i64..4), 0..200),
+            snapshot in any::<bool>(),
+        ) {
+            let len = 5;
+            let slots: Vec<u32> = rows.iter().map(|&(s, _)| if s == 5 { NO_SLOT } else { s }).collect();
+            let times: Vec<i64> = rows.iter().map(|&(_, t)| t).collect();
+            let (offsets, order) = sort_by_slot_time(&slots, len, (!snapshot).then_some(&times[..]));
+            let mut expected: Vec<(u32, i64, u32)> = (0..rows.len() as u32)
+                .filter(|&r| slots[r as usize] != NO_SLOT)
+                .map(|r| (slots[r as usize], if snapshot { 0 } else { times[r as usize] }, r))
+                .collect();
+            expected.sort_unstable();
+            prop_assert_eq!(order, expected.iter().map(|e| e.2).collect::<Vec<_>>());
+            prop_assert_eq!(offsets.len(), len + 1);
+            for s in 0..len {
+                let run = expected.iter().filter(|e| e.0 == s as u32).count() as u32;
+                prop_assert_eq!(offsets[s + 1] - offsets[s], run);
+            }
+        }
+    }
 }

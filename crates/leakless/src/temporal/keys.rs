@@ -1,116 +1,272 @@
 //! Keys of any supported type (int64, string, composite) -> dense slots.
 //!
 //! A [`KeyDict`] maps each distinct key of the indexed side to a slot
-//! `0..len`. It is exact: a single int64 key is its own value (when the ids
-//! are dense its slot is the id less the smallest, and `len` counts the ids
-//! between them that have no rows; a hash map otherwise), and any other
-//! key is encoded to bytes without loss (a type tag, then the int's 8 bytes
-//! or the string's length and bytes, per part), so two distinct keys never
-//! share a slot. A key with a null part has no slot, on either side.
+//! `0..len`, in order of first appearance. It is exact: two distinct keys
+//! never share a slot.
+//! - A single int64 key is its own value: when the ids are dense its slot
+//!   is the id less the smallest (and `len` counts the ids between them
+//!   that have no rows), a hash map otherwise.
+//! - A single string key is interned: its bytes stored once in an arena,
+//!   a hash table of slots over them.
+//! - A composite key interns each part alone (its own ids, per part), and
+//!   then the tuple of the parts' ids, as fixed-width bytes. A key of a
+//!   user and an item thus costs 8 bytes and a table entry, however long
+//!   the user's name, and is hashed as two small words.
+//!
+//! A key with a null part has no slot, on either side.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::error::{DataFusionError, Result};
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use std::hash::BuildHasher;
 
-/// Key columns of one batch, ready to encode row by row.
-pub(super) enum KeyColumns<'a> {
-    /// One int64 column.
-    Int(&'a datafusion::arrow::array::Int64Array),
-    /// Anything else: encoded to bytes.
-    Bytes(Vec<&'a ArrayRef>),
+/// A row without a slot (a null key part) in [`KeyDict::insert_all`]'s output.
+pub(super) const NO_SLOT: u32 = u32::MAX;
+
+/// One key column, typed.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Int(&'a Int64Array),
+    Str(&'a StringArray),
+}
+
+impl<'a> Part<'a> {
+    fn new(column: &'a ArrayRef) -> Result<Self> {
+        match column.data_type() {
+            DataType::Int64 => Ok(Part::Int(column.as_primitive::<Int64Type>())),
+            DataType::Utf8 => Ok(Part::Str(column.as_string::<i32>())),
+            other => Err(DataFusionError::Plan(format!(
+                "a key column is {other}, not int64 or string"
+            ))),
+        }
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Part::Int(a) => a.is_null(row),
+            Part::Str(a) => a.is_null(row),
+        }
+    }
+}
+
+/// Key columns of one batch, ready to map row by row.
+pub(super) struct KeyColumns<'a> {
+    parts: Vec<Part<'a>>,
 }
 
 impl<'a> KeyColumns<'a> {
     pub fn new(columns: Vec<&'a ArrayRef>) -> Result<Self> {
-        for c in &columns {
-            if !matches!(c.data_type(), DataType::Int64 | DataType::Utf8) {
-                return Err(DataFusionError::Plan(format!(
-                    "a key column is {}, not int64 or string",
-                    c.data_type()
-                )));
-            }
+        let parts = columns
+            .into_iter()
+            .map(Part::new)
+            .collect::<Result<Vec<_>>>()?;
+        if parts.is_empty() {
+            return Err(DataFusionError::Plan("a key without columns".into()));
         }
-        Ok(match columns.as_slice() {
-            [one] if one.data_type() == &DataType::Int64 => {
-                KeyColumns::Int(one.as_primitive::<Int64Type>())
-            }
-            _ => KeyColumns::Bytes(columns),
-        })
+        Ok(KeyColumns { parts })
+    }
+}
+
+/// Byte strings -> ids `0..len` in order of first appearance, each stored
+/// once in an arena (fixed-width keys need no ends).
+#[derive(Debug, Default)]
+struct Interner {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    arena: Vec<u8>,
+    /// End of id `i`'s bytes in `arena`; empty for fixed-width keys.
+    ends: Vec<usize>,
+    /// The width of every key, when fixed.
+    width: Option<usize>,
+    len: u32,
+}
+
+impl Interner {
+    fn fixed(width: usize) -> Self {
+        Interner {
+            width: Some(width),
+            ..Interner::default()
+        }
     }
 
-    /// Writes row `row`'s key into `buf` (bytes keys); `false` when a part
-    /// is null.
-    fn encode(&self, row: usize, buf: &mut Vec<u8>) -> bool {
-        let KeyColumns::Bytes(columns) = self else {
-            return false;
-        };
-        buf.clear();
-        for c in columns {
-            if c.is_null(row) {
-                return false;
-            }
-            match c.data_type() {
-                DataType::Int64 => {
-                    buf.push(0);
-                    buf.extend_from_slice(&c.as_primitive::<Int64Type>().value(row).to_le_bytes());
-                }
-                _ => {
-                    let s = c.as_string::<i32>().value(row).as_bytes();
-                    buf.push(1);
-                    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                    buf.extend_from_slice(s);
-                }
+    fn bytes(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        match self.width {
+            Some(w) => &self.arena[i * w..(i + 1) * w],
+            None => {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                &self.arena[start..self.ends[i]]
             }
         }
-        true
+    }
+
+    fn get(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table.find(hash, |&id| self.bytes(id) == key).copied()
+    }
+
+    fn intern(&mut self, key: &[u8]) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        if let Some(&id) = self.table.find(hash, |&id| self.bytes(id) == key) {
+            return id;
+        }
+        let id = self.len;
+        self.len += 1;
+        self.arena.extend_from_slice(key);
+        if self.width.is_none() {
+            self.ends.push(self.arena.len());
+        }
+        let Interner {
+            table,
+            hasher,
+            arena,
+            ends,
+            width,
+            ..
+        } = self;
+        let rehash = |&id: &u32| {
+            let i = id as usize;
+            let bytes = match *width {
+                Some(w) => &arena[i * w..(i + 1) * w],
+                None => &arena[if i == 0 { 0 } else { ends[i - 1] }..ends[i]],
+            };
+            hasher.hash_one(bytes)
+        };
+        table.insert_unique(hash, id, rehash);
+        id
+    }
+
+    fn memory_size(&self) -> usize {
+        self.table.allocation_size() + self.arena.capacity() + self.ends.capacity() * 8
+    }
+}
+
+/// One part of a composite key: its values -> ids.
+#[derive(Debug)]
+enum PartIds {
+    Int(HashMap<i64, u32>),
+    Str(Interner),
+}
+
+impl PartIds {
+    fn id(&self, part: Part<'_>, row: usize) -> Option<u32> {
+        match (self, part) {
+            (PartIds::Int(ids), Part::Int(a)) => ids.get(&a.value(row)).copied(),
+            (PartIds::Str(ids), Part::Str(a)) => ids.get(a.value(row).as_bytes()),
+            _ => None,
+        }
+    }
+
+    fn intern(&mut self, part: Part<'_>, row: usize) -> u32 {
+        match (self, part) {
+            (PartIds::Int(ids), Part::Int(a)) => {
+                let next = ids.len() as u32;
+                *ids.entry(a.value(row)).or_insert(next)
+            }
+            (PartIds::Str(ids), Part::Str(a)) => ids.intern(a.value(row).as_bytes()),
+            _ => unreachable!("a key part keeps its type"),
+        }
+    }
+
+    fn memory_size(&self) -> usize {
+        match self {
+            PartIds::Int(ids) => ids.allocation_size(),
+            PartIds::Str(ids) => ids.memory_size(),
+        }
     }
 }
 
 /// Distinct keys -> slots.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct KeyDict {
-    ints: HashMap<i64, u32>,
-    bytes: HashMap<Box<[u8]>, u32>,
-    /// When the int keys are dense: `min`, and a key's slot is `key - min`
-    /// (an id in the span that has no rows has an empty slot).
-    dense: Option<i64>,
+    kind: Kind,
     len: usize,
 }
 
+#[derive(Debug)]
+enum Kind {
+    /// A single int64 key: a map, or, when the ids are dense, `min` (a key's
+    /// slot is `key - min`; an id in the span without rows has an empty slot).
+    Int {
+        slots: HashMap<i64, u32>,
+        dense: Option<i64>,
+    },
+    /// A single string key: its interned id is its slot.
+    Str(Interner),
+    /// Several parts: each interned alone, the tuple of ids (4 bytes each)
+    /// interned to the slot.
+    Parts {
+        parts: Vec<PartIds>,
+        tuples: Interner,
+    },
+}
+
 impl KeyDict {
+    /// An empty dictionary for keys of these columns' types.
+    pub fn for_columns(keys: &KeyColumns<'_>) -> Self {
+        let kind = match keys.parts.as_slice() {
+            [Part::Int(_)] => Kind::Int {
+                slots: HashMap::new(),
+                dense: None,
+            },
+            [Part::Str(_)] => Kind::Str(Interner::default()),
+            parts => Kind::Parts {
+                parts: parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Int(_) => PartIds::Int(HashMap::new()),
+                        Part::Str(_) => PartIds::Str(Interner::default()),
+                    })
+                    .collect(),
+                tuples: Interner::fixed(4 * parts.len()),
+            },
+        };
+        KeyDict { kind, len: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// The slot of each row's key, inserting new keys; `None` for a null part.
-    pub fn insert_all(&mut self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
-        let mut buf = Vec::new();
+    /// The bytes the dictionary holds.
+    pub fn memory_size(&self) -> usize {
+        match &self.kind {
+            Kind::Int { slots, .. } => slots.allocation_size(),
+            Kind::Str(ids) => ids.memory_size(),
+            Kind::Parts { parts, tuples } => {
+                tuples.memory_size() + parts.iter().map(PartIds::memory_size).sum::<usize>()
+            }
+        }
+    }
+
+    /// The slot of each row's key, inserting new keys; [`NO_SLOT`] for a
+    /// null part.
+    pub fn insert_all(&mut self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<u32>) {
+        out.clear();
+        out.reserve(rows);
+        let mut tuple = Vec::new();
         for row in 0..rows {
-            let slot = match keys {
-                KeyColumns::Int(a) => (!a.is_null(row)).then(|| {
-                    let next = self.len as u32;
-                    let slot = *self.ints.entry(a.value(row)).or_insert(next);
-                    if slot == next {
-                        self.len += 1;
+            if keys.parts.iter().any(|p| p.is_null(row)) {
+                out.push(NO_SLOT);
+                continue;
+            }
+            let slot = match (&mut self.kind, keys.parts.as_slice()) {
+                (Kind::Int { slots, .. }, [Part::Int(a)]) => {
+                    let next = slots.len() as u32;
+                    *slots.entry(a.value(row)).or_insert(next)
+                }
+                (Kind::Str(ids), [Part::Str(a)]) => ids.intern(a.value(row).as_bytes()),
+                (Kind::Parts { parts, tuples }, columns) => {
+                    tuple.clear();
+                    for (ids, &part) in parts.iter_mut().zip(columns) {
+                        tuple.extend_from_slice(&ids.intern(part, row).to_le_bytes());
                     }
-                    slot
-                }),
-                KeyColumns::Bytes(_) => keys.encode(row, &mut buf).then(|| {
-                    let next = self.len as u32;
-                    let slot = match self.bytes.get(buf.as_slice()) {
-                        Some(&s) => s,
-                        None => {
-                            self.bytes.insert(buf.clone().into_boxed_slice(), next);
-                            next
-                        }
-                    };
-                    if slot == next {
-                        self.len += 1;
-                    }
-                    slot
-                }),
+                    tuples.intern(&tuple)
+                }
+                _ => unreachable!("a dictionary keeps its key's types"),
             };
+            self.len = self.len.max(slot as usize + 1);
             out.push(slot);
         }
     }
@@ -122,75 +278,89 @@ impl KeyDict {
     /// the new slot of each slot `insert_all` gave, when they changed.
     #[must_use]
     pub fn finish(&mut self) -> Option<Vec<u32>> {
-        let (Some(min), Some(max)) = (self.ints.keys().min(), self.ints.keys().max()) else {
+        let Kind::Int { slots, dense } = &mut self.kind else {
+            return None;
+        };
+        let (Some(min), Some(max)) = (slots.keys().min(), slots.keys().max()) else {
             return None;
         };
         let span = max
             .checked_sub(*min)
             .and_then(|s| usize::try_from(s).ok())?;
-        if span >= 4 * self.ints.len() + 1024 || span >= u32::MAX as usize - 1 {
+        if span >= 4 * slots.len() + 1024 || span >= u32::MAX as usize - 1 {
             return None;
         }
         let mut renumbered = vec![0u32; self.len];
-        for (&k, &slot) in &self.ints {
+        for (&k, &slot) in slots.iter() {
             renumbered[slot as usize] = (k - min) as u32;
         }
-        self.dense = Some(*min);
+        *dense = Some(*min);
         self.len = span + 1;
-        self.ints = HashMap::new();
+        *slots = HashMap::new();
         Some(renumbered)
     }
 
     /// The slot of each row's key; `None` for an unknown key or a null part.
     pub fn lookup_all(&self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
         out.clear();
-        match keys {
-            KeyColumns::Int(a) => {
+        match (&self.kind, keys.parts.as_slice()) {
+            (Kind::Int { slots, dense }, [Part::Int(a)]) => {
                 // Straight over the values: this runs once per spine row and index.
                 let values = &a.values()[..rows];
-                match a.nulls() {
-                    None => out.extend(values.iter().map(|&k| self.int_slot(k))),
-                    Some(nulls) => {
-                        out.extend(values.iter().enumerate().map(|(row, &k)| {
-                            nulls.is_valid(row).then(|| self.int_slot(k)).flatten()
-                        }))
+                let slot = |k: i64| match *dense {
+                    Some(min) => {
+                        let i = u32::try_from(k.checked_sub(min)?).ok()?;
+                        ((i as usize) < self.len).then_some(i)
                     }
+                    None => slots.get(&k).copied(),
+                };
+                match a.nulls() {
+                    None => out.extend(values.iter().map(|&k| slot(k))),
+                    Some(nulls) => out.extend(
+                        values
+                            .iter()
+                            .enumerate()
+                            .map(|(row, &k)| nulls.is_valid(row).then(|| slot(k)).flatten()),
+                    ),
                 }
             }
-            KeyColumns::Bytes(_) => {
-                let mut buf = Vec::new();
+            (Kind::Str(ids), [Part::Str(a)]) => out.extend((0..rows).map(|row| {
+                (!a.is_null(row))
+                    .then(|| ids.get(a.value(row).as_bytes()))
+                    .flatten()
+            })),
+            (Kind::Parts { parts, tuples }, columns) if columns.len() == parts.len() => {
+                let mut tuple = Vec::with_capacity(4 * parts.len());
                 out.extend((0..rows).map(|row| {
-                    keys.encode(row, &mut buf)
-                        .then(|| self.bytes.get(buf.as_slice()).copied())
-                        .flatten()
+                    tuple.clear();
+                    for (ids, &part) in parts.iter().zip(columns) {
+                        if part.is_null(row) {
+                            return None;
+                        }
+                        tuple.extend_from_slice(&ids.id(part, row)?.to_le_bytes());
+                    }
+                    tuples.get(&tuple)
                 }));
             }
-        }
-    }
-
-    fn int_slot(&self, key: i64) -> Option<u32> {
-        match self.dense {
-            Some(min) => {
-                let i = u32::try_from(key.checked_sub(min)?).ok()?;
-                ((i as usize) < self.len).then_some(i)
-            }
-            None => self.ints.get(&key).copied(),
+            // Keys of other types than the index's never match (the spec
+            // pairs key types, so this does not happen).
+            _ => out.extend((0..rows).map(|_| None)),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap as StdMap;
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use proptest::prelude::*;
 
     use super::*;
 
     #[test]
     fn composite_keys_never_collide_and_nulls_have_no_slot() {
-        // ("a", 1) and ("a\0\0...", ...) style collisions are impossible: the
-        // string's length is part of the encoding.
+        // Each part has its own ids, so ("a", 1) and ("ab", 1) differ.
         let s: ArrayRef = Arc::new(StringArray::from(vec![
             Some("ab"),
             Some("a"),
@@ -199,26 +369,26 @@ mod tests {
         ]));
         let i: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), Some(1), None]));
         let keys = KeyColumns::new(vec![&s, &i]).unwrap();
-        let mut dict = KeyDict::default();
+        let mut dict = KeyDict::for_columns(&keys);
         let mut slots = Vec::new();
         dict.insert_all(&keys, 4, &mut slots);
-        assert_eq!(slots, vec![Some(0), Some(1), None, None]);
+        assert_eq!(slots, vec![0, 1, NO_SLOT, NO_SLOT]);
         let mut found = Vec::new();
         dict.lookup_all(&keys, 4, &mut found);
-        assert_eq!(found, slots);
+        assert_eq!(found, vec![Some(0), Some(1), None, None]);
     }
 
     #[test]
     fn string_parts_are_delimited_by_their_length() {
-        // With only a tag byte (1) before each part, ("a\u{1}b", "c") and
-        // ("a", "b\u{1}c") would encode to the same bytes.
+        // Strings joined with a separator would make ("a\u{1}b", "c") and
+        // ("a", "b\u{1}c") one key; ids per part keep them apart.
         let a: ArrayRef = Arc::new(StringArray::from(vec!["a\u{1}b", "a"]));
         let b: ArrayRef = Arc::new(StringArray::from(vec!["c", "b\u{1}c"]));
         let keys = KeyColumns::new(vec![&a, &b]).unwrap();
-        let mut dict = KeyDict::default();
+        let mut dict = KeyDict::for_columns(&keys);
         let mut slots = Vec::new();
         dict.insert_all(&keys, 2, &mut slots);
-        assert_eq!(slots, vec![Some(0), Some(1)]);
+        assert_eq!(slots, vec![0, 1]);
     }
 
     #[test]
@@ -226,17 +396,17 @@ mod tests {
         for values in [vec![5, 9, 5, 6], vec![i64::MIN, i64::MAX, 0, i64::MIN]] {
             let a: ArrayRef = Arc::new(Int64Array::from(values.clone()));
             let keys = KeyColumns::new(vec![&a]).unwrap();
-            let mut dict = KeyDict::default();
+            let mut dict = KeyDict::for_columns(&keys);
             let mut slots = Vec::new();
             dict.insert_all(&keys, 4, &mut slots);
             if let Some(renumbered) = dict.finish() {
-                for slot in slots.iter_mut().flatten() {
+                for slot in &mut slots {
                     *slot = renumbered[*slot as usize];
                 }
             }
             let mut found = Vec::new();
             dict.lookup_all(&keys, 4, &mut found);
-            assert_eq!(found, slots);
+            assert_eq!(found, slots.iter().map(|&s| Some(s)).collect::<Vec<_>>());
             assert_eq!(
                 found[0],
                 found[3].filter(|_| values[0] == values[3]).or(found[0])
@@ -249,7 +419,7 @@ mod tests {
         // them without rows has a slot of its own (an empty run).
         let a: ArrayRef = Arc::new(Int64Array::from(vec![5, 9, 5, 6]));
         let keys = KeyColumns::new(vec![&a]).unwrap();
-        let mut dict = KeyDict::default();
+        let mut dict = KeyDict::for_columns(&keys);
         let mut slots = Vec::new();
         dict.insert_all(&keys, 4, &mut slots);
         assert_eq!(dict.finish(), Some(vec![0, 4, 1]));
@@ -258,5 +428,100 @@ mod tests {
         let mut found = Vec::new();
         dict.lookup_all(&KeyColumns::new(vec![&gap]).unwrap(), 2, &mut found);
         assert_eq!(found, vec![Some(2), Some(4)]);
+    }
+
+    /// A key part as the oracle sees it.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    enum Value {
+        Int(i64),
+        Str(String),
+    }
+
+    fn column(int: bool, values: &[Option<Value>]) -> ArrayRef {
+        if int {
+            Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
+                Some(Value::Int(i)) => Some(*i),
+                _ => None,
+            })))
+        } else {
+            Arc::new(StringArray::from_iter(values.iter().map(|v| match v {
+                Some(Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            })))
+        }
+    }
+
+    proptest! {
+        /// Slots are given in order of first appearance, equal keys share
+        /// one and distinct keys never do; a lookup finds what was
+        /// inserted, and a key never inserted has no slot. Few distinct
+        /// values per part (many repeats), strings that are prefixes of one
+        /// another, ints at the extremes.
+        #[test]
+        fn slots_match_a_map_of_whole_keys(
+            types in proptest::collection::vec(any::<bool>(), 1..4),
+            rows in proptest::collection::vec(
+                proptest::collection::vec((0u8..6, any::<bool>()), 3),
+                0..60,
+            ),
+            probes in proptest::collection::vec(
+                proptest::collection::vec((0u8..8, any::<bool>()), 3),
+                0..30,
+            ),
+        ) {
+            let value = |int: bool, (v, valid): (u8, bool)| {
+                valid.then(|| match (int, v) {
+                    (true, 0) => Value::Int(i64::MIN),
+                    (true, 1) => Value::Int(i64::MAX),
+                    (true, v) => Value::Int(i64::from(v) * 1000 - 3000),
+                    (false, v) => Value::Str("ab".repeat(usize::from(v) / 2) + &"a".repeat(usize::from(v) % 2)),
+                })
+            };
+            let table = |rows: &[Vec<(u8, bool)>]| -> Vec<Vec<Option<Value>>> {
+                types
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &int)| rows.iter().map(|r| value(int, r[p])).collect())
+                    .collect()
+            };
+            let (inserted, probed) = (table(&rows), table(&probes));
+            let columns: Vec<ArrayRef> = types.iter().zip(&inserted).map(|(&i, v)| column(i, v)).collect();
+            let keys = KeyColumns::new(columns.iter().collect()).unwrap();
+            let mut dict = KeyDict::for_columns(&keys);
+            let mut slots = Vec::new();
+            dict.insert_all(&keys, rows.len(), &mut slots);
+            let renumbered = dict.finish();
+            let whole = |t: &[Vec<Option<Value>>], row: usize| -> Option<Vec<Value>> {
+                t.iter().map(|c| c[row].clone()).collect()
+            };
+            // The oracle: whole keys in order of first appearance.
+            let mut oracle: StdMap<Vec<Value>, u32> = StdMap::new();
+            for (row, &slot) in slots.iter().enumerate() {
+                match whole(&inserted, row) {
+                    None => prop_assert_eq!(slot, NO_SLOT),
+                    Some(key) => {
+                        let next = oracle.len() as u32;
+                        let expected = *oracle.entry(key).or_insert(next);
+                        prop_assert_eq!(slot, expected);
+                    }
+                }
+            }
+            let slot_of = |key: &Vec<Value>| {
+                oracle.get(key).map(|&s| renumbered.as_ref().map_or(s, |r| r[s as usize]))
+            };
+            let probe_columns: Vec<ArrayRef> = types.iter().zip(&probed).map(|(&i, v)| column(i, v)).collect();
+            let mut found = Vec::new();
+            dict.lookup_all(&KeyColumns::new(probe_columns.iter().collect()).unwrap(), probes.len(), &mut found);
+            let used: Vec<u32> = oracle.keys().filter_map(slot_of).collect();
+            for (row, found) in found.iter().enumerate() {
+                match whole(&probed, row).map(|k| slot_of(&k)) {
+                    None => prop_assert_eq!(*found, None),
+                    Some(Some(expected)) => prop_assert_eq!(*found, Some(expected)),
+                    // A key never inserted has no slot, or (dense ids) an
+                    // empty one of its own.
+                    _ => prop_assert!(found.is_none_or(|s| !used.contains(&s))),
+                }
+            }
+        }
     }
 }
