@@ -77,7 +77,12 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn new(slots: usize, plan: WindowPlan) -> Self {
+    /// A cursor over `slots` keys; `remember` false keeps no state per key
+    /// (every probe binary-searches its key's run): right for keys with few
+    /// events each, such as a user x item key, where a search is a step or
+    /// two and the state would cost more memory than the events.
+    pub fn new(slots: usize, plan: WindowPlan, remember: bool) -> Self {
+        let slots = if remember { slots } else { 0 };
         let stride = plan.offsets.len() + 1;
         // All zeros: a key never probed reads as probed at time 0 with its
         // positions at 0, from where a probe at or after 0 gallops and an
@@ -96,6 +101,13 @@ impl Cursor {
     /// the key in `slot`) of each window of the plan for a probe at `t`.
     pub fn ranges(&mut self, slot: usize, times: &[i64], t: i64, out: &mut [(usize, usize)]) {
         let stride = self.plan.offsets.len() + 1;
+        if self.state.is_empty() {
+            for (&offset, found) in self.plan.offsets.iter().zip(self.found.iter_mut()) {
+                *found = lower_bound(times, t.saturating_add(offset));
+            }
+            self.write_ranges(out);
+            return;
+        }
         let state = &mut self.state[slot * stride..(slot + 1) * stride];
         let forward = t >= state[0];
         state[0] = t;
@@ -113,6 +125,11 @@ impl Cursor {
             *position = p as i64;
             *found = p;
         }
+        self.write_ranges(out);
+    }
+
+    /// Each window's `[a, b)` from the positions of the offsets.
+    fn write_ranges(&self, out: &mut [(usize, usize)]) {
         for (&(lo, hi), out) in self.plan.bounds.iter().zip(out.iter_mut()) {
             let b = self.found[hi];
             let a = lo.map_or(0, |lo| self.found[lo]).min(b);
@@ -187,7 +204,7 @@ mod tests {
     const NEXT_10: (Option<i64>, i64) = (Some(0), 10);
 
     fn count(times: &[i64], t: i64, w: (Option<i64>, i64)) -> usize {
-        let mut cursor = Cursor::new(1, WindowPlan::new(&[w]));
+        let mut cursor = Cursor::new(1, WindowPlan::new(&[w]), true);
         let mut out = [(0, 0)];
         cursor.ranges(0, times, t, &mut out);
         out[0].1 - out[0].0
@@ -222,10 +239,11 @@ mod tests {
             keys in prop::collection::vec(prop::collection::vec(0i64..40, 0..30), 1..4),
             probes in prop::collection::vec((0usize..4, -2i64..45), 0..60),
             sorted in any::<bool>(),
+            remember in any::<bool>(),
         ) {
             let windows = [LIFETIME, LAST_10, NEXT_10, (Some(-3), 0), (Some(2), 5), (None, -4)];
             let keys: Vec<Vec<i64>> = keys.into_iter().map(|mut k| { k.sort_unstable(); k }).collect();
-            let mut cursor = Cursor::new(keys.len(), WindowPlan::new(&windows));
+            let mut cursor = Cursor::new(keys.len(), WindowPlan::new(&windows), remember);
             let mut probes = probes;
             if sorted {
                 probes.sort_by_key(|p| p.1);
