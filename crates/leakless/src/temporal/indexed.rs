@@ -9,6 +9,7 @@
 //! of integers, the next and previous non-null position, and the range
 //! structures of [`super::range`] for the ops over sliding windows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::TryStreamExt;
 
 use super::filter::FilterExpr;
-use super::keys::{KeyColumns, KeyDict, NO_SLOT};
+use super::keys::{KeyColumns, KeyDict, NO_SLOT, Symbols};
 use super::plan::{IndexPlan, PitPlan};
 use super::range::{DistinctCounts, ExactSums, RangeMin};
 use crate::error::Error;
@@ -472,6 +473,8 @@ impl KeyIndex {
 #[derive(Debug)]
 pub(super) struct IndexedSide {
     pub indexes: Vec<KeyIndex>,
+    /// The ids of the string key values (see [`Symbols`]).
+    pub symbols: Symbols,
     /// Per input: its latest event over all its rows (before any
     /// `where`), `None` without rows or for a dimension.
     pub latest: Vec<Option<Latest>>,
@@ -574,6 +577,26 @@ pub(super) async fn collect(
     let tables: Vec<RecordBatch> = tables.into_iter().map(|(table, _)| table).collect();
     let rows = tables.iter().map(RecordBatch::num_rows).collect();
     let table_bytes: usize = tables.iter().map(|t| t.get_array_memory_size()).sum();
+    // String keys to shared ids, once per source column.
+    let mut symbols = Symbols::default();
+    let mut tables: Vec<Table> = tables
+        .into_iter()
+        .map(|batch| Table {
+            batch,
+            key_ids: HashMap::new(),
+        })
+        .collect();
+    for index in &plan.indexes {
+        let table = &mut tables[index.input];
+        for &k in &index.source_key {
+            let column = table.batch.column(k);
+            if column.data_type() == &DataType::Utf8 && !table.key_ids.contains_key(&k) {
+                let ids = symbols.intern_column(column);
+                table.key_ids.insert(k, ids);
+            }
+        }
+    }
+    reservation.try_grow(symbols.memory_size())?;
     let workers = context.session_config().target_partitions();
     // The raw tables are dropped as their last index is built: the indexes
     // hold what the ops read.
@@ -584,12 +607,20 @@ pub(super) async fn collect(
     }
     Ok(Arc::new(IndexedSide {
         indexes,
+        symbols,
         latest,
         rows,
         collect_seconds: (collected - started).as_secs_f64(),
         index_seconds: collected.elapsed().as_secs_f64(),
         _reservation: reservation,
     }))
+}
+
+/// A source's rows, and the ids of its string key columns by position.
+#[derive(Clone)]
+struct Table {
+    batch: RecordBatch,
+    key_ids: HashMap<usize, ArrayRef>,
 }
 
 /// The batches as one, concatenated a column at a time, each column's
@@ -632,11 +663,7 @@ fn concat_dropping(
 /// the next unbuilt index in plan order; the first error in plan order is
 /// the one returned, whichever thread meets it first. A table is dropped as
 /// soon as the last index over it is built.
-fn build_indexes(
-    plan: &PitPlan,
-    tables: Vec<RecordBatch>,
-    workers: usize,
-) -> Result<Vec<KeyIndex>> {
+fn build_indexes(plan: &PitPlan, tables: Vec<Table>, workers: usize) -> Result<Vec<KeyIndex>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
@@ -645,7 +672,7 @@ fn build_indexes(
     let unbuilt: Vec<AtomicUsize> = (0..tables.len())
         .map(|t| AtomicUsize::new(plan.indexes.iter().filter(|i| i.input == t).count()))
         .collect();
-    let tables: Vec<Mutex<Option<RecordBatch>>> =
+    let tables: Vec<Mutex<Option<Table>>> =
         tables.into_iter().map(|t| Mutex::new(Some(t))).collect();
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, plan.indexes.len().max(1)) {
@@ -682,7 +709,8 @@ fn build_indexes(
         .collect()
 }
 
-fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result<KeyIndex> {
+fn build_index(plan: &PitPlan, index: &IndexPlan, table: &Table) -> Result<KeyIndex> {
+    let (key_ids, table) = (&table.key_ids, &table.batch);
     let source_name = &plan.inputs[index.input];
     let source = plan.spec.source(source_name).expect("resolved source");
     // Rows where `where` is not true are not events of this index; only the
@@ -706,8 +734,15 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
             "source `{source_name}` has {rows} rows; one index holds fewer than 2^32",
         )));
     }
+    // String keys as their ids (see `Symbols`).
     let key_arrays = (index.source_key.iter())
-        .map(|&k| column(k))
+        .map(|&k| match key_ids.get(&k) {
+            Some(ids) => Ok(match &mask {
+                None => ids.clone(),
+                Some(mask) => filter(ids, mask)?,
+            }),
+            None => column(k),
+        })
         .collect::<Result<Vec<_>>>()?;
     let keys = KeyColumns::new(key_arrays.iter().collect())?;
     let mut dict = KeyDict::for_columns(&keys);
@@ -733,7 +768,7 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &RecordBatch) -> Result
     let (offsets, order) = sort_by_slot_time(&slots, dict.len(), times.map(|t| &t.values()[..]));
     drop(slots);
     if index.dimension {
-        check_unique(plan, index, table, &key_arrays, times, &offsets, &order)?;
+        check_unique(plan, index, table, &column, times, &offsets, &order)?;
     }
     let sorted_times: Vec<i64> = match times {
         Some(times) => order.iter().map(|&r| times.value(r as usize)).collect(),
@@ -838,7 +873,7 @@ fn check_unique(
     plan: &PitPlan,
     index: &IndexPlan,
     table: &RecordBatch,
-    key_arrays: &[ArrayRef],
+    column: &dyn Fn(usize) -> Result<ArrayRef>,
     times: Option<&datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>>,
     offsets: &[u32],
     order: &[u32],
@@ -855,13 +890,12 @@ fn check_unique(
             let key = index
                 .source_key
                 .iter()
-                .zip(key_arrays)
-                .map(|(&k, array)| {
+                .map(|&k| {
                     let name = table.schema().field(k).name().clone();
-                    let value = array_value_to_string(array, b as usize).unwrap_or_default();
-                    format!("{name}={value}")
+                    let value = array_value_to_string(&column(k)?, b as usize)?;
+                    Ok(format!("{name}={value}"))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Result<Vec<_>>>()?
                 .join(", ");
             let what = if versioned {
                 format!("{key} and the same valid_from")

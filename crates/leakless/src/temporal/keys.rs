@@ -8,10 +8,13 @@
 //!   that have no rows), a hash map otherwise.
 //! - A single string key is interned: its bytes stored once in an arena,
 //!   a hash table of slots over them.
-//! - A composite key interns each part alone (its own ids, per part), and
-//!   then the tuple of the parts' ids, as fixed-width bytes. A key of a
-//!   user and an item thus costs 8 bytes and a table entry, however long
-//!   the user's name, and is hashed as two small words.
+//! - A composite key is the tuple of its parts as 64-bit words (an int as
+//!   itself, a string as its id among the part's strings), interned: a key
+//!   of a user and an item costs two words and a table entry, however long
+//!   the user's name, and is hashed and compared as two words.
+//!
+//! [`Symbols`] gives every string key value of the indexed side an id
+//! first, so that in practice every index keys by ints.
 //!
 //! A key with a null part has no slot, on either side.
 
@@ -20,6 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::error::{DataFusionError, Result};
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// A row without a slot (a null key part) in [`KeyDict::insert_all`]'s output.
 pub(super) const NO_SLOT: u32 = u32::MAX;
@@ -69,70 +73,47 @@ impl<'a> KeyColumns<'a> {
 }
 
 /// Byte strings -> ids `0..len` in order of first appearance, each stored
-/// once in an arena (fixed-width keys need no ends).
+/// once in an arena.
 #[derive(Debug, Default)]
 struct Interner {
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
     arena: Vec<u8>,
-    /// End of id `i`'s bytes in `arena`; empty for fixed-width keys.
+    /// End of id `i`'s bytes in `arena`.
     ends: Vec<usize>,
-    /// The width of every key, when fixed.
-    width: Option<usize>,
-    len: u32,
+}
+
+/// Id `id`'s bytes (a free function, so that a rehash can borrow the
+/// arena while the table is being grown).
+fn interned<'a>(arena: &'a [u8], ends: &[usize], id: u32) -> &'a [u8] {
+    let i = id as usize;
+    &arena[if i == 0 { 0 } else { ends[i - 1] }..ends[i]]
 }
 
 impl Interner {
-    fn fixed(width: usize) -> Self {
-        Interner {
-            width: Some(width),
-            ..Interner::default()
-        }
-    }
-
-    fn bytes(&self, id: u32) -> &[u8] {
-        let i = id as usize;
-        match self.width {
-            Some(w) => &self.arena[i * w..(i + 1) * w],
-            None => {
-                let start = if i == 0 { 0 } else { self.ends[i - 1] };
-                &self.arena[start..self.ends[i]]
-            }
-        }
-    }
-
     fn get(&self, key: &[u8]) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
-        self.table.find(hash, |&id| self.bytes(id) == key).copied()
+        let found = self
+            .table
+            .find(hash, |&id| interned(&self.arena, &self.ends, id) == key);
+        found.copied()
     }
 
     fn intern(&mut self, key: &[u8]) -> u32 {
         let hash = self.hasher.hash_one(key);
-        if let Some(&id) = self.table.find(hash, |&id| self.bytes(id) == key) {
-            return id;
-        }
-        let id = self.len;
-        self.len += 1;
-        self.arena.extend_from_slice(key);
-        if self.width.is_none() {
-            self.ends.push(self.arena.len());
-        }
         let Interner {
             table,
             hasher,
             arena,
             ends,
-            width,
-            ..
         } = self;
-        let rehash = |&id: &u32| {
-            let i = id as usize;
-            let bytes = match *width {
-                Some(w) => &arena[i * w..(i + 1) * w],
-                None => &arena[if i == 0 { 0 } else { ends[i - 1] }..ends[i]],
-            };
-            hasher.hash_one(bytes)
-        };
+        if let Some(&id) = table.find(hash, |&id| interned(arena, ends, id) == key) {
+            return id;
+        }
+        let id = ends.len() as u32;
+        arena.extend_from_slice(key);
+        ends.push(arena.len());
+        let rehash = |&id: &u32| hasher.hash_one(interned(arena, ends, id));
         table.insert_unique(hash, id, rehash);
         id
     }
@@ -142,37 +123,139 @@ impl Interner {
     }
 }
 
-/// One part of a composite key: its values -> ids.
+/// Tuples of `width` 64-bit words -> ids `0..len` in order of first
+/// appearance, stored flat: a composite key's parts as words (an int as
+/// itself, a string as its id), compared word by word.
+#[derive(Debug, Default)]
+struct Tuples {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    words: Vec<u64>,
+    width: usize,
+}
+
+fn same_words(a: &[u64], b: &[u64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+impl Tuples {
+    fn new(width: usize) -> Self {
+        Tuples {
+            width,
+            ..Tuples::default()
+        }
+    }
+
+    fn tuple(&self, id: u32) -> &[u64] {
+        let i = id as usize * self.width;
+        &self.words[i..i + self.width]
+    }
+
+    fn get(&self, key: &[u64]) -> Option<u32> {
+        self.get_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn intern(&mut self, key: &[u64]) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        if let Some(id) = self.get_hashed(hash, key) {
+            return id;
+        }
+        let id = (self.words.len() / self.width) as u32;
+        self.words.extend_from_slice(key);
+        let Tuples {
+            table,
+            hasher,
+            words,
+            width,
+        } = self;
+        let rehash = |&id: &u32| {
+            let i = id as usize * *width;
+            hasher.hash_one(&words[i..i + *width])
+        };
+        table.insert_unique(hash, id, rehash);
+        id
+    }
+
+    fn get_hashed(&self, hash: u64, key: &[u64]) -> Option<u32> {
+        (self.table)
+            .find(hash, |&id| same_words(self.tuple(id), key))
+            .copied()
+    }
+
+    fn memory_size(&self) -> usize {
+        self.table.allocation_size() + self.words.capacity() * 8
+    }
+}
+
+/// Every string value of the indexed side's string key columns -> an id
+/// (in order of first appearance), shared by all indexes. Keys are mapped
+/// to ids once, so that each index keys by an int: a dense one, read with
+/// no hash at all, and a spine row's string key is hashed once, not once
+/// per index that reads it.
+#[derive(Debug, Default)]
+pub(super) struct Symbols {
+    strings: Interner,
+}
+
+impl Symbols {
+    /// The ids of `column`'s values (int64, nulls kept), interning new ones.
+    pub fn intern_column(&mut self, column: &ArrayRef) -> ArrayRef {
+        let strings = column.as_string::<i32>();
+        let ids: Int64Array = strings
+            .iter()
+            .map(|s| s.map(|s| i64::from(self.strings.intern(s.as_bytes()))))
+            .collect();
+        Arc::new(ids)
+    }
+
+    /// The ids of `column`'s values; a value no indexed source holds is
+    /// null, which, like a null, has no slot in any index.
+    pub fn lookup_column(&self, column: &ArrayRef) -> ArrayRef {
+        let strings = column.as_string::<i32>();
+        let ids: Int64Array = strings
+            .iter()
+            .map(|s| {
+                s.and_then(|s| self.strings.get(s.as_bytes()))
+                    .map(i64::from)
+            })
+            .collect();
+        Arc::new(ids)
+    }
+
+    pub fn memory_size(&self) -> usize {
+        self.strings.memory_size()
+    }
+}
+
+/// One part of a composite key as a word: an int as itself, a string as
+/// its id among the part's strings.
 #[derive(Debug)]
-enum PartIds {
-    Int(HashMap<i64, u32>),
+enum PartWords {
+    Int,
     Str(Interner),
 }
 
-impl PartIds {
-    fn id(&self, part: Part<'_>, row: usize) -> Option<u32> {
+impl PartWords {
+    fn word(&self, part: Part<'_>, row: usize) -> Option<u64> {
         match (self, part) {
-            (PartIds::Int(ids), Part::Int(a)) => ids.get(&a.value(row)).copied(),
-            (PartIds::Str(ids), Part::Str(a)) => ids.get(a.value(row).as_bytes()),
+            (PartWords::Int, Part::Int(a)) => Some(a.value(row) as u64),
+            (PartWords::Str(ids), Part::Str(a)) => ids.get(a.value(row).as_bytes()).map(u64::from),
             _ => None,
         }
     }
 
-    fn intern(&mut self, part: Part<'_>, row: usize) -> u32 {
+    fn intern(&mut self, part: Part<'_>, row: usize) -> u64 {
         match (self, part) {
-            (PartIds::Int(ids), Part::Int(a)) => {
-                let next = ids.len() as u32;
-                *ids.entry(a.value(row)).or_insert(next)
-            }
-            (PartIds::Str(ids), Part::Str(a)) => ids.intern(a.value(row).as_bytes()),
+            (PartWords::Int, Part::Int(a)) => a.value(row) as u64,
+            (PartWords::Str(ids), Part::Str(a)) => u64::from(ids.intern(a.value(row).as_bytes())),
             _ => unreachable!("a key part keeps its type"),
         }
     }
 
     fn memory_size(&self) -> usize {
         match self {
-            PartIds::Int(ids) => ids.allocation_size(),
-            PartIds::Str(ids) => ids.memory_size(),
+            PartWords::Int => 0,
+            PartWords::Str(ids) => ids.memory_size(),
         }
     }
 }
@@ -194,11 +277,10 @@ enum Kind {
     },
     /// A single string key: its interned id is its slot.
     Str(Interner),
-    /// Several parts: each interned alone, the tuple of ids (4 bytes each)
-    /// interned to the slot.
+    /// Several parts: the tuple of their words interned to the slot.
     Parts {
-        parts: Vec<PartIds>,
-        tuples: Interner,
+        parts: Vec<PartWords>,
+        tuples: Tuples,
     },
 }
 
@@ -215,11 +297,11 @@ impl KeyDict {
                 parts: parts
                     .iter()
                     .map(|p| match p {
-                        Part::Int(_) => PartIds::Int(HashMap::new()),
-                        Part::Str(_) => PartIds::Str(Interner::default()),
+                        Part::Int(_) => PartWords::Int,
+                        Part::Str(_) => PartWords::Str(Interner::default()),
                     })
                     .collect(),
-                tuples: Interner::fixed(4 * parts.len()),
+                tuples: Tuples::new(parts.len()),
             },
         };
         KeyDict { kind, len: 0 }
@@ -235,7 +317,7 @@ impl KeyDict {
             Kind::Int { slots, .. } => slots.allocation_size(),
             Kind::Str(ids) => ids.memory_size(),
             Kind::Parts { parts, tuples } => {
-                tuples.memory_size() + parts.iter().map(PartIds::memory_size).sum::<usize>()
+                tuples.memory_size() + parts.iter().map(PartWords::memory_size).sum::<usize>()
             }
         }
     }
@@ -259,8 +341,8 @@ impl KeyDict {
                 (Kind::Str(ids), [Part::Str(a)]) => ids.intern(a.value(row).as_bytes()),
                 (Kind::Parts { parts, tuples }, columns) => {
                     tuple.clear();
-                    for (ids, &part) in parts.iter_mut().zip(columns) {
-                        tuple.extend_from_slice(&ids.intern(part, row).to_le_bytes());
+                    for (words, &part) in parts.iter_mut().zip(columns) {
+                        tuple.push(words.intern(part, row));
                     }
                     tuples.intern(&tuple)
                 }
@@ -330,14 +412,14 @@ impl KeyDict {
                     .flatten()
             })),
             (Kind::Parts { parts, tuples }, columns) if columns.len() == parts.len() => {
-                let mut tuple = Vec::with_capacity(4 * parts.len());
+                let mut tuple = Vec::with_capacity(parts.len());
                 out.extend((0..rows).map(|row| {
                     tuple.clear();
-                    for (ids, &part) in parts.iter().zip(columns) {
+                    for (words, &part) in parts.iter().zip(columns) {
                         if part.is_null(row) {
                             return None;
                         }
-                        tuple.extend_from_slice(&ids.id(part, row)?.to_le_bytes());
+                        tuple.push(words.word(part, row)?);
                     }
                     tuples.get(&tuple)
                 }));

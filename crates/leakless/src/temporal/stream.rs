@@ -164,15 +164,25 @@ impl Prober {
         let mut outputs: Vec<Option<ArrayRef>> = vec![None; self.plan.columns.len()];
         let mut slots = Vec::with_capacity(rows);
         let (plan, side) = (self.plan.clone(), self.side.clone());
+        // String keys as their ids, each column once per batch.
+        let mut ids: std::collections::HashMap<usize, ArrayRef> = Default::default();
         for (i, (index_plan, index)) in plan.indexes.iter().zip(&side.indexes).enumerate() {
-            let keys: Vec<&ArrayRef> = index_plan
+            let keys: Vec<ArrayRef> = index_plan
                 .spine_key
                 .iter()
-                .map(|&k| batch.column(k))
+                .map(|&k| {
+                    let column = batch.column(k);
+                    match column.data_type() {
+                        DataType::Utf8 => (ids.entry(k))
+                            .or_insert_with(|| side.symbols.lookup_column(column))
+                            .clone(),
+                        _ => column.clone(),
+                    }
+                })
                 .collect();
             index
                 .dict
-                .lookup_all(&KeyColumns::new(keys)?, rows, &mut slots);
+                .lookup_all(&KeyColumns::new(keys.iter().collect())?, rows, &mut slots);
             let ranges = self.ranges(i, &slots, &times);
             for (window, &c) in ranges.iter().zip(&index_plan.columns) {
                 let column = &plan.columns[c];

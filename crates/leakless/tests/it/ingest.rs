@@ -552,3 +552,55 @@ window = "1h"
     let spec = leakless::spec::load_ignoring(&path, &[], &["*.json".to_owned()]).unwrap();
     leakless::check::check(&spec).unwrap();
 }
+
+#[test]
+fn a_duplicate_version_of_a_string_key_names_the_string() {
+    // String keys are indexed by shared ids; the message must still show
+    // the user's value, not an id.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("requests.csv"),
+        "id,user,ts\n1,bob,2026-09-21T14:13:20Z\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("segments.csv"),
+        "user,segment,valid_from\n\
+         alice,a,2026-09-01T00:00:00Z\n\
+         bob,b,2026-09-01T00:00:00Z\n\
+         bob,c,2026-09-01T00:00:00Z\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("spec.toml"),
+        r#"
+version = 1
+[sources.requests]
+path = "requests.csv"
+time = "ts"
+columns = { id = "int64", user = "string", ts = "timestamp" }
+[sources.segments]
+path = "segments.csv"
+key = "user"
+valid_from = "valid_from"
+columns = { user = "string", segment = "string", valid_from = "timestamp" }
+[spine]
+source = "requests"
+columns = ["id", "user"]
+[features.segment]
+source = "segments"
+op = "lookup"
+column = "segment"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out).unwrap();
+    match runtime().block_on(build.execute()) {
+        Err(Error::DuplicateKey { key, versioned, .. }) => {
+            assert_eq!(key, "user=bob and the same valid_from");
+            assert!(versioned);
+        }
+        other => panic!("expected a duplicate version, got {other:?}"),
+    }
+}
