@@ -61,6 +61,21 @@ impl Inputs {
     }
 }
 
+/// Writes `files` (name, text) and `spec` as `spec.toml` into `dir`, and
+/// builds the spec into `dir/dataset`.
+pub fn run_spec_in(
+    dir: &Path,
+    files: &[(&str, &str)],
+    spec: &str,
+) -> leakless::Result<BuildSummary> {
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    std::fs::write(dir.join("spec.toml"), spec).unwrap();
+    let build = leakless::Build::from_spec_file(dir.join("spec.toml"), dir.join("dataset"))?;
+    runtime().block_on(build.execute())
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

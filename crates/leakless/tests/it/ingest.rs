@@ -11,7 +11,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use leakless::Error;
 use leakless::error::Location;
 
-use crate::common::{Inputs, read_rows, runtime};
+use crate::common::{Inputs, read_rows, run_spec_in, runtime};
 
 const IMPRESSIONS: &str = "
     impression_id,user_id,listing_id,impression_ts
@@ -558,22 +558,12 @@ fn a_duplicate_version_of_a_string_key_names_the_string() {
     // String keys are indexed by shared ids; the message must still show
     // the user's value, not an id.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("requests.csv"),
-        "id,user,ts\n1,bob,2026-09-21T14:13:20Z\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("segments.csv"),
-        "user,segment,valid_from\n\
+    let requests = "id,user,ts\n1,bob,2026-09-21T14:13:20Z\n";
+    let segments = "user,segment,valid_from\n\
          alice,a,2026-09-01T00:00:00Z\n\
          bob,b,2026-09-01T00:00:00Z\n\
-         bob,c,2026-09-01T00:00:00Z\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("spec.toml"),
-        r#"
+         bob,c,2026-09-01T00:00:00Z\n";
+    let spec = r#"
 version = 1
 [sources.requests]
 path = "requests.csv"
@@ -591,12 +581,9 @@ columns = ["id", "user"]
 source = "segments"
 op = "lookup"
 column = "segment"
-"#,
-    )
-    .unwrap();
-    let out = dir.path().join("dataset");
-    let build = leakless::Build::from_spec_file(dir.path().join("spec.toml"), &out).unwrap();
-    match runtime().block_on(build.execute()) {
+"#;
+    let files = [("requests.csv", requests), ("segments.csv", segments)];
+    match run_spec_in(dir.path(), &files, spec) {
         Err(Error::DuplicateKey { key, versioned, .. }) => {
             assert_eq!(key, "user=bob and the same valid_from");
             assert!(versioned);
