@@ -9,12 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc keeps freed memory for reuse: the index build allocates and
-/// frees large buffers, which the system allocator returned to the kernel
-/// and faulted in again, zeroed, on the next allocation.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "leakless",
