@@ -77,13 +77,15 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// A cursor over `slots` keys; `remember` false keeps no state per key
-    /// (every probe binary-searches its key's run): right for keys with few
-    /// events each, such as a user x item key, where a search is a step or
-    /// two and the state would cost more memory than the events.
-    pub fn new(slots: usize, plan: WindowPlan, remember: bool) -> Self {
-        let slots = if remember { slots } else { 0 };
+    /// A cursor over `slots` keys holding `events` events in all. It keeps
+    /// each key's state (one word per window bound, and one) only when that
+    /// is no more than the events' times (a word each): keys with fewer
+    /// events than that, such as a user x item key, keep none, and each
+    /// probe binary-searches its key's short run, which is as quick; the
+    /// state would have outweighed the index.
+    pub fn new(slots: usize, plan: WindowPlan, events: usize) -> Self {
         let stride = plan.offsets.len() + 1;
+        let slots = if events / stride >= slots { slots } else { 0 };
         // All zeros: a key never probed reads as probed at time 0 with its
         // positions at 0, from where a probe at or after 0 gallops and an
         // earlier one binary-searches: both exact. Zeros are also pages the
@@ -204,7 +206,7 @@ mod tests {
     const NEXT_10: (Option<i64>, i64) = (Some(0), 10);
 
     fn count(times: &[i64], t: i64, w: (Option<i64>, i64)) -> usize {
-        let mut cursor = Cursor::new(1, WindowPlan::new(&[w]), true);
+        let mut cursor = Cursor::new(1, WindowPlan::new(&[w]), usize::MAX);
         let mut out = [(0, 0)];
         cursor.ranges(0, times, t, &mut out);
         out[0].1 - out[0].0
@@ -243,7 +245,8 @@ mod tests {
         ) {
             let windows = [LIFETIME, LAST_10, NEXT_10, (Some(-3), 0), (Some(2), 5), (None, -4)];
             let keys: Vec<Vec<i64>> = keys.into_iter().map(|mut k| { k.sort_unstable(); k }).collect();
-            let mut cursor = Cursor::new(keys.len(), WindowPlan::new(&windows), remember);
+            let events = if remember { usize::MAX } else { 0 };
+            let mut cursor = Cursor::new(keys.len(), WindowPlan::new(&windows), events);
             let mut probes = probes;
             if sorted {
                 probes.sort_by_key(|p| p.1);

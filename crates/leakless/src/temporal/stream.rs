@@ -28,10 +28,6 @@ use super::plan::{ColumnPlan, PitPlan};
 use crate::spec::Op;
 use crate::time::MICROS_PER_SECOND;
 
-/// Events per key from which a cursor keeps each key's last positions
-/// (see [`Cursor::new`]).
-const REMEMBER_FROM_EVENTS_PER_KEY: usize = 16;
-
 /// The per-stream state of probing: one cursor per index.
 pub(super) struct Prober {
     side: Arc<IndexedSide>,
@@ -68,12 +64,7 @@ impl Prober {
                     .collect();
                 // A snapshot is never searched by time: no per-key state.
                 let slots = if p.is_snapshot() { 0 } else { index.dict.len() };
-                // State per key pays when keys have many events (a step of
-                // a gallop instead of a binary search over a long run); with
-                // a few events per key (a user x item key) a search is as
-                // quick and the state would outweigh the events.
-                let remember = index.times.len() >= REMEMBER_FROM_EVENTS_PER_KEY * slots;
-                Cursor::new(slots, WindowPlan::new(&windows), remember)
+                Cursor::new(slots, WindowPlan::new(&windows), index.times.len())
             })
             .collect();
         let spine_filter = match &plan.spec.spine.filter {
