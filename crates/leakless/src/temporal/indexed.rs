@@ -596,6 +596,7 @@ pub(super) async fn collect(
             }
         }
     }
+    symbols.shrink();
     reservation.try_grow(symbols.memory_size())?;
     let workers = context.session_config().target_partitions();
     // The raw tables are dropped as their last index is built: the indexes

@@ -118,6 +118,11 @@ impl Interner {
         id
     }
 
+    fn shrink(&mut self) {
+        self.arena.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
     fn memory_size(&self) -> usize {
         self.table.allocation_size() + self.arena.capacity() + self.ends.capacity() * 8
     }
@@ -220,6 +225,11 @@ impl Symbols {
             })
             .collect();
         Arc::new(ids)
+    }
+
+    /// Gives back the room the stored strings grew into and do not use.
+    pub fn shrink(&mut self) {
+        self.strings.shrink();
     }
 
     pub fn memory_size(&self) -> usize {
@@ -353,15 +363,30 @@ impl KeyDict {
         }
     }
 
-    /// Switches int keys to dense slots when they span little more than
+    /// Gives back the room stored keys grew into and do not use, and
+    /// switches int keys to dense slots when they span little more than
     /// their number (ids usually do): a key's slot is then `key - min`, with
     /// no table to read (a table from key to slot was one more cache miss
     /// per spine row and index once the keys outgrow the cache). Returns
     /// the new slot of each slot `insert_all` gave, when they changed.
     #[must_use]
     pub fn finish(&mut self) -> Option<Vec<u32>> {
-        let Kind::Int { slots, dense } = &mut self.kind else {
-            return None;
+        let (slots, dense) = match &mut self.kind {
+            Kind::Int { slots, dense } => (slots, dense),
+            // The stored keys grew by doubling: give back what is unused.
+            Kind::Str(ids) => {
+                ids.shrink();
+                return None;
+            }
+            Kind::Parts { parts, tuples } => {
+                tuples.words.shrink_to_fit();
+                for part in parts {
+                    if let PartWords::Str(ids) = part {
+                        ids.shrink();
+                    }
+                }
+                return None;
+            }
         };
         let (Some(min), Some(max)) = (slots.keys().min(), slots.keys().max()) else {
             return None;
