@@ -78,11 +78,12 @@ pub struct Cursor {
 
 impl Cursor {
     /// A cursor over `slots` keys holding `events` events in all. It keeps
-    /// each key's state (one word per window bound, and one) only when that
-    /// is no more than the events' times (a word each): keys with fewer
-    /// events than that, such as a user x item key, keep none, and each
-    /// probe binary-searches its key's short run, which is as quick; the
-    /// state would have outweighed the index.
+    /// the state of every key (one word per window bound, and one) only
+    /// when all of it is no more than the events' times (a word each), that
+    /// is when the keys average at least that many events; otherwise (a
+    /// user x item key) it keeps none, for any key, and each probe
+    /// binary-searches its key's run, short on average; the state would
+    /// have outweighed the index.
     pub fn new(slots: usize, plan: WindowPlan, events: usize) -> Self {
         let stride = plan.offsets.len() + 1;
         let slots = if events / stride >= slots { slots } else { 0 };

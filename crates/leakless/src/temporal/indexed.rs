@@ -579,6 +579,7 @@ pub(super) async fn collect(
     let table_bytes: usize = tables.iter().map(|t| t.get_array_memory_size()).sum();
     // String keys to shared ids, once per source column.
     let mut symbols = Symbols::default();
+    let mut id_bytes = 0;
     let mut tables: Vec<Table> = tables
         .into_iter()
         .map(|batch| Table {
@@ -591,18 +592,19 @@ pub(super) async fn collect(
         for &k in &index.source_key {
             let column = table.batch.column(k);
             if column.data_type() == &DataType::Utf8 && !table.key_ids.contains_key(&k) {
-                let ids = symbols.intern_column(column);
+                let ids = symbols.intern_column(column)?;
+                id_bytes += ids.get_array_memory_size();
                 table.key_ids.insert(k, ids);
             }
         }
     }
     symbols.shrink();
-    reservation.try_grow(symbols.memory_size())?;
+    reservation.try_grow(symbols.memory_size() + id_bytes)?;
     let workers = context.session_config().target_partitions();
     // The raw tables are dropped as their last index is built: the indexes
     // hold what the ops read.
     let indexes = build_indexes(&plan, tables, workers)?;
-    reservation.shrink(table_bytes.min(reservation.size()));
+    reservation.shrink((table_bytes + id_bytes).min(reservation.size()));
     for built in &indexes {
         reservation.try_grow(built.memory_size())?;
     }
@@ -657,9 +659,6 @@ fn concat_dropping(
     )?)
 }
 
-/// Every index of the plan, built on up to `workers` threads, each taking
-/// the next unbuilt index in plan order; the first error in plan order is
-/// the one returned, whichever thread meets it first.
 /// Every index of the plan, built on up to `workers` threads, each taking
 /// the next unbuilt index in plan order; the first error in plan order is
 /// the one returned, whichever thread meets it first. A table is dropped as

@@ -194,23 +194,31 @@ impl Tuples {
 
 /// Every string value of the indexed side's string key columns -> an id
 /// (in order of first appearance), shared by all indexes. Keys are mapped
-/// to ids once, so that each index keys by an int: a dense one, read with
-/// no hash at all, and a spine row's string key is hashed once, not once
-/// per index that reads it.
+/// to ids once, so that each index keys by an int (usually dense, read
+/// with no hash at all; a hash map when a selective `where` or a source
+/// with few of the values spreads its ids out), and a spine row's string
+/// key is hashed once, not once per index that reads it.
 #[derive(Debug, Default)]
 pub(super) struct Symbols {
     strings: Interner,
 }
 
 impl Symbols {
-    /// The ids of `column`'s values (int64, nulls kept), interning new ones.
-    pub fn intern_column(&mut self, column: &ArrayRef) -> ArrayRef {
+    /// The ids of `column`'s values (int64, nulls kept), interning new ones;
+    /// an error if the ids could pass 2^32 - 1.
+    pub fn intern_column(&mut self, column: &ArrayRef) -> Result<ArrayRef> {
         let strings = column.as_string::<i32>();
+        if self.strings.ends.len() + strings.len() >= u32::MAX as usize {
+            return Err(DataFusionError::Execution(format!(
+                "more than {} string key values; the indexed side holds fewer than 2^32",
+                self.strings.ends.len() + strings.len()
+            )));
+        }
         let ids: Int64Array = strings
             .iter()
             .map(|s| s.map(|s| i64::from(self.strings.intern(s.as_bytes()))))
             .collect();
-        Arc::new(ids)
+        Ok(Arc::new(ids))
     }
 
     /// The ids of `column`'s values; a value no indexed source holds is

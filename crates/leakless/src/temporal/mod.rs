@@ -16,9 +16,10 @@
 //! otherwise; a string key is first mapped to its id, once per spine
 //! column and batch, so it is hashed once however many indexes read it),
 //! a galloping search per distinct window bound (O(1) steps when the key's
-//! probes come in time order, O(log n) otherwise; keys with fewer events
-//! than the state has words keep none and binary-search their short run), then per
-//! column a cost that does not grow with the events in the window:
+//! probes come in time order, O(log n) otherwise; an index whose keys
+//! average fewer events than the state has words keeps none, and its
+//! probes binary-search), then per column a cost that does not grow with
+//! the events in the window:
 //!
 //! | op | structure (built once per index) | per row |
 //! |---|---|---|
