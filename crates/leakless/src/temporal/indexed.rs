@@ -719,12 +719,13 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &Table) -> Result<KeyIn
         None => None,
         Some(sql) => Some(FilterExpr::try_new(sql, source)?.evaluate(table)?),
     };
-    let column = |c: usize| -> Result<ArrayRef> {
+    let filtered = |array: &ArrayRef| -> Result<ArrayRef> {
         Ok(match &mask {
-            None => table.column(c).clone(),
-            Some(mask) => filter(table.column(c), mask)?,
+            None => array.clone(),
+            Some(mask) => filter(array, mask)?,
         })
     };
+    let column = |c: usize| filtered(table.column(c));
     let rows = match &mask {
         None => table.num_rows(),
         Some(mask) => mask.true_count(),
@@ -736,13 +737,7 @@ fn build_index(plan: &PitPlan, index: &IndexPlan, table: &Table) -> Result<KeyIn
     }
     // String keys as their ids (see `Symbols`).
     let key_arrays = (index.source_key.iter())
-        .map(|&k| match key_ids.get(&k) {
-            Some(ids) => Ok(match &mask {
-                None => ids.clone(),
-                Some(mask) => filter(ids, mask)?,
-            }),
-            None => column(k),
-        })
+        .map(|&k| filtered(key_ids.get(&k).unwrap_or(table.column(k))))
         .collect::<Result<Vec<_>>>()?;
     let keys = KeyColumns::new(key_arrays.iter().collect())?;
     let mut dict = KeyDict::for_columns(&keys);

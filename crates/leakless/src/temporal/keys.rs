@@ -1,25 +1,22 @@
-//! Keys of any supported type (int64, string, composite) -> dense slots.
+//! Keys (int64, string, composite) -> dense slots.
 //!
-//! A [`KeyDict`] maps each distinct key of the indexed side to a slot
-//! `0..len`, in order of first appearance. It is exact: two distinct keys
-//! never share a slot.
+//! [`Symbols`] first gives every string key value of the indexed side one
+//! id, shared by all indexes, so that a [`KeyDict`] only ever sees ints.
+//! A [`KeyDict`] maps each distinct key of an index to a slot `0..len`, in
+//! order of first appearance. It is exact: two distinct keys never share a
+//! slot.
 //! - A single int64 key is its own value: when the ids are dense its slot
 //!   is the id less the smallest (and `len` counts the ids between them
 //!   that have no rows), a hash map otherwise.
-//! - A single string key is interned: its bytes stored once in an arena,
-//!   a hash table of slots over them.
-//! - A composite key is the tuple of its parts as 64-bit words (an int as
-//!   itself, a string as its id among the part's strings), interned: a key
-//!   of a user and an item costs two words and a table entry, however long
-//!   the user's name, and is hashed and compared as two words.
-//!
-//! [`Symbols`] gives every string key value of the indexed side an id
-//! first, so that in practice every index keys by ints.
+//! - A composite key is the tuple of its parts as 64-bit words, interned:
+//!   a key of a user and an item costs two words and a table entry,
+//!   however long the user's name, and is hashed and compared as two
+//!   words.
 //!
 //! A key with a null part has no slot, on either side.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use std::hash::BuildHasher;
@@ -28,42 +25,22 @@ use std::sync::Arc;
 /// A row without a slot (a null key part) in [`KeyDict::insert_all`]'s output.
 pub(super) const NO_SLOT: u32 = u32::MAX;
 
-/// One key column, typed.
-#[derive(Clone, Copy)]
-enum Part<'a> {
-    Int(&'a Int64Array),
-    Str(&'a StringArray),
-}
-
-impl<'a> Part<'a> {
-    fn new(column: &'a ArrayRef) -> Result<Self> {
-        match column.data_type() {
-            DataType::Int64 => Ok(Part::Int(column.as_primitive::<Int64Type>())),
-            DataType::Utf8 => Ok(Part::Str(column.as_string::<i32>())),
-            other => Err(DataFusionError::Plan(format!(
-                "a key column is {other}, not int64 or string"
-            ))),
-        }
-    }
-
-    fn is_null(&self, row: usize) -> bool {
-        match self {
-            Part::Int(a) => a.is_null(row),
-            Part::Str(a) => a.is_null(row),
-        }
-    }
-}
-
-/// Key columns of one batch, ready to map row by row.
+/// Key columns of one batch, ready to map row by row: int64 columns (a
+/// string key's ids from [`Symbols`]).
 pub(super) struct KeyColumns<'a> {
-    parts: Vec<Part<'a>>,
+    parts: Vec<&'a Int64Array>,
 }
 
 impl<'a> KeyColumns<'a> {
     pub fn new(columns: Vec<&'a ArrayRef>) -> Result<Self> {
         let parts = columns
             .into_iter()
-            .map(Part::new)
+            .map(|c| match c.data_type() {
+                DataType::Int64 => Ok(c.as_primitive()),
+                other => Err(DataFusionError::Plan(format!(
+                    "a key column is {other}, not int64 (string keys are mapped to ids first)"
+                ))),
+            })
             .collect::<Result<Vec<_>>>()?;
         if parts.is_empty() {
             return Err(DataFusionError::Plan("a key without columns".into()));
@@ -130,7 +107,7 @@ impl Interner {
 
 /// Tuples of `width` 64-bit words -> ids `0..len` in order of first
 /// appearance, stored flat: a composite key's parts as words (an int as
-/// itself, a string as its id), compared word by word.
+/// itself, a string key as its [`Symbols`] id), compared word by word.
 #[derive(Debug, Default)]
 struct Tuples {
     table: HashTable<u32>,
@@ -245,39 +222,6 @@ impl Symbols {
     }
 }
 
-/// One part of a composite key as a word: an int as itself, a string as
-/// its id among the part's strings.
-#[derive(Debug)]
-enum PartWords {
-    Int,
-    Str(Interner),
-}
-
-impl PartWords {
-    fn word(&self, part: Part<'_>, row: usize) -> Option<u64> {
-        match (self, part) {
-            (PartWords::Int, Part::Int(a)) => Some(a.value(row) as u64),
-            (PartWords::Str(ids), Part::Str(a)) => ids.get(a.value(row).as_bytes()).map(u64::from),
-            _ => None,
-        }
-    }
-
-    fn intern(&mut self, part: Part<'_>, row: usize) -> u64 {
-        match (self, part) {
-            (PartWords::Int, Part::Int(a)) => a.value(row) as u64,
-            (PartWords::Str(ids), Part::Str(a)) => u64::from(ids.intern(a.value(row).as_bytes())),
-            _ => unreachable!("a key part keeps its type"),
-        }
-    }
-
-    fn memory_size(&self) -> usize {
-        match self {
-            PartWords::Int => 0,
-            PartWords::Str(ids) => ids.memory_size(),
-        }
-    }
-}
-
 /// Distinct keys -> slots.
 #[derive(Debug)]
 pub(super) struct KeyDict {
@@ -293,34 +237,19 @@ enum Kind {
         slots: HashMap<i64, u32>,
         dense: Option<i64>,
     },
-    /// A single string key: its interned id is its slot.
-    Str(Interner),
-    /// Several parts: the tuple of their words interned to the slot.
-    Parts {
-        parts: Vec<PartWords>,
-        tuples: Tuples,
-    },
+    /// Several parts: the tuple of their values interned to the slot.
+    Parts(Tuples),
 }
 
 impl KeyDict {
-    /// An empty dictionary for keys of these columns' types.
+    /// An empty dictionary for keys of these columns.
     pub fn for_columns(keys: &KeyColumns<'_>) -> Self {
-        let kind = match keys.parts.as_slice() {
-            [Part::Int(_)] => Kind::Int {
+        let kind = match keys.parts.len() {
+            1 => Kind::Int {
                 slots: HashMap::new(),
                 dense: None,
             },
-            [Part::Str(_)] => Kind::Str(Interner::default()),
-            parts => Kind::Parts {
-                parts: parts
-                    .iter()
-                    .map(|p| match p {
-                        Part::Int(_) => PartWords::Int,
-                        Part::Str(_) => PartWords::Str(Interner::default()),
-                    })
-                    .collect(),
-                tuples: Tuples::new(parts.len()),
-            },
+            parts => Kind::Parts(Tuples::new(parts)),
         };
         KeyDict { kind, len: 0 }
     }
@@ -333,10 +262,7 @@ impl KeyDict {
     pub fn memory_size(&self) -> usize {
         match &self.kind {
             Kind::Int { slots, .. } => slots.allocation_size(),
-            Kind::Str(ids) => ids.memory_size(),
-            Kind::Parts { parts, tuples } => {
-                tuples.memory_size() + parts.iter().map(PartWords::memory_size).sum::<usize>()
-            }
+            Kind::Parts(tuples) => tuples.memory_size(),
         }
     }
 
@@ -345,33 +271,29 @@ impl KeyDict {
     pub fn insert_all(&mut self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<u32>) {
         out.clear();
         out.reserve(rows);
-        let mut tuple = Vec::new();
+        let mut tuple = Vec::with_capacity(keys.parts.len());
         for row in 0..rows {
             if keys.parts.iter().any(|p| p.is_null(row)) {
                 out.push(NO_SLOT);
                 continue;
             }
-            let slot = match (&mut self.kind, keys.parts.as_slice()) {
-                (Kind::Int { slots, .. }, [Part::Int(a)]) => {
+            let slot = match &mut self.kind {
+                Kind::Int { slots, .. } => {
                     let next = slots.len() as u32;
-                    *slots.entry(a.value(row)).or_insert(next)
+                    *slots.entry(keys.parts[0].value(row)).or_insert(next)
                 }
-                (Kind::Str(ids), [Part::Str(a)]) => ids.intern(a.value(row).as_bytes()),
-                (Kind::Parts { parts, tuples }, columns) => {
+                Kind::Parts(tuples) => {
                     tuple.clear();
-                    for (words, &part) in parts.iter_mut().zip(columns) {
-                        tuple.push(words.intern(part, row));
-                    }
+                    tuple.extend(keys.parts.iter().map(|p| p.value(row) as u64));
                     tuples.intern(&tuple)
                 }
-                _ => unreachable!("a dictionary keeps its key's types"),
             };
             self.len = self.len.max(slot as usize + 1);
             out.push(slot);
         }
     }
 
-    /// Gives back the room stored keys grew into and do not use, and
+    /// Gives back the room stored tuples grew into and do not use, and
     /// switches int keys to dense slots when they span little more than
     /// their number (ids usually do): a key's slot is then `key - min`, with
     /// no table to read (a table from key to slot was one more cache miss
@@ -381,18 +303,8 @@ impl KeyDict {
     pub fn finish(&mut self) -> Option<Vec<u32>> {
         let (slots, dense) = match &mut self.kind {
             Kind::Int { slots, dense } => (slots, dense),
-            // The stored keys grew by doubling: give back what is unused.
-            Kind::Str(ids) => {
-                ids.shrink();
-                return None;
-            }
-            Kind::Parts { parts, tuples } => {
+            Kind::Parts(tuples) => {
                 tuples.words.shrink_to_fit();
-                for part in parts {
-                    if let PartWords::Str(ids) = part {
-                        ids.shrink();
-                    }
-                }
                 return None;
             }
         };
@@ -419,7 +331,7 @@ impl KeyDict {
     pub fn lookup_all(&self, keys: &KeyColumns<'_>, rows: usize, out: &mut Vec<Option<u32>>) {
         out.clear();
         match (&self.kind, keys.parts.as_slice()) {
-            (Kind::Int { slots, dense }, [Part::Int(a)]) => {
+            (Kind::Int { slots, dense }, [a]) => {
                 // Straight over the values: this runs once per spine row and index.
                 let values = &a.values()[..rows];
                 let slot = |k: i64| match *dense {
@@ -439,26 +351,19 @@ impl KeyDict {
                     ),
                 }
             }
-            (Kind::Str(ids), [Part::Str(a)]) => out.extend((0..rows).map(|row| {
-                (!a.is_null(row))
-                    .then(|| ids.get(a.value(row).as_bytes()))
-                    .flatten()
-            })),
-            (Kind::Parts { parts, tuples }, columns) if columns.len() == parts.len() => {
+            (Kind::Parts(tuples), parts) if parts.len() == tuples.width => {
                 let mut tuple = Vec::with_capacity(parts.len());
                 out.extend((0..rows).map(|row| {
-                    tuple.clear();
-                    for (words, &part) in parts.iter().zip(columns) {
-                        if part.is_null(row) {
-                            return None;
-                        }
-                        tuple.push(words.word(part, row)?);
+                    if parts.iter().any(|p| p.is_null(row)) {
+                        return None;
                     }
+                    tuple.clear();
+                    tuple.extend(parts.iter().map(|p| p.value(row) as u64));
                     tuples.get(&tuple)
                 }));
             }
-            // Keys of other types than the index's never match (the spec
-            // pairs key types, so this does not happen).
+            // Keys of another shape than the index's never match (the spec
+            // pairs key columns, so this does not happen).
             _ => out.extend((0..rows).map(|_| None)),
         }
     }
@@ -471,11 +376,23 @@ mod tests {
 
     use proptest::prelude::*;
 
+    use datafusion::arrow::array::StringArray;
+
     use super::*;
+
+    /// A key column as the index sees it: strings as their ids, interned
+    /// (the indexed side) or looked up (the spine).
+    fn as_ids(symbols: &mut Symbols, column: ArrayRef, intern: bool) -> ArrayRef {
+        match column.data_type() {
+            DataType::Utf8 if intern => symbols.intern_column(&column).unwrap(),
+            DataType::Utf8 => symbols.lookup_column(&column),
+            _ => column,
+        }
+    }
 
     #[test]
     fn composite_keys_never_collide_and_nulls_have_no_slot() {
-        // Each part has its own ids, so ("a", 1) and ("ab", 1) differ.
+        // A string part is its id, so ("a", 1) and ("ab", 1) differ.
         let s: ArrayRef = Arc::new(StringArray::from(vec![
             Some("ab"),
             Some("a"),
@@ -483,6 +400,7 @@ mod tests {
             Some("ab"),
         ]));
         let i: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), Some(1), None]));
+        let s = as_ids(&mut Symbols::default(), s, true);
         let keys = KeyColumns::new(vec![&s, &i]).unwrap();
         let mut dict = KeyDict::for_columns(&keys);
         let mut slots = Vec::new();
@@ -496,9 +414,11 @@ mod tests {
     #[test]
     fn string_parts_are_delimited_by_their_length() {
         // Strings joined with a separator would make ("a\u{1}b", "c") and
-        // ("a", "b\u{1}c") one key; ids per part keep them apart.
+        // ("a", "b\u{1}c") one key; a string id per part keeps them apart.
         let a: ArrayRef = Arc::new(StringArray::from(vec!["a\u{1}b", "a"]));
         let b: ArrayRef = Arc::new(StringArray::from(vec!["c", "b\u{1}c"]));
+        let mut symbols = Symbols::default();
+        let (a, b) = (as_ids(&mut symbols, a, true), as_ids(&mut symbols, b, true));
         let keys = KeyColumns::new(vec![&a, &b]).unwrap();
         let mut dict = KeyDict::for_columns(&keys);
         let mut slots = Vec::new();
@@ -600,7 +520,8 @@ mod tests {
                     .collect()
             };
             let (inserted, probed) = (table(&rows), table(&probes));
-            let columns: Vec<ArrayRef> = types.iter().zip(&inserted).map(|(&i, v)| column(i, v)).collect();
+            let mut symbols = Symbols::default();
+            let columns: Vec<ArrayRef> = types.iter().zip(&inserted).map(|(&i, v)| as_ids(&mut symbols, column(i, v), true)).collect();
             let keys = KeyColumns::new(columns.iter().collect()).unwrap();
             let mut dict = KeyDict::for_columns(&keys);
             let mut slots = Vec::new();
@@ -624,7 +545,7 @@ mod tests {
             let slot_of = |key: &Vec<Value>| {
                 oracle.get(key).map(|&s| renumbered.as_ref().map_or(s, |r| r[s as usize]))
             };
-            let probe_columns: Vec<ArrayRef> = types.iter().zip(&probed).map(|(&i, v)| column(i, v)).collect();
+            let probe_columns: Vec<ArrayRef> = types.iter().zip(&probed).map(|(&i, v)| as_ids(&mut symbols, column(i, v), false)).collect();
             let mut found = Vec::new();
             dict.lookup_all(&KeyColumns::new(probe_columns.iter().collect()).unwrap(), probes.len(), &mut found);
             let used: Vec<u32> = oracle.keys().filter_map(slot_of).collect();
