@@ -5,6 +5,8 @@ use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
 
+mod common;
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/marketplace")
 }
@@ -130,43 +132,17 @@ fn two_runs_write_identical_bytes() {
 }
 
 /// A Python interpreter that can `import pyarrow`: the machine's `python3`
-/// when it can, else one from a virtualenv under the target folder that this
-/// provisions once (from PyPI), so that `cargo test` needs only Python 3.
+/// when it can, else a virtualenv's.
 fn python_with_pyarrow() -> PathBuf {
-    let has_pyarrow = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import pyarrow"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     let system = PathBuf::from("python3");
-    if has_pyarrow(&system) {
-        return system;
+    let has_pyarrow = Command::new(&system)
+        .args(["-c", "import pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match has_pyarrow {
+        true => system,
+        false => common::venv_python("pyarrow-venv", "import pyarrow", &["pyarrow>=14"]),
     }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyarrow-venv");
-    let python = venv.join("bin").join("python");
-    if has_pyarrow(&python) {
-        return python;
-    }
-    let run = |command: &mut Command| {
-        let output = command.output().expect("python3 runs");
-        assert!(
-            output.status.success(),
-            "provisioning pyarrow into `{}` failed: {}",
-            venv.display(),
-            text(&output.stderr)
-        );
-    };
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "pyarrow>=14",
-    ]));
-    python
 }
 
 #[test]

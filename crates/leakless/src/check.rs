@@ -61,8 +61,20 @@ pub struct ColumnExplanation {
 pub fn check(spec: &Spec) -> Result<CheckReport> {
     let mut sources = Vec::new();
     let mut warnings = warnings(spec);
+    // Files on object storage are read from local copies.
+    let scratch = match spec
+        .sources
+        .iter()
+        .any(|s| crate::storage::is_remote(&s.path))
+    {
+        true => Some(crate::storage::Scratch::new("check")?),
+        false => None,
+    };
     for def in &spec.sources {
-        let source = Source::open(def, BadRowPolicy::Fail)?;
+        let mut source = Source::open(def, BadRowPolicy::Fail)?;
+        if let Some(scratch) = &scratch {
+            source.fetch(scratch.dir())?;
+        }
         source.check_columns()?;
         let all_parquet = source.files.iter().all(|f| f.format == Format::Parquet);
         if all_parquet && def.csv != CsvOptions::default() {

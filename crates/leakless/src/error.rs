@@ -170,6 +170,13 @@ pub enum Error {
     #[error("`{path}` already exists{}", match why { None => String::new(), Some(why) => format!(" and is not a leakless dataset: {why}") })]
     OutputExists { path: PathBuf, why: Option<String> },
 
+    /// Another run published to the same object-storage dataset while
+    /// this one ran.
+    #[error(
+        "`{path}` was published by another run while this one ran: nothing was published (run again to build over it)"
+    )]
+    PublishedMeanwhile { path: PathBuf },
+
     /// Another run holds the destination's lock.
     #[error("`{path}` is being written by another run ({holder}; lock `{lock}`)")]
     Locked {
@@ -312,6 +319,7 @@ impl Error {
                 path: path.clone(),
                 why: why.clone(),
             },
+            Error::PublishedMeanwhile { path } => Error::PublishedMeanwhile { path: path.clone() },
             Error::Locked { path, lock, holder } => Error::Locked {
                 path: path.clone(),
                 lock: lock.clone(),

@@ -151,6 +151,7 @@ fn read_file(fixture: &Fixture, name: &str, format: Format, bytes: &[u8]) -> Res
     std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
     let file = InputFile {
         path: path.clone(),
+        name: path.clone(),
         format,
         compression: Compression::None,
         bytes: bytes.len() as u64,

@@ -38,7 +38,12 @@ use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
-use crate::write::{Destination, PartitionWriter, PartitionWritten};
+use crate::write::{Output, PartitionWriter, PartitionWritten};
+
+/// Folders of the staging that are not data: the spine's spill and the
+/// local copies of inputs on object storage.
+const SPILL: &str = "_spill";
+const INPUTS: &str = "_inputs";
 use crate::{Reporter, Stage};
 
 /// How far after the spine's last time a label source's latest event may
@@ -236,15 +241,16 @@ impl Build {
     pub async fn execute(self) -> Result<BuildSummary> {
         // Locks and checks the destination before any work; the staging
         // folder is removed again on failure (see `write::commit`).
-        let destination = Destination::acquire(&self.out, self.overwrite, self.wait)?;
+        let destination = Output::acquire(&self.out, self.overwrite, self.wait)?;
         let staging = destination.stage()?;
         crate::write::commit::crash_point("after-staging");
         let started = Instant::now();
         self.reporter.stage(Stage::Reading);
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
-        let sources = self.open_sources(&plan)?;
+        // Files on object storage are copied into the staging first.
+        let sources = self.open_sources(&plan, &staging.dir().join(INPUTS))?;
 
-        let spill = staging.dir().join("_spill");
+        let spill = staging.dir().join(SPILL);
         let exec = self.physical_plan(&plan, &sources, &spill)?;
         let columns = self.spec.output_columns();
         let time_column = self.spec.spine.columns.len();
@@ -373,6 +379,7 @@ impl Build {
         let manifest = Manifest {
             tool: crate::write::manifest::TOOL,
             version: env!("CARGO_PKG_VERSION"),
+            data: destination.data(),
             feature_set_hash: self.spec.feature_set_hash(),
             settings: Settings {
                 spec_file: self.spec_file.as_ref().map(|p| p.display().to_string()),
@@ -410,7 +417,12 @@ impl Build {
                 .collect(),
             spec: self.spec.normalized(),
         };
-        destination.publish(staging, &manifest.to_json(), self.overwrite)?;
+        destination.publish(
+            staging,
+            &[SPILL, INPUTS],
+            &manifest.to_json(),
+            self.overwrite,
+        )?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
             compute: (written - started).as_secs_f64(),
@@ -470,7 +482,7 @@ impl Build {
                 crate::error::EventAfterSpine {
                     label: label.name.clone(),
                     source_name: label.source.clone(),
-                    path: source.files[latest.partition].path.clone(),
+                    path: source.files[latest.partition].name.clone(),
                     location: source.locate(latest.partition, latest.row as u64)?,
                     time: format_rfc3339(latest.time),
                     spine_last: format_rfc3339(spine_last),
@@ -483,7 +495,7 @@ impl Build {
 
     /// The sources the plan reads: the indexed ones in plan order, then the
     /// spine (the spine source may also be indexed).
-    fn open_sources(&self, plan: &PitPlan) -> Result<Vec<Source>> {
+    fn open_sources(&self, plan: &PitPlan, scratch: &Path) -> Result<Vec<Source>> {
         let mut names: Vec<&str> = plan.inputs.iter().map(String::as_str).collect();
         if !names.contains(&self.spec.spine.source.as_str()) {
             names.push(&self.spec.spine.source);
@@ -492,7 +504,9 @@ impl Build {
             .into_iter()
             .map(|name| {
                 let def = self.spec.source(name).expect("resolved source");
-                Source::open(def, self.policy)
+                let mut source = Source::open(def, self.policy)?;
+                source.fetch(scratch)?;
+                Ok(source)
             })
             .collect()
     }

@@ -322,8 +322,8 @@ enum Stream {
 
 impl Stream {
     fn open(file: &super::InputFile) -> Result<Stream> {
-        let path = &file.path;
-        let raw = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        let raw =
+            std::fs::File::open(&file.path).map_err(|e| Error::io("reading", &file.name, e))?;
         Ok(match file.compression {
             Compression::None => Stream::Plain(raw),
             Compression::Gzip => Stream::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
@@ -331,7 +331,7 @@ impl Stream {
             ))),
             Compression::Zstd => Stream::Zstd(Box::new(
                 zstd::stream::read::Decoder::new(raw)
-                    .map_err(|e| Error::io("decompressing", path, e))?,
+                    .map_err(|e| Error::io("decompressing", &file.name, e))?,
             )),
         })
     }
@@ -394,7 +394,7 @@ impl Input {
         let old = self.buf.len();
         if old >= MAX_RECORD {
             return Err(Error::BadRow(Box::new(BadRow {
-                path: reader.file.path.clone(),
+                path: reader.file.name.clone(),
                 location: Location::Line(line),
                 column: None,
                 value: Some(shorten(&self.buf[..old.min(400)])),
@@ -411,7 +411,7 @@ impl Input {
             let n = self
                 .file
                 .read(&mut self.buf[filled..])
-                .map_err(|e| Error::io("reading", &reader.file.path, e))?;
+                .map_err(|e| Error::io("reading", &reader.file.name, e))?;
             if n == 0 {
                 self.eof = true;
                 break;
@@ -553,7 +553,7 @@ impl Records<'_> {
         emit: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(Stop, usize, u64)> {
         let reader = self.reader;
-        let path = &reader.file.path;
+        let path = &reader.file.name;
         let bad_row = |line: u64, column: Option<&str>, value: &[u8], reason: String| BadRow {
             path: path.clone(),
             location: Location::Line(line),
@@ -701,7 +701,7 @@ fn read_blocks(
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(Option<u64>, Option<String>)> {
     let reader = records.reader;
-    let path = &reader.file.path;
+    let path = &reader.file.name;
     let Stream::Plain(file) = &mut input.file else {
         return Err(Error::Invalid(format!(
             "`{}` is compressed: it cannot be read in blocks",
@@ -716,7 +716,7 @@ fn read_blocks(
     // as it is cut (on a thread of its own, off the path that hands out
     // blocks), then (after a fallback) the rest.
     let mut hasher = Sha256::new();
-    hash_range(path, 0, Some(offset), &mut hasher)?;
+    hash_range(&reader.file.path, 0, Some(offset), &mut hasher)?;
     let mut carry: Vec<u8> = input.buf.split_off(input.pos);
     let mut line = first_line;
     let mut rows = 0u64;
@@ -829,15 +829,15 @@ fn read_blocks(
                 // The cut fell inside a quoted value: from the record that
                 // spans it, read on sequentially.
                 drop(flight);
-                let mut file =
-                    std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+                let mut file = std::fs::File::open(&reader.file.path)
+                    .map_err(|e| Error::io("reading", path, e))?;
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start + at as u64))
                     .map_err(|e| Error::io("reading", path, e))?;
                 let mut rest = Input::new(Stream::Plain(file), CHUNK, 2 * CHUNK);
                 rest.fill(reader, inside_line)?;
                 let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
                 let mut hasher = hashed(to_hash)?;
-                hash_range(path, offset, None, &mut hasher)?;
+                hash_range(&reader.file.path, offset, None, &mut hasher)?;
                 return Ok((rows, Some(super::hex(&hasher.finalize()))));
             }
         }
@@ -881,7 +881,7 @@ fn read_header(
     input: &mut Input,
     fields: &mut Vec<FieldRef>,
 ) -> Result<(Vec<String>, u64)> {
-    let path = &reader.file.path;
+    let path = &reader.file.name;
     let header: (Vec<String>, u64) = match input.next_record(reader, fields)? {
         Some(Split::Record { end, newlines }) => {
             let names = fields
@@ -942,7 +942,7 @@ pub(super) fn line_of_row(reader: &FileReader<'_>, row: u64) -> Result<u64> {
     }
     Err(Error::Invalid(format!(
         "`{}` has no row {}",
-        reader.file.path.display(),
+        reader.file.name.display(),
         row + 1
     )))
 }
@@ -1053,7 +1053,7 @@ mod tests {
             }
             Err(e) => Err(e
                 .to_string()
-                .replace(&file.path.display().to_string(), "e.csv")),
+                .replace(&file.name.display().to_string(), "e.csv")),
         }
     }
 

@@ -163,7 +163,12 @@ impl BadRowPolicy {
 /// One file of an input table.
 #[derive(Debug, Clone)]
 pub struct InputFile {
+    /// Where the file is read: the file itself, or for a file on object
+    /// storage its local copy (empty until [`Source::fetch`]).
     pub path: PathBuf,
+    /// The file as the user knows it (its path or `s3://` URL): in
+    /// messages, the manifest and the sort order of files.
+    pub name: PathBuf,
     pub format: Format,
     pub compression: Compression,
     /// The file's size on disk (compressed).
@@ -192,8 +197,44 @@ pub struct FileStats {
 /// is an error: a silently partial input is worse than none. Symlinks are
 /// followed; a loop, or a folder or file reached twice, is an error.
 pub fn discover(source: &str, path: &Path, ignore: &[String]) -> Result<Vec<InputFile>> {
+    // (where it is read, its name, its size); a remote file is read from
+    // a copy made by `Source::fetch`.
+    let found: Vec<(PathBuf, PathBuf, u64)> = match crate::storage::Remote::parse(path)? {
+        Some(remote) => list_remote(&remote, ignore)?
+            .into_iter()
+            .map(|(name, bytes)| (PathBuf::new(), name, bytes))
+            .collect(),
+        None => discover_local(path, ignore)?
+            .into_iter()
+            .map(|(path, bytes, _)| (path.clone(), path, bytes))
+            .collect(),
+    };
+    let mut files = Vec::with_capacity(found.len());
+    for (path, name, bytes) in found {
+        let (format, compression) =
+            Format::of(&name).ok_or_else(|| Error::UnknownFormat { path: name.clone() })?;
+        files.push(InputFile {
+            path,
+            name,
+            format,
+            compression,
+            bytes,
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    if files.is_empty() {
+        return Err(Error::NoInputFiles {
+            source_name: source.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(files)
+}
+
+/// The local files of [`discover`].
+fn discover_local(path: &Path, ignore: &[String]) -> Result<Vec<Found>> {
     // A path that exists is itself, even with `[` or `*` in its name.
-    let found = if is_glob(path) && !path.exists() {
+    Ok(if is_glob(path) && !path.exists() {
         discover_glob(path, ignore)?
     } else {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
@@ -204,26 +245,62 @@ pub fn discover(source: &str, path: &Path, ignore: &[String]) -> Result<Vec<Inpu
         } else {
             vec![(path.to_owned(), meta.len(), (0, 0))]
         }
+    })
+}
+
+/// [`discover`] on object storage: the object `remote` names, or every
+/// object below it, or every object a glob in its key matches, with the
+/// same rules for names starting with `.` or `_` and `ignore`; as (URL,
+/// size). The files are listed, not fetched.
+fn list_remote(remote: &crate::storage::Remote, ignore: &[String]) -> Result<Vec<(PathBuf, u64)>> {
+    let url = remote.url.as_str();
+    let (root, pattern) = if is_glob(Path::new(url)) {
+        let key = remote.key.as_ref();
+        let cut = key.find(['*', '?', '[']).unwrap_or(key.len());
+        let literal = key[..cut].rfind('/').map_or("", |i| &key[..i]);
+        (remote.at(literal.into()), Some(url))
+    } else {
+        (remote.clone(), None)
     };
-    let mut files = Vec::with_capacity(found.len());
-    for (path, bytes, _) in found {
-        let (format, compression) =
-            Format::of(&path).ok_or_else(|| Error::UnknownFormat { path: path.clone() })?;
-        files.push(InputFile {
-            path,
-            format,
-            compression,
-            bytes,
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    if files.is_empty() {
-        return Err(Error::NoInputFiles {
-            source_name: source.to_owned(),
-            path: path.to_owned(),
-        });
+    let listed = match pattern {
+        Some(_) => crate::storage::block_on(root.list_below(&root.key))?,
+        None => crate::storage::block_on(root.list())?,
+    };
+    let mut files = Vec::new();
+    for (key, bytes) in listed {
+        let name = root.url_of(&key);
+        if pattern.is_some_and(|p| !glob_match(p.as_bytes(), name.as_bytes())) {
+            continue;
+        }
+        // The path below the root (the object's name when the root is it).
+        let below = match key.prefix_match(&root.key) {
+            Some(parts) => parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>(),
+            None => Vec::new(),
+        };
+        let below = match below.is_empty() {
+            true => vec![key.filename().unwrap_or_default().to_owned()],
+            false => below,
+        };
+        let hidden = below
+            .iter()
+            .any(|p| p.starts_with('.') || p.starts_with('_'));
+        let relative = below.join("/");
+        let file_name = below.last().cloned().unwrap_or_default();
+        if hidden || ignored(ignore, &relative, &file_name) {
+            continue;
+        }
+        files.push((PathBuf::from(name), bytes));
     }
     Ok(files)
+}
+
+/// Whether an `ignore` pattern leaves out a file: a pattern without `/`
+/// matches its name at any depth, one with `/` its path below the folder.
+fn ignored(ignore: &[String], below: &str, name: &str) -> bool {
+    ignore.iter().any(|pattern| match pattern.contains('/') {
+        true => glob_match(pattern.as_bytes(), below.as_bytes()),
+        false => glob_match(pattern.as_bytes(), name.as_bytes()),
+    })
 }
 
 fn is_glob(path: &Path) -> bool {
@@ -324,13 +401,7 @@ impl<'a> Walk<'a> {
             .strip_prefix(self.root)
             .unwrap_or(path)
             .to_string_lossy();
-        let below = below.trim_start_matches("./");
-        self.ignore
-            .iter()
-            .any(|pattern| match pattern.contains('/') {
-                true => glob_match(pattern.as_bytes(), below.as_bytes()),
-                false => glob_match(pattern.as_bytes(), name.as_bytes()),
-            })
+        ignored(self.ignore, below.trim_start_matches("./"), name)
     }
 
     fn walk(&mut self, dir: &Path, files: &mut Vec<Found>) -> Result<()> {
@@ -415,6 +486,34 @@ impl Source {
             discover(&def.name, &def.path, &def.ignore)?,
             policy,
         ))
+    }
+
+    /// Copies the files on object storage to `scratch/<n>/<name>`, `n`
+    /// the file's position, so that they are read as local files (a no-op
+    /// for a local source).
+    pub fn fetch(&mut self, scratch: &Path) -> Result<()> {
+        let Some(first) = self.files.iter().find(|f| f.path.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        let remote = crate::storage::Remote::parse(&first.name)?
+            .ok_or_else(|| Error::Invalid(format!("`{}` is not fetched", first.name.display())))?;
+        let mut objects = Vec::new();
+        for (n, file) in self.files.iter_mut().enumerate() {
+            if !file.path.as_os_str().is_empty() {
+                continue;
+            }
+            let url = file.name.to_string_lossy();
+            let key = remote.key_of(&url).ok_or_else(|| {
+                Error::Invalid(format!("`{url}` is not in the bucket of `{}`", remote.url))
+            })?;
+            let base = url.rsplit('/').next().unwrap_or("file");
+            file.path = scratch
+                .join(&self.layout.name)
+                .join(n.to_string())
+                .join(base);
+            objects.push((key, file.path.clone()));
+        }
+        crate::storage::block_on(remote.download(objects))
     }
 
     pub fn name(&self) -> &str {
@@ -518,7 +617,7 @@ impl Source {
                 Some(hasher) => hasher.join().unwrap_or_else(|_| {
                     Err(Error::Invalid(format!(
                         "hashing `{}` failed",
-                        file.path.display()
+                        file.name.display()
                     )))
                 }),
                 None => Ok(done
@@ -532,7 +631,7 @@ impl Source {
         if let Some(rows) = done? {
             let sha256 = sha256?;
             let stats = FileStats {
-                path: file.path.display().to_string(),
+                path: file.name.display().to_string(),
                 format: file.format,
                 compression: file.compression,
                 bytes: file.bytes,
@@ -573,7 +672,7 @@ impl<'a> FileReader<'a> {
     fn missing_column(&self, column: &str, found: &[String]) -> Error {
         Error::MissingColumn {
             source_name: self.layout.name.clone(),
-            path: self.file.path.clone(),
+            path: self.file.name.clone(),
             column: column.to_owned(),
             found: found.join(", "),
         }
@@ -638,8 +737,20 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
     if first.format != Format::Parquet {
         return Err(format!(
             "missing `columns`: `{}` is CSV, and only Parquet sources may omit them (name = \"type\")",
-            first.path.display()
+            first.name.display()
         ));
+    }
+    if first.path.as_os_str().is_empty() {
+        // On object storage: its footer is read from a local copy.
+        let scratch = crate::storage::Scratch::new("schema").map_err(|e| e.to_string())?;
+        let mut source = Source::new(Layout::of(def), vec![first.clone()], BadRowPolicy::Fail);
+        source.fetch(scratch.dir()).map_err(|e| e.to_string())?;
+        return parquet::infer_columns(&source.files[0].path).map_err(|e| {
+            e.to_string().replace(
+                &source.files[0].path.display().to_string(),
+                &first.name.display().to_string(),
+            )
+        });
     }
     parquet::infer_columns(&first.path).map_err(|e| e.to_string())
 }
@@ -672,6 +783,7 @@ pub(crate) mod testing {
         let layout = Layout::of(spec.source("e").unwrap());
         let file = InputFile {
             path: path.to_owned(),
+            name: path.to_owned(),
             format,
             compression: Format::of(path).map_or(Compression::None, |(_, c)| c),
             bytes: std::fs::metadata(path).unwrap().len(),

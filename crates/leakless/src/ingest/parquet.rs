@@ -79,7 +79,7 @@ fn infer_columns_unguarded(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
 
 fn parquet_error(reader: &FileReader<'_>, e: impl std::fmt::Display) -> Error {
     Error::UnreadableFile {
-        path: reader.file.path.clone(),
+        path: reader.file.name.clone(),
         reason: e.to_string(),
     }
 }
@@ -92,8 +92,8 @@ fn open_checked<'a>(
     ParquetRecordBatchReaderBuilder<std::fs::File>,
     Vec<(usize, &'a ColumnSpec)>,
 )> {
-    let path = &reader.file.path;
-    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let path = &reader.file.name;
+    let file = std::fs::File::open(&reader.file.path).map_err(|e| Error::io("reading", path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(reader, e))?;
     let file_schema = builder.schema().clone();
@@ -120,7 +120,7 @@ fn open_checked<'a>(
 /// Checks that a Parquet file has the declared columns in types that read
 /// as declared, without reading its rows.
 pub(super) fn check(reader: &FileReader<'_>) -> Result<()> {
-    guarded(&reader.file.path, || open_checked(reader).map(|_| ()))
+    guarded(&reader.file.name, || open_checked(reader).map(|_| ()))
 }
 
 /// Reads one Parquet file; returns its row count unless `emit` stopped it.
@@ -132,7 +132,7 @@ pub(super) fn read(
     reader: &FileReader<'_>,
     emit: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<Option<u64>> {
-    guarded(&reader.file.path, || read_unguarded(reader, emit))
+    guarded(&reader.file.name, || read_unguarded(reader, emit))
 }
 
 fn read_unguarded(
@@ -168,7 +168,7 @@ fn read_unguarded(
                         })?;
                         Ok::<_, Error>((batches, rows.unwrap_or(0)))
                     })
-                    .map_err(|e| Error::io("starting a thread to read", &reader.file.path, e))?;
+                    .map_err(|e| Error::io("starting a thread to read", &reader.file.name, e))?;
                 flight.push_back(handle);
             }
             let Some(handle) = flight.pop_front() else {
@@ -337,7 +337,7 @@ fn validate(
             };
             if let Some((reason, value)) = fault {
                 reader.policy.route(BadRow {
-                    path: reader.file.path.clone(),
+                    path: reader.file.name.clone(),
                     location: Location::Row(first_row + row as u64 + 1),
                     column: Some(spec.name.clone()),
                     value,

@@ -338,6 +338,10 @@ fn resolve_source(
     let before = errors.found.len();
     let path = match (&raw.path, path_override) {
         (_, Some(p)) => p,
+        // An `s3://` URL is not relative to the spec's folder.
+        (Some(p), None) if crate::storage::is_remote(Path::new(p.get_ref())) => {
+            PathBuf::from(p.get_ref())
+        }
         (Some(p), None) => base.join(p.get_ref()),
         (None, None) => {
             errors.at(Some(span.clone()), &context, "missing `path`");

@@ -338,7 +338,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// 16 hex digits, different for every run (the OS seeds `RandomState`).
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     hasher.write_i64(now_micros());

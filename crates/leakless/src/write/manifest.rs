@@ -37,6 +37,11 @@ pub struct Settings {
 pub struct Manifest {
     pub tool: &'static str,
     pub version: &'static str,
+    /// On object storage: the folder below the dataset that holds this
+    /// build's files (`_runs/RUN`); absent for a local dataset, whose
+    /// files are in its own folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// SHA-256 of the normalised definitions: the feature-set version.
     pub feature_set_hash: String,
     pub settings: Settings,

@@ -17,8 +17,10 @@
 
 pub mod commit;
 pub mod manifest;
+pub mod remote;
 
 pub use commit::{Destination, Staging};
+pub use remote::RemoteDestination;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,93 @@ use crate::error::{Error, Result};
 use crate::order::bucket_of;
 use crate::spec::Partitioning;
 use crate::time::{MICROS_PER_DAY, utc_date};
+
+/// Where a build publishes: a local folder (locked, published by rename)
+/// or a prefix on object storage (published by a conditional put of the
+/// manifest, see [`remote`]).
+#[derive(Debug)]
+pub enum Output {
+    Local(Destination),
+    Remote(RemoteDestination),
+}
+
+/// A run's local staging folder, removed when dropped.
+#[derive(Debug)]
+pub enum Staged {
+    Local(Staging),
+    Remote(crate::storage::Scratch),
+}
+
+impl Staged {
+    pub fn dir(&self) -> &Path {
+        match self {
+            Staged::Local(s) => s.dir(),
+            Staged::Remote(s) => s.dir(),
+        }
+    }
+}
+
+impl Output {
+    /// Checks that `out` may be written (and, locally, takes its lock).
+    pub fn acquire(out: &Path, overwrite: bool, wait: bool) -> Result<Output> {
+        Ok(match crate::storage::Remote::parse(out)? {
+            Some(remote) => Output::Remote(RemoteDestination::acquire(
+                remote,
+                commit::run_id(),
+                overwrite,
+            )?),
+            None => Output::Local(Destination::acquire(out, overwrite, wait)?),
+        })
+    }
+
+    pub fn stage(&self) -> Result<Staged> {
+        Ok(match self {
+            Output::Local(d) => Staged::Local(d.stage()?),
+            Output::Remote(d) => Staged::Remote(d.stage()?),
+        })
+    }
+
+    /// The folder, relative to the dataset, its data is published under
+    /// (`None`: the dataset's own folder).
+    pub fn data(&self) -> Option<String> {
+        match self {
+            Output::Local(_) => None,
+            Output::Remote(d) => Some(d.data()),
+        }
+    }
+
+    /// Publishes the staged data and the manifest; `skip`: top-level
+    /// folders of the staging that are not data.
+    pub fn publish(
+        &self,
+        staged: Staged,
+        skip: &[&str],
+        manifest_json: &[u8],
+        overwrite: bool,
+    ) -> Result<()> {
+        for name in skip {
+            let path = staged.dir().join(name);
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io("removing", &path, e))?;
+            }
+        }
+        match (self, staged) {
+            (Output::Local(d), Staged::Local(s)) => d.publish(s, manifest_json, overwrite),
+            (Output::Remote(d), staged) => d.publish(staged.dir(), skip, manifest_json),
+            (Output::Local(_), Staged::Remote(_)) => {
+                unreachable!("a local output stages locally")
+            }
+        }
+    }
+
+    /// Folders of dead runs removed when the destination was taken.
+    pub fn stale_removed(&self) -> usize {
+        match self {
+            Output::Local(d) => d.stale_removed(),
+            Output::Remote(_) => 0,
+        }
+    }
+}
 
 /// Rows in one Parquet file before the day moves on to the next part.
 pub const ROWS_PER_FILE: usize = 4 << 20;

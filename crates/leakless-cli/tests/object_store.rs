@@ -1,0 +1,527 @@
+//! Inputs and output on object storage (`s3://`), against a local
+//! S3-compatible server (moto) that each test starts on a free 127.0.0.1
+//! port and stops by its pid, also when the test fails. The server and
+//! boto3 (which the tests use to put inputs and read outputs, independently
+//! of leakless) are provisioned once into a virtualenv under the target
+//! folder, from PyPI.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+mod common;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The virtualenv's Python, with moto's server and boto3.
+fn python() -> PathBuf {
+    common::venv_python(
+        "moto-venv",
+        "import moto.server, boto3",
+        &["moto[server]>=5.1", "boto3"],
+    )
+}
+
+/// A moto server on 127.0.0.1, stopped by its pid when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    python: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let python = python();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .current_dir(python.parent().unwrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            port,
+            python,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "moto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto takes an unsigned request).
+    fn bucket(&self, name: &str) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    /// The AWS environment that points a client at this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+        ]
+    }
+
+    /// boto3: `put BUCKET KEY FILE`, `get BUCKET KEY FILE`, `list BUCKET
+    /// PREFIX` (keys, one per line).
+    fn boto(&self, args: &[&str]) -> String {
+        const SCRIPT: &str = r#"
+import sys, boto3
+s3 = boto3.client("s3")
+op, bucket, key = sys.argv[1:4]
+if op == "put":
+    s3.upload_file(sys.argv[4], bucket, key)
+elif op == "get":
+    s3.download_file(bucket, key, sys.argv[4])
+elif op == "list":
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+    for page in pages:
+        for o in page.get("Contents", []):
+            print(o["Key"])
+"#;
+        let output = Command::new(&self.python)
+            .args(["-c", SCRIPT])
+            .args(args)
+            .envs(self.env())
+            .current_dir(self.python.parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "boto3 {args:?}: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    fn put(&self, bucket: &str, key: &str, file: &Path) {
+        self.boto(&["put", bucket, key, file.to_str().unwrap()]);
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("object");
+        self.boto(&["get", bucket, key, file.to_str().unwrap()]);
+        std::fs::read(file).unwrap()
+    }
+
+    fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.boto(&["list", bucket, prefix])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn leakless(&self) -> Command {
+        let mut command = Command::cargo_bin("leakless").unwrap();
+        command.envs(self.env());
+        command
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file below `dir`, by path relative to it.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let relative = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            found.insert(relative, std::fs::read(&path).unwrap());
+        }
+    }
+    found
+}
+
+/// The rich example's inputs in `dir` and under `s3://bucket/logs/`: views
+/// split into a folder of two files beside a `_SUCCESS` marker and a hidden
+/// file (both skipped, as in a local folder). The `--source` overrides for
+/// each copy: (S3, local).
+fn upload_rich(server: &Server, bucket: &str, dir: &Path) -> (Vec<String>, Vec<String>) {
+    let rich = examples().join("rich");
+    let views = std::fs::read_to_string(rich.join("views.csv")).unwrap();
+    let mut lines = views.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let (a, b) = rows.split_at(rows.len() / 2);
+    std::fs::create_dir_all(dir.join("views")).unwrap();
+    for (name, part) in [("part-0.csv", a), ("part-1.csv", b)] {
+        let path = dir.join("views").join(name);
+        std::fs::write(&path, format!("{header}\n{}\n", part.join("\n"))).unwrap();
+        server.put(bucket, &format!("logs/views/{name}"), &path);
+    }
+    for name in ["_SUCCESS", ".part-0.csv.crc"] {
+        let path = dir.join("views").join(name);
+        std::fs::write(&path, "not data").unwrap();
+        server.put(bucket, &format!("logs/views/{name}"), &path);
+    }
+    let mut remote = vec![format!("views=s3://{bucket}/logs/views/")];
+    let mut local = vec![format!("views={}", dir.join("views").display())];
+    for source in ["clicks", "orders", "listing_prices", "listings"] {
+        let file = rich.join(format!("{source}.csv"));
+        server.put(bucket, &format!("logs/{source}.csv"), &file);
+        remote.push(format!("{source}=s3://{bucket}/logs/{source}.csv"));
+        local.push(format!("{source}={}", file.display()));
+    }
+    (remote, local)
+}
+
+/// `leakless build` of the rich example with `--source` overrides.
+fn build(server: &Server, overrides: &[String], out: &str, extra: &[&str]) -> std::process::Output {
+    let mut command = server.leakless();
+    command
+        .arg("build")
+        .arg("--spec")
+        .arg(examples().join("rich/leakless.toml"))
+        .args(["--out", out])
+        .args(extra);
+    for o in overrides {
+        command.args(["--source", o]);
+    }
+    command.output().unwrap()
+}
+
+/// The manifest without what names paths (settings, inputs' paths, data).
+fn manifest_data(manifest: &[u8]) -> serde_json::Value {
+    let mut m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    let m = m.as_object_mut().unwrap();
+    m.remove("settings");
+    m.remove("data");
+    for files in m["inputs"].as_object_mut().unwrap().values_mut() {
+        for file in files.as_array_mut().unwrap() {
+            file.as_object_mut().unwrap().remove("path");
+        }
+    }
+    serde_json::Value::Object(m.clone())
+}
+
+#[test]
+fn a_build_from_and_to_s3_equals_the_local_build() {
+    let server = Server::start();
+    server.bucket("lake");
+    let local = tempfile::tempdir().unwrap();
+    let (overrides, local_overrides) = upload_rich(&server, "lake", &local.path().join("in"));
+
+    // The same spec on the same files, local.
+    let local_out = local.path().join("ds");
+    let output = build(&server, &local_overrides, local_out.to_str().unwrap(), &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let output = build(&server, &overrides, "s3://lake/datasets/rich", &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["out"], "s3://lake/datasets/rich");
+
+    let manifest = server.get("lake", "datasets/rich/_manifest.json");
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let data = parsed["data"].as_str().unwrap().to_owned();
+    assert!(
+        data.starts_with("_runs/") && data.len() == "_runs/".len() + 16,
+        "{data}"
+    );
+    let views = &parsed["inputs"]["views"];
+    assert_eq!(views.as_array().unwrap().len(), 2, "{views}");
+    assert_eq!(views[0]["path"], "s3://lake/logs/views/part-0.csv");
+    assert_eq!(parsed["settings"]["out"], "s3://lake/datasets/rich");
+
+    // Every data file, byte for byte, and nothing else.
+    let mut expected = files(&local_out);
+    let local_manifest = expected.remove("_manifest.json").unwrap();
+    assert_eq!(manifest_data(&manifest), manifest_data(&local_manifest));
+    let mut listed = server.list("lake", "datasets/rich/");
+    listed.sort();
+    let mut wanted: Vec<String> = expected
+        .keys()
+        .map(|k| format!("datasets/rich/{data}/{k}"))
+        .chain(["datasets/rich/_manifest.json".to_owned()])
+        .collect();
+    wanted.sort();
+    assert_eq!(listed, wanted);
+    for (relative, bytes) in &expected {
+        let got = server.get("lake", &format!("datasets/rich/{data}/{relative}"));
+        assert!(got == *bytes, "{relative} differs");
+    }
+
+    // `leakless check` reads the same inputs.
+    let mut check = server.leakless();
+    check
+        .arg("check")
+        .arg("--spec")
+        .arg(examples().join("rich/leakless.toml"));
+    for o in &overrides {
+        check.args(["--source", o]);
+    }
+    let output = check.output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("s3://lake/logs/views"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+#[test]
+fn a_killed_build_leaves_the_previous_dataset_and_the_next_cleans_up() {
+    let server = Server::start();
+    server.bucket("lake");
+    let local = tempfile::tempdir().unwrap();
+    let (overrides, _) = upload_rich(&server, "lake", local.path());
+    let out = "s3://lake/ds";
+    let output = build(&server, &overrides, out, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let first = server.get("lake", "ds/_manifest.json");
+    let first_data = serde_json::from_slice::<serde_json::Value>(&first).unwrap()["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first_files = server.list("lake", &format!("ds/{first_data}/"));
+    assert!(!first_files.is_empty());
+
+    // Without --overwrite: refused, nothing written.
+    let output = build(&server, &overrides, out, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("already exists"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Killed after its data is uploaded, before the manifest is put.
+    let mut command = server.leakless();
+    command
+        .env("LEAKLESS_CRASH_AT", "before-publish")
+        .arg("build")
+        .arg("--spec")
+        .arg(examples().join("rich/leakless.toml"))
+        .args(["--out", out, "--overwrite"]);
+    for o in &overrides {
+        command.args(["--source", o]);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), None, "killed by a signal");
+    assert_eq!(server.get("lake", "ds/_manifest.json"), first);
+    let runs = |server: &Server| -> Vec<String> {
+        let mut runs: Vec<String> = server
+            .list("lake", "ds/_runs/")
+            .iter()
+            .map(|k| k.split('/').nth(2).unwrap().to_owned())
+            .collect();
+        runs.dedup();
+        runs
+    };
+    assert_eq!(runs(&server).len(), 2, "the killed run's data is left");
+    for key in &first_files {
+        assert!(!server.get("lake", key).is_empty());
+    }
+
+    // The next two builds publish; the killed run's data and runs older
+    // than the previous one are deleted.
+    for _ in 0..2 {
+        let output = build(&server, &overrides, out, &["--overwrite"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let last = server.get("lake", "ds/_manifest.json");
+    let last_data = serde_json::from_slice::<serde_json::Value>(&last).unwrap()["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let left = runs(&server);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&last_data["_runs/".len()..].to_owned()),
+        "{left:?}"
+    );
+    assert!(
+        !left.contains(&first_data["_runs/".len()..].to_owned()),
+        "{left:?}"
+    );
+    assert_eq!(manifest_data(&first), manifest_data(&last));
+}
+
+#[test]
+fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
+    let server = Server::start();
+    server.bucket("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let impressions = dir.path().join("impressions.csv");
+    std::fs::write(
+        &impressions,
+        "impression_id,user_id,listing_id,impression_ts\n1,10,1,2026-10-01T09:00:00Z\n2,ten,1,2026-10-01T09:00:00Z\n",
+    )
+    .unwrap();
+    server.put("lake", "in/impressions.csv", &impressions);
+    let marketplace = examples().join("marketplace");
+    let output = server
+        .leakless()
+        .arg("build")
+        .args(["--impressions", "s3://lake/in/impressions.csv"])
+        .arg("--clicks")
+        .arg(marketplace.join("clicks.csv"))
+        .arg("--listings")
+        .arg(marketplace.join("listings.csv"))
+        .args(["--out", "s3://lake/out"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "bad input row: `s3://lake/in/impressions.csv` line 3, column `user_id`: not a valid int64: \"ten\""
+        ),
+        "{stderr}"
+    );
+    assert!(server.list("lake", "out/").is_empty(), "nothing written");
+
+    // A missing object, a bucket that does not exist, another scheme.
+    for (path, wanted) in [
+        ("s3://lake/in/nothing.csv", "no input files"),
+        ("s3://no-such-bucket/x.csv", "s3://no-such-bucket"),
+        ("gs://lake/x.csv", "not supported"),
+    ] {
+        let output = server
+            .leakless()
+            .arg("build")
+            .args(["--impressions", path])
+            .arg("--clicks")
+            .arg(marketplace.join("clicks.csv"))
+            .arg("--listings")
+            .arg(marketplace.join("listings.csv"))
+            .args(["--out", dir.path().join("o").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{path}");
+        assert!(stderr.contains(wanted), "{path}: {stderr}");
+    }
+}
+
+#[test]
+fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
+    use leakless::storage::{Remote, block_on};
+    use leakless::write::RemoteDestination;
+    let server = Server::start();
+    server.bucket("lake");
+    let endpoint = server.endpoint();
+    let options = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+    ];
+    let remote_at = |url: &str| {
+        Remote::parse_with(Path::new(url), &options)
+            .unwrap()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let bytes: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, &bytes).unwrap();
+    let remote = remote_at("s3://lake/blobs");
+    let key = remote.child("big.bin");
+    block_on(remote.upload(vec![(big.clone(), key.clone())])).unwrap();
+    assert!(server.get("lake", "blobs/big.bin") == bytes);
+    let back = dir.path().join("back/big.bin");
+    block_on(remote.download(vec![(key, back.clone())])).unwrap();
+    assert!(std::fs::read(&back).unwrap() == bytes);
+
+    // Two runs take the same (empty) destination; the first to put its
+    // manifest publishes, the other is refused and leaves nothing.
+    let target = remote_at("s3://lake/ds");
+    let staged = dir.path().join("staged");
+    std::fs::create_dir_all(staged.join("dt=2026-10-01")).unwrap();
+    std::fs::write(staged.join("dt=2026-10-01/part-00000.parquet"), b"x").unwrap();
+    // A manifest names its run, as the build's do: two manifests never
+    // have the same bytes, so never the same ETag.
+    let manifest = |d: &RemoteDestination| {
+        format!(r#"{{"tool": "leakless", "data": "{}"}}"#, d.data()).into_bytes()
+    };
+    let a = RemoteDestination::acquire(target.clone(), "aaaaaaaaaaaaaaaa".into(), true).unwrap();
+    let b = RemoteDestination::acquire(target.clone(), "bbbbbbbbbbbbbbbb".into(), true).unwrap();
+    a.publish(&staged, &[], &manifest(&a)).unwrap();
+    let err = b.publish(&staged, &[], &manifest(&b)).unwrap_err();
+    assert!(
+        err.to_string().contains("published by another run"),
+        "{err}"
+    );
+    assert_eq!(
+        server.list("lake", "ds/"),
+        [
+            "ds/_manifest.json",
+            "ds/_runs/aaaaaaaaaaaaaaaa/dt=2026-10-01/part-00000.parquet"
+        ]
+    );
+    // And an update against a version that has moved on, too.
+    let c = RemoteDestination::acquire(target.clone(), "cccccccccccccccc".into(), true).unwrap();
+    let d = RemoteDestination::acquire(target, "dddddddddddddddd".into(), true).unwrap();
+    d.publish(&staged, &[], &manifest(&d)).unwrap();
+    let err = c.publish(&staged, &[], &manifest(&c)).unwrap_err();
+    assert!(
+        err.to_string().contains("published by another run"),
+        "{err}"
+    );
+    let published = server.get("lake", "ds/_manifest.json");
+    assert_eq!(published, manifest(&d));
+    let mut runs = server.list("lake", "ds/_runs/");
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            "ds/_runs/aaaaaaaaaaaaaaaa/dt=2026-10-01/part-00000.parquet",
+            "ds/_runs/dddddddddddddddd/dt=2026-10-01/part-00000.parquet"
+        ]
+    );
+}

@@ -1,0 +1,228 @@
+//! Publishing a dataset to object storage, which has no rename and no
+//! lock.
+//!
+//! The protocol (also in `docs/semantics.md`), for `--out s3://B/DS`:
+//! 1. The run reads `DS/_manifest.json` once, before any work: absent, or
+//!    written by leakless (else the run is refused, as a local folder
+//!    would be), and then only with `--overwrite`. It keeps the object's
+//!    version (its ETag).
+//! 2. The data is written to a local staging folder, then uploaded under
+//!    `DS/_runs/RUN/` (`RUN` random per run): the same relative paths a
+//!    local dataset has. Nothing outside `_runs/RUN/` is touched.
+//! 3. The manifest, naming `"data": "_runs/RUN"`, is put last with a
+//!    condition: that no manifest exists (a first build), or that it is
+//!    still the version read in step 1. A run that finds the condition
+//!    broken (another run published meanwhile) fails, publishes nothing and
+//!    deletes its `_runs/RUN/`. The manifest names its run, so two runs'
+//!    manifests never have the same bytes, nor the same ETag (S3's ETag of
+//!    a single-part object is the MD5 of its bytes: two equal manifests
+//!    would let a stale `If-Match` pass).
+//! 4. After the publish, every `_runs/*` but this run's and the one the
+//!    previous manifest named is deleted: a reader that read the previous
+//!    manifest can still read its data.
+//!
+//! A reader reads `_manifest.json` and then the files below its `data`:
+//! it sees the previous dataset or the new one, never a mix. Listing `DS/`
+//! shows only the manifest, as `_runs` starts with `_` (Spark, pyarrow and
+//! Polars skip it). A run killed before step 3 leaves `_runs/RUN/`, which
+//! the next successful publish deletes.
+
+use std::path::{Path, PathBuf};
+
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+
+use super::manifest;
+use crate::error::{Error, Result};
+use crate::storage::{Remote, Scratch, block_on};
+
+/// The folder below the dataset that holds each run's data.
+pub const RUNS: &str = "_runs";
+
+/// The right to publish to a dataset on object storage.
+#[derive(Debug)]
+pub struct RemoteDestination {
+    remote: Remote,
+    run: String,
+    /// The manifest found, as its version and the data folder it names.
+    previous: Option<(UpdateVersion, Option<String>)>,
+}
+
+impl RemoteDestination {
+    /// Reads what is at `remote` and checks that it may be written.
+    pub fn acquire(remote: Remote, run: String, overwrite: bool) -> Result<RemoteDestination> {
+        let manifest_key = remote.child(manifest::FILE_NAME);
+        let found = block_on(async {
+            match remote.store.get(&manifest_key).await {
+                Ok(got) => {
+                    let version = UpdateVersion {
+                        e_tag: got.meta.e_tag.clone(),
+                        version: got.meta.version.clone(),
+                    };
+                    let bytes = (got.bytes().await)
+                        .map_err(|e| remote.error("reading", &manifest_key, e))?;
+                    Ok(Some((version, bytes)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(remote.error("reading", &manifest_key, e)),
+            }
+        })?;
+        let path = PathBuf::from(&remote.url);
+        let previous = match found {
+            Some((version, bytes)) => {
+                let data = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(m) if m.get("tool").and_then(|t| t.as_str()) == Some(manifest::TOOL) => {
+                        m.get("data").and_then(|d| d.as_str()).map(str::to_owned)
+                    }
+                    Ok(_) => {
+                        return Err(Error::OutputExists {
+                            path,
+                            why: Some(format!(
+                                "its {} was not written by leakless",
+                                manifest::FILE_NAME
+                            )),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Error::OutputExists {
+                            path,
+                            why: Some(format!("its {} is not JSON", manifest::FILE_NAME)),
+                        });
+                    }
+                };
+                if !overwrite {
+                    return Err(Error::OutputExists { path, why: None });
+                }
+                Some((version, data))
+            }
+            None => {
+                // Without a manifest, only the leftovers of runs killed
+                // before their publish may be there.
+                let found = block_on(remote.list_below(&remote.key))?;
+                let runs = remote.child(RUNS);
+                if let Some((other, _)) = found.iter().find(|(k, _)| !k.prefix_matches(&runs)) {
+                    return Err(Error::OutputExists {
+                        path,
+                        why: Some(format!(
+                            "it has no {} but holds `{}`",
+                            manifest::FILE_NAME,
+                            remote.url_of(other)
+                        )),
+                    });
+                }
+                None
+            }
+        };
+        Ok(RemoteDestination {
+            remote,
+            run,
+            previous,
+        })
+    }
+
+    /// A local folder the data is written to before it is uploaded.
+    pub fn stage(&self) -> Result<Scratch> {
+        Scratch::new(&format!("staging-{}", self.run))
+    }
+
+    /// The run's data folder, relative to the dataset.
+    pub fn data(&self) -> String {
+        format!("{RUNS}/{}", self.run)
+    }
+
+    /// Uploads the staged files (all but `skip`, the scratch folders) under
+    /// `_runs/RUN/`, then puts the manifest if the dataset is still the one
+    /// found, then deletes older runs.
+    pub fn publish(&self, staged: &Path, skip: &[&str], manifest_json: &[u8]) -> Result<()> {
+        let data = self.remote.child(&self.data());
+        let mut files = Vec::new();
+        collect_files(staged, staged, skip, &mut files)?;
+        let uploads: Vec<(PathBuf, Key)> = files
+            .into_iter()
+            .map(|(local, relative)| {
+                let key = relative
+                    .split('/')
+                    .fold(data.clone(), |key, part| key.join(part));
+                (local, key)
+            })
+            .collect();
+        let uploaded = block_on(self.remote.upload(uploads));
+        if let Err(e) = uploaded {
+            block_on(self.remote.delete_below(&data));
+            return Err(e);
+        }
+        super::commit::crash_point("before-publish");
+        let manifest_key = self.remote.child(manifest::FILE_NAME);
+        let mode = match &self.previous {
+            Some((version, _)) => PutMode::Update(version.clone()),
+            None => PutMode::Create,
+        };
+        let put = block_on(self.remote.store.put_opts(
+            &manifest_key,
+            manifest_json.to_vec().into(),
+            PutOptions::from(mode),
+        ));
+        match put {
+            Ok(_) => {}
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => {
+                block_on(self.remote.delete_below(&data));
+                return Err(Error::PublishedMeanwhile {
+                    path: PathBuf::from(&self.remote.url),
+                });
+            }
+            Err(e) => {
+                block_on(self.remote.delete_below(&data));
+                return Err(self.remote.error("writing", &manifest_key, e));
+            }
+        }
+        super::commit::crash_point("after-publish");
+        // Published: what cannot be cleaned up now, the next run cleans.
+        let keep: Vec<String> = std::iter::once(self.data())
+            .chain(self.previous.as_ref().and_then(|(_, d)| d.clone()))
+            .collect();
+        block_on(async {
+            let runs = self.remote.child(RUNS);
+            let Ok(listed) = self.remote.store.list_with_delimiter(Some(&runs)).await else {
+                return;
+            };
+            for folder in listed.common_prefixes {
+                let name = folder.filename().unwrap_or_default();
+                if !keep.iter().any(|k| *k == format!("{RUNS}/{name}")) {
+                    self.remote.delete_below(&folder).await;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Every file below `dir` as (local path, path relative to `root` with `/`),
+/// leaving out the top-level folders in `skip`.
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    skip: &[&str],
+    files: &mut Vec<(PathBuf, String)>,
+) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
+        let relative = path
+            .strip_prefix(root)
+            .expect("below the root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        if dir == root && skip.contains(&relative.as_str()) {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(root, &path, skip, files)?;
+        } else {
+            files.push((path, relative));
+        }
+    }
+    Ok(())
+}
