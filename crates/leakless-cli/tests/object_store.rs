@@ -525,3 +525,72 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
         ]
     );
 }
+
+#[test]
+fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
+    let server = Server::start();
+    server.bucket("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("gen");
+    let output = server
+        .leakless()
+        .args([
+            "generate",
+            "--impressions",
+            "3000",
+            "--format",
+            "parquet",
+            "--out",
+        ])
+        .arg(&generated)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for name in ["impressions", "clicks", "listings"] {
+        let file = generated.join(format!("{name}.parquet"));
+        server.put("lake", &format!("gen/{name}.parquet"), &file);
+    }
+    // The marketplace spec with the listings' columns left to the first
+    // file's schema, and the impressions found by a glob.
+    let spec = std::fs::read_to_string(examples().join("marketplace/leakless.toml")).unwrap();
+    let declared = "columns = { listing_id = \"int64\", category = \"string\", price = \"float64\", created_ts = \"timestamp\" }\n";
+    assert!(spec.contains(declared));
+    let spec = spec.replace(declared, "");
+    let at = |root: &str| {
+        spec.replace("\"impressions.csv\"", &format!("\"{root}/impr*.parquet\""))
+            .replace("\"clicks.csv\"", &format!("\"{root}/clicks.parquet\""))
+            .replace("\"listings.csv\"", &format!("\"{root}/listings.parquet\""))
+    };
+    let local_spec = dir.path().join("local.toml");
+    std::fs::write(&local_spec, at(generated.to_str().unwrap())).unwrap();
+    let s3_spec = dir.path().join("s3.toml");
+    std::fs::write(&s3_spec, at("s3://lake/gen")).unwrap();
+    let local_out = dir.path().join("ds");
+    for (spec, out) in [
+        (&local_spec, local_out.to_str().unwrap()),
+        (&s3_spec, "s3://lake/ds"),
+    ] {
+        let output = server
+            .leakless()
+            .arg("build")
+            .arg("--spec")
+            .arg(spec)
+            .args(["--out", out])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let manifest = server.get("lake", "ds/_manifest.json");
+    let data = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut expected = files(&local_out);
+    let local_manifest = expected.remove("_manifest.json").unwrap();
+    assert_eq!(manifest_data(&manifest), manifest_data(&local_manifest));
+    assert!(expected.len() > 3, "{:?}", expected.keys());
+    for (relative, bytes) in &expected {
+        let got = server.get("lake", &format!("ds/{data}/{relative}"));
+        assert!(got == *bytes, "{relative} differs");
+    }
+}
