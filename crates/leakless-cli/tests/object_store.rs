@@ -43,34 +43,44 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let python = python();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .current_dir(python.parent().unwrap())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            port,
-            python,
-        };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        // A free port, found by binding and letting go, may be taken again
+        // before moto binds it: then moto exits and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new(&python)
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .current_dir(python.parent().unwrap())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut server = Server {
+                child,
+                port,
+                python: python.clone(),
+            };
+            let started = Instant::now();
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return server;
+                }
+                if server.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "moto did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        server
+        panic!("moto did not start on any of 5 ports");
     }
 
     fn endpoint(&self) -> String {
@@ -201,11 +211,25 @@ fn upload_rich(server: &Server, bucket: &str, dir: &Path) -> (Vec<String>, Vec<S
         std::fs::write(&path, format!("{header}\n{}\n", part.join("\n"))).unwrap();
         server.put(bucket, &format!("logs/views/{name}"), &path);
     }
-    for name in ["_SUCCESS", ".part-0.csv.crc"] {
+    // Left out in both: markers and hidden files, at the top and below,
+    // and a folder `--ignore archive` names.
+    for name in [
+        "_SUCCESS",
+        ".part-0.csv.crc",
+        "_temporary/0/part-2.csv",
+        "sub/.hidden.csv",
+        "archive/old.csv",
+    ] {
         let path = dir.join("views").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "not data").unwrap();
         server.put(bucket, &format!("logs/views/{name}"), &path);
     }
+    // A console's folder markers (empty objects named like folders).
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    server.put(bucket, "logs/views/", &empty);
+    server.put(bucket, "logs/views/sub/", &empty);
     let mut remote = vec![format!("views=s3://{bucket}/logs/views/")];
     let mut local = vec![format!("views={}", dir.join("views").display())];
     for source in ["clicks", "orders", "listing_prices", "listings"] {
@@ -224,7 +248,7 @@ fn build(server: &Server, overrides: &[String], out: &str, extra: &[&str]) -> st
         .arg("build")
         .arg("--spec")
         .arg(examples().join("rich/leakless.toml"))
-        .args(["--out", out])
+        .args(["--out", out, "--ignore", "archive"])
         .args(extra);
     for o in overrides {
         command.args(["--source", o]);
@@ -298,7 +322,8 @@ fn a_build_from_and_to_s3_equals_the_local_build() {
     check
         .arg("check")
         .arg("--spec")
-        .arg(examples().join("rich/leakless.toml"));
+        .arg(examples().join("rich/leakless.toml"))
+        .args(["--ignore", "archive"]);
     for o in &overrides {
         check.args(["--source", o]);
     }
@@ -344,7 +369,7 @@ fn a_killed_build_leaves_the_previous_dataset_and_the_next_cleans_up() {
         .arg("build")
         .arg("--spec")
         .arg(examples().join("rich/leakless.toml"))
-        .args(["--out", out, "--overwrite"]);
+        .args(["--out", out, "--overwrite", "--ignore", "archive"]);
     for o in &overrides {
         command.args(["--source", o]);
     }
@@ -366,8 +391,10 @@ fn a_killed_build_leaves_the_previous_dataset_and_the_next_cleans_up() {
     }
 
     // The next two builds publish; the killed run's data and runs older
-    // than the previous one are deleted.
+    // than the previous one are deleted (the store's clock, in seconds,
+    // must have moved past their objects: a second apart).
     for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1100));
         let output = build(&server, &overrides, out, &["--overwrite"]);
         assert!(output.status.success(), "{}", text(&output.stderr));
     }
@@ -515,6 +542,15 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     );
     let published = server.get("lake", "ds/_manifest.json");
     assert_eq!(published, manifest(&d));
+
+    // A local dataset copied to object storage (a manifest without
+    // `data`, files at the root) is refused, not overwritten.
+    let copied = dir.path().join("copied.json");
+    std::fs::write(&copied, br#"{"tool": "leakless"}"#).unwrap();
+    server.put("lake", "copied/_manifest.json", &copied);
+    let err = RemoteDestination::acquire(remote_at("s3://lake/copied"), "e".repeat(16), true)
+        .unwrap_err();
+    assert!(err.to_string().contains("names no `data` folder"), "{err}");
     let mut runs = server.list("lake", "ds/_runs/");
     runs.sort();
     assert_eq!(
@@ -546,7 +582,13 @@ fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    for name in ["impressions", "clicks", "listings"] {
+    // Two impression files for the glob (the second a copy: duplicate rows).
+    std::fs::copy(
+        generated.join("impressions.parquet"),
+        generated.join("impressions-2.parquet"),
+    )
+    .unwrap();
+    for name in ["impressions", "impressions-2", "clicks", "listings"] {
         let file = generated.join(format!("{name}.parquet"));
         server.put("lake", &format!("gen/{name}.parquet"), &file);
     }
@@ -589,6 +631,12 @@ fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
     let local_manifest = expected.remove("_manifest.json").unwrap();
     assert_eq!(manifest_data(&manifest), manifest_data(&local_manifest));
     assert!(expected.len() > 3, "{:?}", expected.keys());
+    let impressions =
+        serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["inputs"]["impressions"]
+            .as_array()
+            .unwrap()
+            .len();
+    assert_eq!(impressions, 2);
     for (relative, bytes) in &expected {
         let got = server.get("lake", &format!("ds/{data}/{relative}"));
         assert!(got == *bytes, "{relative} differs");

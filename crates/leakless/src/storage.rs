@@ -158,30 +158,52 @@ impl Remote {
         )
     }
 
-    /// Every object below this key (or the key itself when it is an
-    /// object), as (key, size), in key order.
+    /// Every object below this key as a folder, or the key itself when it
+    /// is an object, as (key, size), in key order. An empty object whose
+    /// key is also a folder is a folder marker (as consoles create them)
+    /// and left out; a non-empty object that is also a folder is an error.
     pub async fn list(&self) -> Result<Vec<(Key, u64)>> {
-        if !self.key.as_ref().is_empty() {
-            match self.store.head(&self.key).await {
-                Ok(meta) => return Ok(vec![(meta.location, meta.size)]),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.error("reading", &self.key, e)),
-            }
+        let below = self.list_below(&self.key).await?;
+        if self.key.as_ref().is_empty() {
+            return Ok(below);
         }
-        self.list_below(&self.key).await
+        match self.store.head(&self.key).await {
+            Ok(meta) if meta.size == 0 && !below.is_empty() => Ok(below),
+            Ok(_) if !below.is_empty() => Err(Error::Invalid(format!(
+                "`{}` is both an object and a folder of objects: name one of them",
+                self.url
+            ))),
+            Ok(meta) => Ok(vec![(meta.location, meta.size)]),
+            Err(object_store::Error::NotFound { .. }) => Ok(below),
+            Err(e) => Err(self.error("reading", &self.key, e)),
+        }
     }
 
-    /// Every object below `prefix`, as (key, size), in key order.
+    /// Every object below `prefix` (folder markers, empty objects whose
+    /// key is a folder of others, left out), as (key, size), in key order.
     pub async fn list_below(&self, prefix: &Key) -> Result<Vec<(Key, u64)>> {
+        let found = self.list_meta(prefix).await?;
+        let folders: std::collections::HashSet<&str> = found
+            .iter()
+            .filter_map(|m| m.location.as_ref().rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
+        Ok(found
+            .iter()
+            .filter(|m| !(m.size == 0 && folders.contains(m.location.as_ref())))
+            .map(|m| (m.location.clone(), m.size))
+            .collect())
+    }
+
+    /// Every object below `prefix` with its metadata, in key order.
+    pub async fn list_meta(&self, prefix: &Key) -> Result<Vec<object_store::ObjectMeta>> {
         let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
-        let mut found: Vec<(Key, u64)> = self
+        let mut found: Vec<object_store::ObjectMeta> = self
             .store
             .list(prefix)
-            .map_ok(|meta| (meta.location, meta.size))
             .try_collect()
             .await
             .map_err(|e| self.error("listing", &self.key, e))?;
-        found.sort();
+        found.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(found)
     }
 
@@ -246,18 +268,26 @@ impl Remote {
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut file = std::fs::File::open(local).map_err(|e| Error::io("reading", local, e))?;
         let mut buffer = vec![0u8; PART_BYTES];
+        let mut failed = None;
         loop {
-            let n = file
-                .read(&mut buffer)
-                .map_err(|e| Error::io("reading", local, e))?;
-            if n == 0 {
+            let n = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    failed = Some(Error::io("reading", local, e));
+                    break;
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(UPLOADS_AT_ONCE).await {
+                failed = Some(self.error("writing", key, e));
                 break;
             }
-            writer
-                .wait_for_capacity(UPLOADS_AT_ONCE)
-                .await
-                .map_err(|e| self.error("writing", key, e))?;
             writer.write(&buffer[..n]);
+        }
+        // A failed upload is aborted: its parts are not left on the store.
+        if let Some(e) = failed {
+            let _ = writer.abort().await;
+            return Err(e);
         }
         writer
             .finish()
@@ -277,22 +307,32 @@ impl Remote {
     }
 }
 
-/// Runs `future` to completion on a thread of its own with its own
-/// runtime, so that synchronous code can wait for object storage whether
-/// or not it runs inside a Tokio runtime.
+/// The runtime that drives object storage's I/O for every [`block_on`]:
+/// one for the process, so that the HTTP connections a store pools stay
+/// usable from one call to the next.
+fn io_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("leakless-storage")
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime starts")
+    })
+}
+
+/// Runs `future` to completion for synchronous code, whether or not it
+/// runs inside a Tokio runtime: on a thread of its own, with the I/O
+/// driven by the process's storage runtime.
 pub fn block_on<F: Future + Send>(future: F) -> F::Output
 where
     F::Output: Send,
 {
+    let handle = io_runtime().handle().clone();
     std::thread::scope(|scope| {
         scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a Tokio runtime starts")
-                    .block_on(future)
-            })
+            .spawn(move || handle.block_on(future))
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
@@ -303,40 +343,45 @@ where
 #[derive(Debug)]
 pub struct Scratch {
     dir: PathBuf,
+    /// Holds the `flock` on `dir/.lock`.
+    _lock: std::fs::File,
 }
 
 impl Scratch {
-    /// `TMPDIR/leakless-PID-PURPOSE-RANDOM`; first removes such folders
-    /// whose process is gone (a run killed with `kill -9`).
+    /// `TMPDIR/leakless-PURPOSE-RANDOM`, locked by this run (`flock` on its
+    /// `.lock`) until dropped; first removes such folders that no live run
+    /// holds (the leftovers of a run killed with `kill -9`; the kernel drops
+    /// a dead process's lock, whatever its pid namespace).
     pub fn new(purpose: &str) -> Result<Scratch> {
         use std::hash::{BuildHasher, Hasher};
         let tmp = std::env::temp_dir();
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                let name = entry.file_name();
-                let pid = (name.to_str())
-                    .and_then(|n| n.strip_prefix("leakless-"))
-                    .and_then(|n| n.split('-').next())
-                    .and_then(|p| p.parse::<i32>().ok());
-                // SAFETY: kill with signal 0 only checks that the pid exists.
-                let gone = pid.is_some_and(|pid| {
-                    let alive = unsafe { libc::kill(pid, 0) } == 0;
-                    !alive && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-                });
-                if gone {
+                let ours = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("leakless-"));
+                let lock = entry.path().join(".lock");
+                let dead =
+                    ours && std::fs::File::open(&lock).is_ok_and(|file| file.try_lock().is_ok());
+                if dead {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
         }
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
-        let dir = tmp.join(format!(
-            "leakless-{}-{purpose}-{:016x}",
-            std::process::id(),
-            hasher.finish()
-        ));
+        let dir = tmp.join(format!("leakless-{purpose}-{:016x}", hasher.finish()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        Ok(Scratch { dir })
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::File::create(&lock_path)
+            .and_then(|file| {
+                file.try_lock()
+                    .map(|()| file)
+                    .map_err(std::io::Error::other)
+            })
+            .map_err(|e| Error::io("locking", &lock_path, e))?;
+        Ok(Scratch { dir, _lock: lock })
     }
 
     pub fn dir(&self) -> &Path {

@@ -716,7 +716,7 @@ fn read_blocks(
     // as it is cut (on a thread of its own, off the path that hands out
     // blocks), then (after a fallback) the rest.
     let mut hasher = Sha256::new();
-    hash_range(&reader.file.path, 0, Some(offset), &mut hasher)?;
+    hash_range(reader.file, 0, Some(offset), &mut hasher)?;
     let mut carry: Vec<u8> = input.buf.split_off(input.pos);
     let mut line = first_line;
     let mut rows = 0u64;
@@ -837,7 +837,7 @@ fn read_blocks(
                 rest.fill(reader, inside_line)?;
                 let rows = read_sequential(records, &mut rest, inside_line, rows, emit)?;
                 let mut hasher = hashed(to_hash)?;
-                hash_range(&reader.file.path, offset, None, &mut hasher)?;
+                hash_range(reader.file, offset, None, &mut hasher)?;
                 return Ok((rows, Some(super::hex(&hasher.finalize()))));
             }
         }
@@ -846,15 +846,16 @@ fn read_blocks(
     })
 }
 
-/// Feeds bytes `from..to` of the file at `path` (to its end: `None`) to
+/// Feeds bytes `from..to` of `file` (to its end: `None`) to
 /// `hasher`.
 fn hash_range(
-    path: &std::path::Path,
+    file: &super::InputFile,
     from: u64,
     to: Option<u64>,
     hasher: &mut Sha256,
 ) -> Result<()> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let (local, path) = (&file.path, &file.name);
+    let mut file = std::fs::File::open(local).map_err(|e| Error::io("reading", path, e))?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))
         .map_err(|e| Error::io("reading", path, e))?;
     let mut left = to.map(|t| t.saturating_sub(from));

@@ -258,7 +258,9 @@ fn list_remote(remote: &crate::storage::Remote, ignore: &[String]) -> Result<Vec
         let key = remote.key.as_ref();
         let cut = key.find(['*', '?', '[']).unwrap_or(key.len());
         let literal = key[..cut].rfind('/').map_or("", |i| &key[..i]);
-        (remote.at(literal.into()), Some(url))
+        let literal = object_store::path::Path::parse(literal)
+            .map_err(|e| Error::Invalid(format!("`{url}`: {e}")))?;
+        (remote.at(literal), Some(url))
     } else {
         (remote.clone(), None)
     };
@@ -272,21 +274,21 @@ fn list_remote(remote: &crate::storage::Remote, ignore: &[String]) -> Result<Vec
         if pattern.is_some_and(|p| !glob_match(p.as_bytes(), name.as_bytes())) {
             continue;
         }
-        // The path below the root (the object's name when the root is it).
-        let below = match key.prefix_match(&root.key) {
-            Some(parts) => parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>(),
-            None => Vec::new(),
-        };
-        let below = match below.is_empty() {
-            true => vec![key.filename().unwrap_or_default().to_owned()],
-            false => below,
-        };
-        let hidden = below
-            .iter()
-            .any(|p| p.starts_with('.') || p.starts_with('_'));
-        let relative = below.join("/");
-        let file_name = below.last().cloned().unwrap_or_default();
-        if hidden || ignored(ignore, &relative, &file_name) {
+        // The path below the root; empty when the root is the object itself,
+        // which, like a local file named whole, is read whatever its name.
+        let below: Vec<String> = key
+            .prefix_match(&root.key)
+            .map(|parts| parts.map(|p| p.as_ref().to_owned()).collect())
+            .unwrap_or_default();
+        // As in a local folder: a folder on the way or the file itself
+        // starting with `.` or `_`, or matched by `ignore`, leaves it out.
+        let left_out = (0..below.len()).any(|i| {
+            let name = &below[i];
+            name.starts_with('.')
+                || name.starts_with('_')
+                || ignored(ignore, &below[..=i].join("/"), name)
+        });
+        if left_out {
             continue;
         }
         files.push((PathBuf::from(name), bytes));
@@ -608,7 +610,8 @@ impl Source {
         // a 400 MB file); a CSV read in blocks hashes its blocks itself.
         let hashed_by_read = file.format == Format::Csv && csv::blocks_for(file).is_some();
         let (done, sha256) = std::thread::scope(|scope| {
-            let hasher = (!hashed_by_read).then(|| scope.spawn(|| hash_file(&file.path)));
+            let hasher =
+                (!hashed_by_read).then(|| scope.spawn(|| hash_file(&file.path, &file.name)));
             let done = match file.format {
                 Format::Csv => csv::read(&reader, emit),
                 Format::Parquet => parquet::read(&reader, emit).map(|rows| (rows, None)),
@@ -683,14 +686,15 @@ pub(super) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a whole file, as hex.
-fn hash_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+/// SHA-256 of a whole file (read at `path`, named `name` in messages), as
+/// hex.
+fn hash_file(path: &Path, name: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", name, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n =
-            std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io("reading", path, e))?;
+            std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io("reading", name, e))?;
         if n == 0 {
             break;
         }

@@ -19,7 +19,7 @@ mod parse;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use parse::{InferColumns, SpecError, SpecErrors, parse_spec};
@@ -27,7 +27,7 @@ pub use parse::{InferColumns, SpecError, SpecErrors, parse_spec};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_SECOND};
 
 /// The type of a source column, as declared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     Int64,
@@ -89,7 +89,7 @@ impl ColumnType {
 }
 
 /// The type of a value after ingest (and of an output column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     Int64,
@@ -116,7 +116,7 @@ impl ValueType {
 }
 
 /// One declared column of a source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnDef {
     pub name: String,
     #[serde(rename = "type")]
@@ -126,7 +126,7 @@ pub struct ColumnDef {
 }
 
 /// How CSV files of a source are read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CsvOptions {
     pub delimiter: u8,
     /// Unquoted values read as null.
@@ -143,7 +143,7 @@ impl Default for CsvOptions {
 }
 
 /// Whether a source is a stream of events or a (versioned) dimension.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// Events at the instant in column `time`.
@@ -156,7 +156,7 @@ pub enum SourceKind {
 }
 
 /// One input source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceDef {
     pub name: String,
     /// A file, a folder or a glob, resolved against the spec's folder.
@@ -194,7 +194,7 @@ impl SourceDef {
 }
 
 /// A time window, relative to the spine time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {
     /// Every event before the probe instant.
@@ -204,7 +204,7 @@ pub enum Window {
 }
 
 /// What a derived column computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Count,
@@ -302,7 +302,7 @@ impl Op {
 }
 
 /// Whether a derived column is a feature (past) or a label (future).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Feature,
@@ -310,14 +310,14 @@ pub enum Role {
 }
 
 /// One pair of a key: the spine's column and the source's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyPart {
     pub spine: String,
     pub source: String,
 }
 
 /// One feature or label: an output column computed from a source.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Derived {
     pub name: String,
     pub role: Role,
@@ -337,7 +337,7 @@ pub struct Derived {
 }
 
 /// How the output is partitioned into folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioning {
     /// `dt=YYYY-MM-DD/` of the spine time, UTC.
@@ -360,7 +360,7 @@ impl Partitioning {
 }
 
 /// The spine: one output row per (kept) row of a source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpineDef {
     pub source: String,
     /// Kept in this order, then the spine time.
@@ -372,7 +372,7 @@ pub struct SpineDef {
 }
 
 /// A validated spec.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     pub version: u32,
     pub sources: Vec<SourceDef>,
@@ -386,6 +386,51 @@ pub struct Spec {
     /// The folder relative paths are resolved against.
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// A spec as it travels to another process (a cluster's executors): every
+/// field, resolved (paths, `ignore`, inferred columns, the watermark), so
+/// that the receiver reads no spec file and infers nothing.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    spec: Spec,
+    paths: Vec<PathBuf>,
+    ignore: Vec<Vec<String>>,
+    watermark: Option<i64>,
+    base: PathBuf,
+}
+
+impl Spec {
+    /// The spec as bytes for another process ([`Spec::from_wire`]).
+    pub fn to_wire(&self) -> Vec<u8> {
+        let wire = Wire {
+            spec: self.clone(),
+            paths: self.sources.iter().map(|s| s.path.clone()).collect(),
+            ignore: self.sources.iter().map(|s| s.ignore.clone()).collect(),
+            watermark: self.watermark,
+            base: self.base.clone(),
+        };
+        serde_json::to_vec(&wire).expect("a spec always serialises")
+    }
+
+    /// The spec [`Spec::to_wire`] wrote.
+    pub fn from_wire(bytes: &[u8]) -> crate::Result<Spec> {
+        let wire: Wire = serde_json::from_slice(bytes)
+            .map_err(|e| crate::Error::Invalid(format!("a spec on the wire: {e}")))?;
+        let mut spec = wire.spec;
+        if wire.paths.len() != spec.sources.len() || wire.ignore.len() != spec.sources.len() {
+            return Err(crate::Error::Invalid(
+                "a spec on the wire: one path and ignore list per source".into(),
+            ));
+        }
+        for ((source, path), ignore) in spec.sources.iter_mut().zip(wire.paths).zip(wire.ignore) {
+            source.path = path;
+            source.ignore = ignore;
+        }
+        spec.watermark = wire.watermark;
+        spec.base = wire.base;
+        Ok(spec)
+    }
 }
 
 /// One output column: its name and type.
@@ -629,5 +674,23 @@ mod tests {
         }
         assert_eq!(format_duration(MICROS_PER_DAY), "1d");
         assert_eq!(format_duration(90 * MICROS_PER_SECOND), "90s");
+    }
+
+    #[test]
+    fn a_spec_crosses_the_wire_whole() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for path in [
+            "examples/marketplace/leakless.toml",
+            "examples/rich/leakless.toml",
+            "bench/rich2.toml",
+        ] {
+            let mut spec = load(&root.join(path), &[]).unwrap();
+            spec.sources[0].ignore = vec!["*.json".into()];
+            spec.watermark = Some(1_790_000_000_000_000);
+            let back = Spec::from_wire(&spec.to_wire()).unwrap();
+            assert_eq!(back, spec, "{path}");
+            assert_eq!(back.feature_set_hash(), spec.feature_set_hash());
+        }
+        assert!(Spec::from_wire(b"{}").is_err());
     }
 }

@@ -18,8 +18,12 @@
 //!    a single-part object is the MD5 of its bytes: two equal manifests
 //!    would let a stale `If-Match` pass).
 //! 4. After the publish, every `_runs/*` but this run's and the one the
-//!    previous manifest named is deleted: a reader that read the previous
-//!    manifest can still read its data.
+//!    previous manifest named, and whose newest object is older than the
+//!    manifest just put (the store's clock), is deleted: a reader that read
+//!    the previous manifest can still read its data, and a run that read
+//!    the manifest after this put (and may publish) is not touched. A put
+//!    that fails is checked against the manifest the store holds: a retry
+//!    after a lost reply may have published it.
 //!
 //! A reader reads `_manifest.json` and then the files below its `data`:
 //! it sees the previous dataset or the new one, never a mix. Listing `DS/`
@@ -45,7 +49,7 @@ pub struct RemoteDestination {
     remote: Remote,
     run: String,
     /// The manifest found, as its version and the data folder it names.
-    previous: Option<(UpdateVersion, Option<String>)>,
+    previous: Option<(UpdateVersion, String)>,
 }
 
 impl RemoteDestination {
@@ -72,7 +76,21 @@ impl RemoteDestination {
             Some((version, bytes)) => {
                 let data = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                     Ok(m) if m.get("tool").and_then(|t| t.as_str()) == Some(manifest::TOOL) => {
-                        m.get("data").and_then(|d| d.as_str()).map(str::to_owned)
+                        match m.get("data").and_then(|d| d.as_str()) {
+                            Some(data) => data.to_owned(),
+                            // A local dataset copied to object storage: its
+                            // files are at the root, where a new build's
+                            // would never replace them.
+                            None => {
+                                return Err(Error::OutputExists {
+                                    path,
+                                    why: Some(format!(
+                                        "its {} names no `data` folder (a local dataset copied here?): remove it first",
+                                        manifest::FILE_NAME
+                                    )),
+                                });
+                            }
+                        }
                     }
                     Ok(_) => {
                         return Err(Error::OutputExists {
@@ -136,7 +154,9 @@ impl RemoteDestination {
     pub fn publish(&self, staged: &Path, skip: &[&str], manifest_json: &[u8]) -> Result<()> {
         let data = self.remote.child(&self.data());
         let mut files = Vec::new();
-        collect_files(staged, staged, skip, &mut files)?;
+        // `.lock`: the local staging's own lock (`Scratch`), not data.
+        let skip: Vec<&str> = skip.iter().copied().chain([".lock"]).collect();
+        collect_files(staged, staged, &skip, &mut files)?;
         let uploads: Vec<(PathBuf, Key)> = files
             .into_iter()
             .map(|(local, relative)| {
@@ -162,40 +182,75 @@ impl RemoteDestination {
             manifest_json.to_vec().into(),
             PutOptions::from(mode),
         ));
-        match put {
-            Ok(_) => {}
-            Err(
+        if let Err(e) = put {
+            // A put retried after a lost reply may have landed: what the
+            // store holds decides, and this run's data is deleted only if
+            // the manifest there does not name it.
+            if self.published_manifest_names_this_run(&manifest_key) {
+                super::commit::crash_point("after-publish");
+                self.clean_up();
+                return Ok(());
+            }
+            block_on(self.remote.delete_below(&data));
+            return Err(match e {
                 object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => {
-                block_on(self.remote.delete_below(&data));
-                return Err(Error::PublishedMeanwhile {
+                | object_store::Error::AlreadyExists { .. } => Error::PublishedMeanwhile {
                     path: PathBuf::from(&self.remote.url),
-                });
-            }
-            Err(e) => {
-                block_on(self.remote.delete_below(&data));
-                return Err(self.remote.error("writing", &manifest_key, e));
-            }
+                },
+                e => self.remote.error("writing", &manifest_key, e),
+            });
         }
         super::commit::crash_point("after-publish");
-        // Published: what cannot be cleaned up now, the next run cleans.
+        self.clean_up();
+        Ok(())
+    }
+
+    fn published_manifest_names_this_run(&self, manifest_key: &Key) -> bool {
+        let got = block_on(async {
+            let got = self.remote.store.get(manifest_key).await.ok()?;
+            got.bytes().await.ok()
+        });
+        got.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|m| m.get("data").and_then(|d| d.as_str()).map(str::to_owned))
+            .is_some_and(|d| d == self.data())
+    }
+
+    /// Deletes the folders of `_runs/` that neither this run's manifest nor
+    /// the previous one names and whose newest object is older than the
+    /// manifest just put (by the store's clock): those of runs killed before
+    /// they published, or of runs that read the manifest before this put
+    /// and so will be refused. A run that read it after this put uploads
+    /// after it and is left alone. Best effort: what is left (an object in
+    /// the same second as the put), the next run deletes.
+    fn clean_up(&self) {
         let keep: Vec<String> = std::iter::once(self.data())
-            .chain(self.previous.as_ref().and_then(|(_, d)| d.clone()))
+            .chain(self.previous.as_ref().map(|(_, d)| d.clone()))
             .collect();
         block_on(async {
-            let runs = self.remote.child(RUNS);
-            let Ok(listed) = self.remote.store.list_with_delimiter(Some(&runs)).await else {
+            let manifest_key = self.remote.child(manifest::FILE_NAME);
+            let Ok(published) = self.remote.store.head(&manifest_key).await else {
                 return;
             };
-            for folder in listed.common_prefixes {
-                let name = folder.filename().unwrap_or_default();
-                if !keep.iter().any(|k| *k == format!("{RUNS}/{name}")) {
-                    self.remote.delete_below(&folder).await;
+            let runs = self.remote.child(RUNS);
+            let Ok(objects) = self.remote.list_meta(&runs).await else {
+                return;
+            };
+            let mut newest: std::collections::BTreeMap<String, _> = Default::default();
+            for meta in &objects {
+                let Some(below) = meta.location.prefix_match(&runs).and_then(|mut p| p.next())
+                else {
+                    continue;
+                };
+                let entry = (newest.entry(format!("{RUNS}/{}", below.as_ref())))
+                    .or_insert(meta.last_modified);
+                *entry = (*entry).max(meta.last_modified);
+            }
+            for (folder, newest) in newest {
+                if !keep.contains(&folder) && newest < published.last_modified {
+                    self.remote.delete_below(&self.remote.child(&folder)).await;
                 }
             }
         });
-        Ok(())
     }
 }
 

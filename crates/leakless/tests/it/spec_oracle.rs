@@ -1540,6 +1540,11 @@ fn check(spec: &Spec, data: &Data) {
     let toml = spec.toml();
     let spec_path = dir.path().join("spec.toml");
     std::fs::write(&spec_path, &toml).unwrap();
+    // The resolved spec crosses a process boundary unchanged (a cluster's
+    // executors get it this way).
+    let loaded = leakless::spec::load(&spec_path, &[]).unwrap();
+    let wired = leakless::spec::Spec::from_wire(&loaded.to_wire()).unwrap();
+    assert_eq!(wired, loaded, "the spec on the wire\n{toml}");
 
     let (expected, held_back) = oracle(spec, data);
     let names = spec.output_names();
