@@ -475,7 +475,7 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
 
 #[test]
 fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
-    use leakless::storage::{Remote, block_on};
+    use leakless::storage::{Part, Remote, block_on};
     use leakless::write::RemoteDestination;
     let server = Server::start();
     server.bucket("lake");
@@ -502,8 +502,32 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     block_on(remote.upload(vec![(big.clone(), key.clone())])).unwrap();
     assert!(server.get("lake", "blobs/big.bin") == bytes);
     let back = dir.path().join("back/big.bin");
-    block_on(remote.download(vec![(key, back.clone())])).unwrap();
+    let size = bytes.len() as u64;
+    block_on(remote.download(vec![(key.clone(), back.clone(), size, Part::Whole)])).unwrap();
     assert!(std::fs::read(&back).unwrap() == bytes);
+    // Only the head, or only the tail, into a sparse file of the same size.
+    let head = dir.path().join("back/head.bin");
+    block_on(remote.download(vec![(key.clone(), head.clone(), size, Part::Head)])).unwrap();
+    let got = std::fs::read(&head).unwrap();
+    assert_eq!(got.len(), bytes.len());
+    assert!(got[..1 << 20] == bytes[..1 << 20]);
+    assert!(got[1 << 20..].iter().all(|&b| b == 0));
+    // A footer whose metadata length (the 4 bytes before the last 4) is
+    // longer than the first read: 100 KiB.
+    let mut parquet_like = vec![7u8; 300 << 10];
+    let n = parquet_like.len();
+    parquet_like[n - 8..n - 4].copy_from_slice(&(100u32 << 10).to_le_bytes());
+    let footer_file = dir.path().join("footer.bin");
+    std::fs::write(&footer_file, &parquet_like).unwrap();
+    let footer_key = remote.child("footer.bin");
+    block_on(remote.upload(vec![(footer_file, footer_key.clone())])).unwrap();
+    let tail = dir.path().join("back/tail.bin");
+    let parts = vec![(footer_key, tail.clone(), n as u64, Part::ParquetFooter)];
+    block_on(remote.download(parts)).unwrap();
+    let got = std::fs::read(&tail).unwrap();
+    let start = n - (100 << 10) - 8;
+    assert!(got[start..] == parquet_like[start..]);
+    assert!(got[..start].iter().all(|&b| b == 0));
 
     // Two runs take the same (empty) destination; the first to put its
     // manifest publishes, the other is refused and leaves nothing.

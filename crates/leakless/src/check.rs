@@ -61,7 +61,7 @@ pub struct ColumnExplanation {
 pub fn check(spec: &Spec) -> Result<CheckReport> {
     let mut sources = Vec::new();
     let mut warnings = warnings(spec);
-    // Files on object storage are read from local copies.
+    // Files on object storage: their heads and footers, copied locally.
     let scratch = match spec
         .sources
         .iter()
@@ -73,7 +73,7 @@ pub fn check(spec: &Spec) -> Result<CheckReport> {
     for def in &spec.sources {
         let mut source = Source::open(def, BadRowPolicy::Fail)?;
         if let Some(scratch) = &scratch {
-            source.fetch(scratch.dir())?;
+            source.fetch_schemas(scratch.dir())?;
         }
         source.check_columns()?;
         let all_parquet = source.files.iter().all(|f| f.format == Format::Parquet);

@@ -33,6 +33,22 @@ const SCHEMES: [&str; 2] = ["s3://", "s3a://"];
 const UPLOADS_AT_ONCE: usize = 4;
 const PART_BYTES: usize = 16 << 20;
 
+/// What of an object [`Remote::download`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// The first [`HEAD_BYTES`] (a CSV header).
+    Head,
+    /// The Parquet footer: the last [`FOOTER_BYTES`], and more when the
+    /// metadata is longer.
+    ParquetFooter,
+}
+
+/// Bytes of a CSV file's head, and of a Parquet file's tail, read for its
+/// columns.
+const HEAD_BYTES: u64 = 1 << 20;
+const FOOTER_BYTES: u64 = 64 << 10;
+
 /// Objects downloaded or uploaded at once.
 const TRANSFERS_AT_ONCE: usize = 8;
 
@@ -207,26 +223,55 @@ impl Remote {
         Ok(found)
     }
 
-    /// Copies objects to local files, `TRANSFERS_AT_ONCE` at a time, each
-    /// streamed to its file (never whole in memory).
-    pub async fn download(&self, objects: Vec<(Key, PathBuf)>) -> Result<()> {
+    /// Copies objects (key, local file, size, which part) to local files,
+    /// `TRANSFERS_AT_ONCE` at a time, each streamed to its file (never whole
+    /// in memory). A part short of the whole goes into a sparse file of the
+    /// object's size, at its offset: readers of a CSV header or a Parquet
+    /// footer find what they read where they read it.
+    pub async fn download(&self, objects: Vec<(Key, PathBuf, u64, Part)>) -> Result<()> {
         futures::stream::iter(objects)
-            .map(|(key, local)| async move {
+            .map(|(key, local, size, part)| async move {
                 if let Some(dir) = local.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
                 }
                 let mut file =
                     std::fs::File::create(&local).map_err(|e| Error::io("creating", &local, e))?;
-                let mut stream = self
-                    .store
-                    .get(&key)
-                    .await
-                    .map_err(|e| self.error("reading", &key, e))?
-                    .into_stream();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| self.error("reading", &key, e))?;
-                    std::io::Write::write_all(&mut file, &chunk)
-                        .map_err(|e| Error::io("writing", &local, e))?;
+                match part {
+                    Part::Whole => {
+                        let mut stream = self
+                            .store
+                            .get(&key)
+                            .await
+                            .map_err(|e| self.error("reading", &key, e))?
+                            .into_stream();
+                        while let Some(chunk) = stream.next().await {
+                            let chunk = chunk.map_err(|e| self.error("reading", &key, e))?;
+                            std::io::Write::write_all(&mut file, &chunk)
+                                .map_err(|e| Error::io("writing", &local, e))?;
+                        }
+                    }
+                    Part::Head => {
+                        file.set_len(size)
+                            .map_err(|e| Error::io("writing", &local, e))?;
+                        self.copy_range(&key, &file, &local, 0..size.min(HEAD_BYTES))
+                            .await?;
+                    }
+                    Part::ParquetFooter => {
+                        file.set_len(size)
+                            .map_err(|e| Error::io("writing", &local, e))?;
+                        let from = size.saturating_sub(FOOTER_BYTES);
+                        let tail = self.copy_range(&key, &file, &local, from..size).await?;
+                        // The last 8 bytes: the metadata's length, then `PAR1`.
+                        if tail.len() >= 8 {
+                            let at = tail.len() - 8;
+                            let length =
+                                u32::from_le_bytes(tail[at..at + 4].try_into().expect("4 bytes"));
+                            let start = size.saturating_sub(u64::from(length) + 8);
+                            if start < from {
+                                self.copy_range(&key, &file, &local, start..from).await?;
+                            }
+                        }
+                    }
                 }
                 Ok::<_, Error>(())
             })
@@ -234,6 +279,30 @@ impl Remote {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// Bytes `range` of the object at `key`, written into `file` at their
+    /// offset; returns them.
+    async fn copy_range(
+        &self,
+        key: &Key,
+        file: &std::fs::File,
+        local: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = range.start;
+        let bytes = self
+            .store
+            .get_range(key, range)
+            .await
+            .map_err(|e| self.error("reading", key, e))?;
+        file.write_all_at(&bytes, start)
+            .map_err(|e| Error::io("writing", local, e))?;
+        Ok(bytes.to_vec())
     }
 
     /// Uploads local files to keys, `TRANSFERS_AT_ONCE` at a time; a file

@@ -494,6 +494,19 @@ impl Source {
     /// the file's position, so that they are read as local files (a no-op
     /// for a local source).
     pub fn fetch(&mut self, scratch: &Path) -> Result<()> {
+        self.copy_remote(scratch, false)
+    }
+
+    /// [`Source::fetch`] of only what reading the files' columns needs (a
+    /// CSV file's head, a Parquet file's footer), into sparse local files
+    /// of the objects' sizes: for `check` and schema inference, which read
+    /// no rows.
+    pub fn fetch_schemas(&mut self, scratch: &Path) -> Result<()> {
+        self.copy_remote(scratch, true)
+    }
+
+    fn copy_remote(&mut self, scratch: &Path, schemas_only: bool) -> Result<()> {
+        use crate::storage::Part;
         let Some(first) = self.files.iter().find(|f| f.path.as_os_str().is_empty()) else {
             return Ok(());
         };
@@ -513,7 +526,12 @@ impl Source {
                 .join(&self.layout.name)
                 .join(n.to_string())
                 .join(base);
-            objects.push((key, file.path.clone()));
+            let part = match (schemas_only, file.format) {
+                (false, _) => Part::Whole,
+                (true, Format::Csv) => Part::Head,
+                (true, Format::Parquet) => Part::ParquetFooter,
+            };
+            objects.push((key, file.path.clone(), file.bytes, part));
         }
         crate::storage::block_on(remote.download(objects))
     }
@@ -745,10 +763,12 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
         ));
     }
     if first.path.as_os_str().is_empty() {
-        // On object storage: its footer is read from a local copy.
+        // On object storage: its footer, copied into a sparse local file.
         let scratch = crate::storage::Scratch::new("schema").map_err(|e| e.to_string())?;
         let mut source = Source::new(Layout::of(def), vec![first.clone()], BadRowPolicy::Fail);
-        source.fetch(scratch.dir()).map_err(|e| e.to_string())?;
+        source
+            .fetch_schemas(scratch.dir())
+            .map_err(|e| e.to_string())?;
         return parquet::infer_columns(&source.files[0].path).map_err(|e| {
             e.to_string().replace(
                 &source.files[0].path.display().to_string(),
