@@ -100,6 +100,9 @@ fn hint(err: &anyhow::Error) -> Option<String> {
             "remove it from the input folder, or leave such files out with --ignore GLOB (e.g. --ignore '*.json')".into(),
         ),
         Error::Spec(_) => Some("the spec reference is in docs/semantics.md".into()),
+        Error::Io { path, .. } if leakless::storage::is_remote(path) => Some(
+            "object storage reads its credentials, region and endpoint from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL for an S3-compatible server".into(),
+        ),
         _ => None,
     }
 }

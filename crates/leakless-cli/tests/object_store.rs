@@ -471,6 +471,27 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
         assert_ne!(output.status.code(), Some(0), "{path}");
         assert!(stderr.contains(wanted), "{path}: {stderr}");
     }
+    // A bucket the credentials cannot reach: the hint says where they
+    // come from.
+    let output = server
+        .leakless()
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .arg("build")
+        .args(["--impressions", "s3://lake/in/impressions.csv"])
+        .arg("--clicks")
+        .arg(marketplace.join("clicks.csv"))
+        .arg("--listings")
+        .arg(marketplace.join("listings.csv"))
+        .args(["--out", dir.path().join("o").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("s3://lake/in/impressions.csv"), "{stderr}");
+    assert!(
+        stderr.contains("hint: object storage reads its credentials"),
+        "{stderr}"
+    );
 }
 
 #[test]
