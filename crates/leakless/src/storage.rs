@@ -440,9 +440,12 @@ impl Scratch {
         }
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
-        let dir = tmp.join(format!("leakless-{purpose}-{:016x}", hasher.finish()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        let lock_path = dir.join(".lock");
+        let name = format!("leakless-{purpose}-{:016x}", hasher.finish());
+        // Locked under another name first, then renamed: a `leakless-*`
+        // folder never exists unlocked while its run lives.
+        let making = tmp.join(format!(".{name}"));
+        std::fs::create_dir_all(&making).map_err(|e| Error::io("creating", &making, e))?;
+        let lock_path = making.join(".lock");
         let lock = std::fs::File::create(&lock_path)
             .and_then(|file| {
                 file.try_lock()
@@ -450,6 +453,8 @@ impl Scratch {
                     .map_err(std::io::Error::other)
             })
             .map_err(|e| Error::io("locking", &lock_path, e))?;
+        let dir = tmp.join(name);
+        std::fs::rename(&making, &dir).map_err(|e| Error::io("creating", &dir, e))?;
         Ok(Scratch { dir, _lock: lock })
     }
 
@@ -467,6 +472,27 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scratch_folder_is_removed_when_dropped_or_when_its_run_is_gone() {
+        let live = Scratch::new("test-live").unwrap();
+        let live_dir = live.dir().to_owned();
+        assert!(live_dir.join(".lock").is_file());
+        // A run killed with `kill -9` leaves its folder, with its lock file
+        // no longer locked.
+        let dead_dir =
+            std::env::temp_dir().join(format!("leakless-test-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join(".lock"), "").unwrap();
+        std::fs::write(dead_dir.join("data"), "left").unwrap();
+        // The next scratch removes the dead run's folder, not the live one's.
+        let next = Scratch::new("test-next").unwrap();
+        assert!(!dead_dir.exists());
+        assert!(live_dir.is_dir());
+        drop(live);
+        assert!(!live_dir.exists());
+        drop(next);
+    }
 
     #[test]
     fn urls_parse_into_bucket_and_key() {
