@@ -39,12 +39,12 @@ use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
 use crate::write::{Output, PartitionWriter, PartitionWritten};
+use crate::{Reporter, Stage};
 
 /// Folders of the staging that are not data: the spine's spill and the
 /// local copies of inputs on object storage.
 const SPILL: &str = "_spill";
 const INPUTS: &str = "_inputs";
-use crate::{Reporter, Stage};
 
 /// How far after the spine's last time a label source's latest event may
 /// be when the watermark is inferred from it.
@@ -239,8 +239,9 @@ impl Build {
 
     /// Runs the build and commits the dataset.
     pub async fn execute(self) -> Result<BuildSummary> {
-        // Locks and checks the destination before any work; the staging
-        // folder is removed again on failure (see `write::commit`).
+        // Locks (locally) and checks the destination before any work; the
+        // staging folder is removed again on failure (see `write::commit`
+        // and, on object storage, `write::remote`).
         let destination = Output::acquire(&self.out, self.overwrite, self.wait)?;
         let staging = destination.stage()?;
         crate::write::commit::crash_point("after-staging");
