@@ -230,6 +230,9 @@ fn upload_rich(server: &Server, bucket: &str, dir: &Path) -> (Vec<String>, Vec<S
     std::fs::write(&empty, "").unwrap();
     server.put(bucket, "logs/views/", &empty);
     server.put(bucket, "logs/views/sub/", &empty);
+    // One whose contents are all deeper down (left out: hidden).
+    server.put(bucket, "logs/views/sub/deeper/", &empty);
+    server.put(bucket, "logs/views/sub/deeper/x/.hidden.csv", &empty);
     let mut remote = vec![format!("views=s3://{bucket}/logs/views/")];
     let mut local = vec![format!("views={}", dir.join("views").display())];
     for source in ["clicks", "orders", "listing_prices", "listings"] {
@@ -538,6 +541,7 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     let mut parquet_like = vec![7u8; 300 << 10];
     let n = parquet_like.len();
     parquet_like[n - 8..n - 4].copy_from_slice(&(100u32 << 10).to_le_bytes());
+    parquet_like[n - 4..].copy_from_slice(b"PAR1");
     let footer_file = dir.path().join("footer.bin");
     std::fs::write(&footer_file, &parquet_like).unwrap();
     let footer_key = remote.child("footer.bin");
@@ -549,6 +553,20 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     let start = n - (100 << 10) - 8;
     assert!(got[start..] == parquet_like[start..]);
     assert!(got[..start].iter().all(|&b| b == 0));
+    // Without the magic, the length is not trusted: only the tail.
+    let mut not_parquet = parquet_like.clone();
+    not_parquet[n - 4..].copy_from_slice(b"JUNK");
+    let junk_file = dir.path().join("junk.bin");
+    std::fs::write(&junk_file, &not_parquet).unwrap();
+    let junk_key = remote.child("junk.bin");
+    block_on(remote.upload(vec![(junk_file, junk_key.clone())])).unwrap();
+    let junk = dir.path().join("back/junk.bin");
+    let parts = vec![(junk_key, junk.clone(), n as u64, Part::ParquetFooter)];
+    block_on(remote.download(parts)).unwrap();
+    let got = std::fs::read(&junk).unwrap();
+    let tail = n - (64 << 10);
+    assert!(got[tail..] == not_parquet[tail..]);
+    assert!(got[..tail].iter().all(|&b| b == 0));
 
     // Two runs take the same (empty) destination; the first to put its
     // manifest publishes, the other is refused and leaves nothing.
@@ -569,13 +587,9 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
         err.to_string().contains("published by another run"),
         "{err}"
     );
-    assert_eq!(
-        server.list("lake", "ds/"),
-        [
-            "ds/_manifest.json",
-            "ds/_runs/aaaaaaaaaaaaaaaa/dt=2026-10-01/part-00000.parquet"
-        ]
-    );
+    // The refused run's data is left (a failed put may have landed, for
+    // all it can tell) for the next publish to delete.
+    assert_eq!(server.get("lake", "ds/_manifest.json"), manifest(&a));
     // And an update against a version that has moved on, too.
     let c = RemoteDestination::acquire(target.clone(), "cccccccccccccccc".into(), true).unwrap();
     let d = RemoteDestination::acquire(target, "dddddddddddddddd".into(), true).unwrap();
@@ -596,13 +610,19 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     let err = RemoteDestination::acquire(remote_at("s3://lake/copied"), "e".repeat(16), true)
         .unwrap_err();
     assert!(err.to_string().contains("names no `data` folder"), "{err}");
+    // A second later (the store's clock), the next publish deletes every
+    // run but its own and the one it replaces: a (replaced twice), b and c
+    // (refused).
+    std::thread::sleep(Duration::from_millis(1100));
+    let f = RemoteDestination::acquire(remote_at("s3://lake/ds"), "f".repeat(16), true).unwrap();
+    f.publish(&staged, &[], &manifest(&f)).unwrap();
     let mut runs = server.list("lake", "ds/_runs/");
     runs.sort();
     assert_eq!(
         runs,
         [
-            "ds/_runs/aaaaaaaaaaaaaaaa/dt=2026-10-01/part-00000.parquet",
-            "ds/_runs/dddddddddddddddd/dt=2026-10-01/part-00000.parquet"
+            "ds/_runs/dddddddddddddddd/dt=2026-10-01/part-00000.parquet",
+            "ds/_runs/ffffffffffffffff/dt=2026-10-01/part-00000.parquet"
         ]
     );
 }
@@ -653,6 +673,10 @@ fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
     let s3_spec = dir.path().join("s3.toml");
     std::fs::write(&s3_spec, at("s3://lake/gen")).unwrap();
     let local_out = dir.path().join("ds");
+    // The output folder made empty in a console first: a folder marker.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    server.put("lake", "ds/", &empty);
     for (spec, out) in [
         (&local_spec, local_out.to_str().unwrap()),
         (&s3_spec, "s3://lake/ds"),

@@ -199,10 +199,13 @@ impl Remote {
     /// key is a folder of others, left out), as (key, size), in key order.
     pub async fn list_below(&self, prefix: &Key) -> Result<Vec<(Key, u64)>> {
         let found = self.list_meta(prefix).await?;
-        let folders: std::collections::HashSet<&str> = found
-            .iter()
-            .filter_map(|m| m.location.as_ref().rsplit_once('/').map(|(dir, _)| dir))
-            .collect();
+        // Every folder of every key, at any depth, and the prefix itself.
+        let mut folders: std::collections::HashSet<&str> = Default::default();
+        folders.insert(prefix.as_ref());
+        for meta in &found {
+            let key = meta.location.as_ref();
+            folders.extend(key.match_indices('/').map(|(at, _)| &key[..at]));
+        }
         Ok(found
             .iter()
             .filter(|m| !(m.size == 0 && folders.contains(m.location.as_ref())))
@@ -261,12 +264,14 @@ impl Remote {
                             .map_err(|e| Error::io("writing", &local, e))?;
                         let from = size.saturating_sub(FOOTER_BYTES);
                         let tail = self.copy_range(&key, &file, &local, from..size).await?;
-                        // The last 8 bytes: the metadata's length, then `PAR1`.
-                        if tail.len() >= 8 {
+                        // The last 8 bytes: the metadata's length, then
+                        // `PAR1`; anything else is left to the reader to
+                        // report (a corrupt or misnamed file).
+                        if tail.len() >= 8 && tail.ends_with(b"PAR1") {
                             let at = tail.len() - 8;
                             let length =
                                 u32::from_le_bytes(tail[at..at + 4].try_into().expect("4 bytes"));
-                            let start = size.saturating_sub(u64::from(length) + 8);
+                            let start = size.checked_sub(u64::from(length) + 8).unwrap_or(from);
                             if start < from {
                                 self.copy_range(&key, &file, &local, start..from).await?;
                             }

@@ -12,11 +12,11 @@
 //! 3. The manifest, naming `"data": "_runs/RUN"`, is put last with a
 //!    condition: that no manifest exists (a first build), or that it is
 //!    still the version read in step 1. A run that finds the condition
-//!    broken (another run published meanwhile) fails, publishes nothing and
-//!    deletes its `_runs/RUN/`. The manifest names its run, so two runs'
-//!    manifests never have the same bytes, nor the same ETag (S3's ETag of
-//!    a single-part object is the MD5 of its bytes: two equal manifests
-//!    would let a stale `If-Match` pass).
+//!    broken (another run published meanwhile) fails and publishes nothing;
+//!    its `_runs/RUN/` is left for the next publish to delete. The manifest
+//!    names its run, so two runs' manifests never have the same bytes, nor
+//!    the same ETag (S3's ETag of a single-part object is the MD5 of its
+//!    bytes: two equal manifests would let a stale `If-Match` pass).
 //! 4. After the publish, every `_runs/*` but this run's and the one the
 //!    previous manifest named, and whose newest object is older than the
 //!    manifest just put (the store's clock), is deleted: a reader that read
@@ -182,47 +182,52 @@ impl RemoteDestination {
             manifest_json.to_vec().into(),
             PutOptions::from(mode),
         ));
-        if let Err(e) = put {
+        let ours = match put {
+            Ok(put) => put.e_tag,
             // A put retried after a lost reply may have landed: what the
-            // store holds decides, and this run's data is deleted only if
-            // the manifest there does not name it.
-            if self.published_manifest_names_this_run(&manifest_key) {
-                super::commit::crash_point("after-publish");
-                self.clean_up();
-                return Ok(());
-            }
-            block_on(self.remote.delete_below(&data));
-            return Err(match e {
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. } => Error::PublishedMeanwhile {
-                    path: PathBuf::from(&self.remote.url),
-                },
-                e => self.remote.error("writing", &manifest_key, e),
-            });
-        }
+            // store holds decides. This run's data is not deleted after a
+            // failed put (its manifest may be the one published, for all
+            // this run can tell); the next publish deletes it if it is not.
+            Err(e) => match self.published_version_naming_this_run(&manifest_key) {
+                Some(e_tag) => e_tag,
+                None => {
+                    return Err(match e {
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. } => Error::PublishedMeanwhile {
+                            path: PathBuf::from(&self.remote.url),
+                        },
+                        e => self.remote.error("writing", &manifest_key, e),
+                    });
+                }
+            },
+        };
         super::commit::crash_point("after-publish");
-        self.clean_up();
+        self.clean_up(ours);
         Ok(())
     }
 
-    fn published_manifest_names_this_run(&self, manifest_key: &Key) -> bool {
-        let got = block_on(async {
+    /// The ETag of the manifest the store holds, when it names this run.
+    fn published_version_naming_this_run(&self, manifest_key: &Key) -> Option<Option<String>> {
+        let (e_tag, bytes) = block_on(async {
             let got = self.remote.store.get(manifest_key).await.ok()?;
-            got.bytes().await.ok()
-        });
-        got.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|m| m.get("data").and_then(|d| d.as_str()).map(str::to_owned))
-            .is_some_and(|d| d == self.data())
+            let e_tag = got.meta.e_tag.clone();
+            Some((e_tag, got.bytes().await.ok()?))
+        })?;
+        let manifest = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+        let data = manifest.get("data").and_then(|d| d.as_str())?;
+        (data == self.data()).then_some(e_tag)
     }
 
     /// Deletes the folders of `_runs/` that neither this run's manifest nor
     /// the previous one names and whose newest object is older than the
     /// manifest just put (by the store's clock): those of runs killed before
     /// they published, or of runs that read the manifest before this put
-    /// and so will be refused. A run that read it after this put uploads
-    /// after it and is left alone. Best effort: what is left (an object in
-    /// the same second as the put), the next run deletes.
-    fn clean_up(&self) {
+    /// and so were or will be refused. A run that read it after this put
+    /// uploads after it and is left alone. Only while this run's manifest
+    /// (`ours`, its ETag) is still the published one: once another run has
+    /// published, the clean-up is its. Best effort: what is left (an object
+    /// in the same second as the put), the next run deletes.
+    fn clean_up(&self, ours: Option<String>) {
         let keep: Vec<String> = std::iter::once(self.data())
             .chain(self.previous.as_ref().map(|(_, d)| d.clone()))
             .collect();
@@ -231,6 +236,9 @@ impl RemoteDestination {
             let Ok(published) = self.remote.store.head(&manifest_key).await else {
                 return;
             };
+            if ours.is_none() || published.e_tag != ours {
+                return;
+            }
             let runs = self.remote.child(RUNS);
             let Ok(objects) = self.remote.list_meta(&runs).await else {
                 return;
