@@ -419,6 +419,22 @@ fn a_killed_build_leaves_the_previous_dataset_and_the_next_cleans_up() {
     assert_eq!(manifest_data(&first), manifest_data(&last));
 }
 
+/// `leakless build` of the marketplace shorthand with the example's clicks
+/// and listings and `impressions` from anywhere.
+fn build_marketplace(mut leakless: Command, impressions: &str, out: &str) -> std::process::Output {
+    let marketplace = examples().join("marketplace");
+    leakless
+        .arg("build")
+        .args(["--impressions", impressions])
+        .arg("--clicks")
+        .arg(marketplace.join("clicks.csv"))
+        .arg("--listings")
+        .arg(marketplace.join("listings.csv"))
+        .args(["--out", out])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
     let server = Server::start();
@@ -431,18 +447,11 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
     )
     .unwrap();
     server.put("lake", "in/impressions.csv", &impressions);
-    let marketplace = examples().join("marketplace");
-    let output = server
-        .leakless()
-        .arg("build")
-        .args(["--impressions", "s3://lake/in/impressions.csv"])
-        .arg("--clicks")
-        .arg(marketplace.join("clicks.csv"))
-        .arg("--listings")
-        .arg(marketplace.join("listings.csv"))
-        .args(["--out", "s3://lake/out"])
-        .output()
-        .unwrap();
+    let output = build_marketplace(
+        server.leakless(),
+        "s3://lake/in/impressions.csv",
+        "s3://lake/out",
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(
@@ -454,40 +463,22 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
     assert!(server.list("lake", "out/").is_empty(), "nothing written");
 
     // A missing object, a bucket that does not exist, another scheme.
+    let out = dir.path().join("o").to_str().unwrap().to_owned();
     for (path, wanted) in [
         ("s3://lake/in/nothing.csv", "no input files"),
         ("s3://no-such-bucket/x.csv", "s3://no-such-bucket"),
         ("gs://lake/x.csv", "not supported"),
     ] {
-        let output = server
-            .leakless()
-            .arg("build")
-            .args(["--impressions", path])
-            .arg("--clicks")
-            .arg(marketplace.join("clicks.csv"))
-            .arg("--listings")
-            .arg(marketplace.join("listings.csv"))
-            .args(["--out", dir.path().join("o").to_str().unwrap()])
-            .output()
-            .unwrap();
+        let output = build_marketplace(server.leakless(), path, &out);
         let stderr = text(&output.stderr);
         assert_ne!(output.status.code(), Some(0), "{path}");
         assert!(stderr.contains(wanted), "{path}: {stderr}");
     }
     // A bucket the credentials cannot reach: the hint says where they
     // come from.
-    let output = server
-        .leakless()
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .arg("build")
-        .args(["--impressions", "s3://lake/in/impressions.csv"])
-        .arg("--clicks")
-        .arg(marketplace.join("clicks.csv"))
-        .arg("--listings")
-        .arg(marketplace.join("listings.csv"))
-        .args(["--out", dir.path().join("o").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let mut unreachable = server.leakless();
+    unreachable.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    let output = build_marketplace(unreachable, "s3://lake/in/impressions.csv", &out);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("s3://lake/in/impressions.csv"), "{stderr}");

@@ -335,9 +335,6 @@ impl Build {
             encode_seconds += encode;
         }
         partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
-        if spill.exists() {
-            std::fs::remove_dir_all(&spill).map_err(|e| Error::io("removing", &spill, e))?;
-        }
         let positive_labels: BTreeMap<String, u64> = labels
             .iter()
             .zip(positive)
