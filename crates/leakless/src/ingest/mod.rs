@@ -769,14 +769,10 @@ pub fn infer_columns(def: &SourceDef) -> std::result::Result<Vec<ColumnDef>, Str
         source
             .fetch_schemas(scratch.dir())
             .map_err(|e| e.to_string())?;
-        return parquet::infer_columns(&source.files[0].path).map_err(|e| {
-            e.to_string().replace(
-                &source.files[0].path.display().to_string(),
-                &first.name.display().to_string(),
-            )
-        });
+        return parquet::infer_columns(&source.files[0].path, &first.name)
+            .map_err(|e| e.to_string());
     }
-    parquet::infer_columns(&first.path).map_err(|e| e.to_string())
+    parquet::infer_columns(&first.path, &first.name).map_err(|e| e.to_string())
 }
 
 /// What the readers' tests share: a source over one file, and batches as

@@ -23,9 +23,13 @@ use super::{ColumnSpec, FileReader, arrow_type};
 use crate::error::{BadRow, Error, Location, Result};
 use crate::spec::{ColumnDef, ColumnType, ValueType};
 
-/// Columns with a type leakless reads, from a Parquet file's schema.
-pub(super) fn infer_columns(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
-    guarded(path, || infer_columns_unguarded(path))
+/// Columns with a type leakless reads, from a Parquet file's schema (read
+/// at `path`, named `name` in messages).
+pub(super) fn infer_columns(
+    path: &std::path::Path,
+    name: &std::path::Path,
+) -> Result<Vec<ColumnDef>> {
+    guarded(name, || infer_columns_unguarded(path, name))
 }
 
 /// Runs `f`, turning a panic of the Parquet or Arrow decoders (which some
@@ -43,11 +47,14 @@ fn guarded<T>(path: &std::path::Path, f: impl FnOnce() -> Result<T>) -> Result<T
     })
 }
 
-fn infer_columns_unguarded(path: &std::path::Path) -> Result<Vec<ColumnDef>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+fn infer_columns_unguarded(
+    path: &std::path::Path,
+    name: &std::path::Path,
+) -> Result<Vec<ColumnDef>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", name, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::UnreadableFile {
-            path: path.to_owned(),
+            path: name.to_owned(),
             reason: e.to_string(),
         })?;
     Ok(builder
