@@ -87,9 +87,24 @@ pub struct BucketSortExec {
     spill_dir: PathBuf,
     /// Pending bytes held over all input partitions before a spill.
     spill_bytes: usize,
+    /// Whether output partition `p` of `n` takes the buckets whose number
+    /// is `p` modulo `n` (so that a partition run alone, as a cluster task,
+    /// emits exactly its own), instead of the next bucket when it asks.
+    fixed_buckets: bool,
     cache: Arc<PlanProperties>,
     drained: Arc<Shared<Arc<Drained>>>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// A [`BucketSortExec`] on the wire (its input travels beside it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    sort_columns: Vec<usize>,
+    partitioning: spec::Partitioning,
+    partitions: usize,
+    spill_dir: PathBuf,
+    spill_bytes: usize,
+    fixed_buckets: bool,
 }
 
 impl BucketSortExec {
@@ -121,6 +136,7 @@ impl BucketSortExec {
             partitioning,
             spill_dir,
             spill_bytes: SPILL_BYTES,
+            fixed_buckets: false,
             cache,
             drained: Arc::new(Shared::new()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -132,6 +148,53 @@ impl BucketSortExec {
     pub fn with_spill_bytes(mut self, bytes: usize) -> Self {
         self.spill_bytes = bytes;
         self
+    }
+
+    /// Output partition `p` of `n` takes the buckets whose number is `p`
+    /// modulo `n`, whatever the other partitions do: for a plan whose
+    /// partitions run in separate processes.
+    pub fn with_fixed_buckets(mut self, fixed: bool) -> Self {
+        self.fixed_buckets = fixed;
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Wire {
+            sort_columns: self.sort_columns.clone(),
+            partitioning: self.partitioning,
+            partitions: self.cache.output_partitioning().partition_count(),
+            spill_dir: self.spill_dir.clone(),
+            spill_bytes: self.spill_bytes,
+            fixed_buckets: self.fixed_buckets,
+        })
+        .expect("a bucket sort serialises")
+    }
+
+    pub fn from_bytes(bytes: &[u8], input: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let wire: Wire = serde_json::from_slice(bytes)
+            .map_err(|e| DataFusionError::Internal(format!("decoding a BucketSortExec: {e}")))?;
+        Ok(BucketSortExec::new(
+            input,
+            wire.sort_columns,
+            wire.partitioning,
+            wire.partitions,
+            wire.spill_dir,
+        )
+        .with_spill_bytes(wire.spill_bytes)
+        .with_fixed_buckets(wire.fixed_buckets))
+    }
+
+    /// A new instance over `input`, with no state.
+    fn renew(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        BucketSortExec::new(
+            input,
+            self.sort_columns.clone(),
+            self.partitioning,
+            self.cache.output_partitioning().partition_count(),
+            self.spill_dir.clone(),
+        )
+        .with_spill_bytes(self.spill_bytes)
+        .with_fixed_buckets(self.fixed_buckets)
     }
 
     fn time(&self) -> usize {
@@ -152,6 +215,17 @@ impl BucketSortExec {
             .get()
             .and_then(|d| d.as_ref().ok())
             .map_or(0.0, |d| d.seconds)
+    }
+
+    /// CPU seconds output partition `partition` spent sorting buckets.
+    pub fn partition_sort_seconds(&self, partition: usize) -> f64 {
+        let metrics = self.metrics.clone_inner();
+        let nanos: usize = metrics
+            .iter()
+            .filter(|m| m.partition() == Some(partition) && m.value().name() == "sort_time")
+            .map(|m| m.value().as_usize())
+            .sum();
+        nanos as f64 / 1e9
     }
 
     /// CPU seconds spent sorting buckets, summed over partitions.
@@ -207,29 +281,11 @@ impl ExecutionPlan for BucketSortExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("BucketSortExec needs an input".into()))?;
-        Ok(Arc::new(
-            BucketSortExec::new(
-                input,
-                self.sort_columns.clone(),
-                self.partitioning,
-                self.cache.output_partitioning().partition_count(),
-                self.spill_dir.clone(),
-            )
-            .with_spill_bytes(self.spill_bytes),
-        ))
+        Ok(Arc::new(self.renew(input)))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            BucketSortExec::new(
-                self.input.clone(),
-                self.sort_columns.clone(),
-                self.partitioning,
-                self.cache.output_partitioning().partition_count(),
-                self.spill_dir.clone(),
-            )
-            .with_spill_bytes(self.spill_bytes),
-        ))
+        Ok(Arc::new(self.renew(self.input.clone())))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -250,6 +306,7 @@ impl ExecutionPlan for BucketSortExec {
         let spill_dir = self.spill_dir.clone();
         let spill_bytes = self.spill_bytes;
         let workers = self.cache.output_partitioning().partition_count();
+        let fixed = self.fixed_buckets.then_some((partition, workers));
         let stream = futures::stream::once(async move {
             let drained = shared(&drained, || {
                 drain(
@@ -262,9 +319,19 @@ impl ExecutionPlan for BucketSortExec {
                 )
             })
             .await?;
+            let mut mine = 0;
             let slices = futures::stream::iter(std::iter::from_fn(move || {
-                let bucket = drained.next.fetch_add(1, Ordering::Relaxed);
-                let chunks = drained.buckets.get(bucket)?;
+                let (_, chunks) = match fixed {
+                    Some((p, n)) => {
+                        let found = (drained.buckets[mine..].iter())
+                            .position(|(b, _)| b.rem_euclid(n as i64) as usize == p)?;
+                        mine += found + 1;
+                        &drained.buckets[mine - 1]
+                    }
+                    None => drained
+                        .buckets
+                        .get(drained.next.fetch_add(1, Ordering::Relaxed))?,
+                };
                 let _timer = sort_time.timer();
                 Some(sorted_bucket(&drained.schema, chunks, &sort_columns))
             }))
@@ -289,7 +356,8 @@ impl ExecutionPlan for BucketSortExec {
 #[derive(Debug)]
 struct Drained {
     schema: SchemaRef,
-    buckets: Vec<Vec<Chunk>>,
+    /// Per bucket number, ascending.
+    buckets: Vec<(i64, Vec<Chunk>)>,
     /// The next bucket to hand out.
     next: AtomicUsize,
     /// The latest time of any row.
@@ -335,6 +403,11 @@ async fn drain(
     // The lowest input partition that failed (`usize::MAX`: none yet).
     let failed = Arc::new(AtomicUsize::new(usize::MAX));
     let workers = workers.clamp(1, partitions.max(1));
+    // Spill files are named per process and drain, so that drains of
+    // several plans (cluster tasks in one executor, or on one machine)
+    // never share one.
+    static DRAINS: AtomicUsize = AtomicUsize::new(0);
+    let drain = DRAINS.fetch_add(1, Ordering::Relaxed);
     let mut tasks = Vec::with_capacity(workers);
     for worker in 0..workers {
         let mut bucketer = Bucketer {
@@ -345,7 +418,10 @@ async fn drain(
             pending: BTreeMap::new(),
             pending_bytes: 0,
             chunks: BTreeMap::new(),
-            spill_path: spill_dir.join(format!("spine-{worker}.arrow")),
+            spill_path: spill_dir.join(format!(
+                "spine-{}-{drain}-{worker}.arrow",
+                std::process::id()
+            )),
             spill: None,
             spilled: 0,
             max_time: None,
@@ -406,7 +482,7 @@ async fn drain(
     }
     Ok(Arc::new(Drained {
         schema,
-        buckets: buckets.into_values().collect(),
+        buckets: buckets.into_iter().collect(),
         next: AtomicUsize::new(0),
         max_time,
         seconds: started.elapsed().as_secs_f64(),

@@ -19,26 +19,29 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int8Type, Int64Type};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::DataFusionError;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream_partitioned};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, execute_stream_partitioned,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::{BadRowPolicy, Source};
+use crate::ingest::{BadRowPolicy, FileStats, Source};
 use crate::order::BucketSortExec;
 use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
+use crate::write::exec::{Progress, WriteExec, WriteOptions};
 use crate::write::manifest::{ColumnDefinition, Manifest, Settings};
-use crate::write::{Output, PartitionWriter, PartitionWritten};
+use crate::write::{Output, PartitionWritten};
 use crate::{Reporter, Stage};
 
 /// Folders of the staging that are not data: the spine's spill and the
@@ -237,8 +240,16 @@ impl Build {
         &self.spec
     }
 
-    /// Runs the build and commits the dataset.
+    /// Runs the build on this machine and commits the dataset.
     pub async fn execute(self) -> Result<BuildSummary> {
+        self.execute_on(&Embedded).await
+    }
+
+    /// Runs the build's plan on `engine` (this process, or a cluster) and
+    /// commits the dataset. Every output partition writes its files into
+    /// the staging folder, which `engine`'s workers must see, and reports
+    /// what it wrote; the manifest is made of the reports alone.
+    pub async fn execute_on(self, engine: &dyn Engine) -> Result<BuildSummary> {
         // Locks (locally) and checks the destination before any work; the
         // staging folder is removed again on failure (see `write::commit`
         // and, on object storage, `write::remote`).
@@ -251,119 +262,59 @@ impl Build {
         // Files on object storage are copied into the staging first.
         let sources = self.open_sources(&plan, &staging.dir().join(INPUTS))?;
 
-        let spill = staging.dir().join(SPILL);
-        let exec = self.physical_plan(&plan, &sources, &spill)?;
+        let write = self
+            .write_plan(&plan, &sources, staging.dir(), engine.separate_partitions())?
+            .with_progress(Progress::new(self.reporter.clone()));
+        let labels = self.label_columns();
         let columns = self.spec.output_columns();
-        let time_column = self.spec.spine.columns.len();
-        let ctx = SessionContext::new_with_config(
-            SessionConfig::new().with_target_partitions(self.target_partitions),
-        );
-        // Output positions of the labels: derived columns follow the time.
-        let labels: Vec<usize> = (self.spec.derived.iter().enumerate())
-            .filter(|(_, d)| d.role == Role::Label)
-            .map(|(i, _)| time_column + 1 + i)
-            .collect();
-        // The time and the first spine column, when it is an integer, are
-        // the sorted leading columns: delta-encoded.
-        let schema = exec.schema();
-        let delta_columns: Vec<String> = std::iter::once(time_column)
-            .chain((time_column > 0).then_some(0))
-            .filter(|&i| {
-                matches!(
-                    schema.field(i).data_type(),
-                    DataType::Int64 | DataType::Timestamp(_, _)
-                )
-            })
-            .map(|i| schema.field(i).name().clone())
-            .collect();
-        let streams = execute_stream_partitioned(exec.clone(), ctx.task_ctx())?;
-        let produced = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::with_capacity(streams.len());
-        for mut stream in streams {
-            let mut writer = PartitionWriter::new(
-                staging.dir(),
-                schema.clone(),
-                time_column,
-                self.spec.partition,
-                delta_columns.clone(),
-            );
-            let (labels, produced, reporter) =
-                (labels.clone(), produced.clone(), self.reporter.clone());
-            tasks.push(SpawnedTask::spawn(async move {
-                let mut rows = 0u64;
-                let mut positive = vec![0u64; labels.len()];
-                while let Some(batch) = stream.try_next().await? {
-                    let n = batch.num_rows() as u64;
-                    rows += n;
-                    for (count, &i) in positive.iter_mut().zip(&labels) {
-                        *count += positives(&batch, i);
-                    }
-                    let before = produced.fetch_add(n, Ordering::Relaxed);
-                    if before == 0 {
-                        reporter.stage(Stage::Writing);
-                    }
-                    reporter.rows(before + n);
-                    writer.push(&batch)?;
-                    // The stream never waits once the spine is sorted: give
-                    // the other partitions' tasks a turn (a task this one
-                    // woke sits in this worker's LIFO slot, where no other
-                    // worker may steal it, until this task yields).
-                    tokio::task::yield_now().await;
-                }
-                let (written, encode_seconds) = writer.finish()?;
-                Ok::<_, Error>((rows, positive, written, encode_seconds))
-            }));
+        let partitions = write.input_partitions();
+        let batches = engine.run(Arc::new(write)).await?;
+        let reports = WriteExec::reports(&batches)?;
+        // Exactly one report per output partition: none lost, none twice.
+        let numbers: Vec<usize> = reports.iter().map(|r| r.partition).collect();
+        if !numbers.iter().copied().eq(0..partitions) {
+            return Err(Error::Engine(Box::new(DataFusionError::Internal(format!(
+                "the engine reported output partitions {numbers:?}, not each of 0..{partitions} once"
+            )))));
         }
-        // The first failure ends the build at once (the other tasks are
-        // dropped, which aborts them).
-        let finished = futures::future::try_join_all(tasks.into_iter().map(|task| async move {
-            task.join()
-                .await
-                .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))?
-        }))
-        .await?;
+        let first = &reports[0];
         let mut rows: u64 = 0;
         let mut positive = vec![0u64; labels.len()];
         let mut partitions: Vec<PartitionWritten> = Vec::new();
-        let mut encode_seconds = 0.0;
-        for (n, p, written, encode) in finished {
-            rows += n;
-            for (total, p) in positive.iter_mut().zip(p) {
+        let (mut encode_seconds, mut sort_seconds, mut probe_seconds) = (0.0, 0.0, 0.0);
+        let (mut held_back, mut filtered_out) = (0u64, 0u64);
+        for report in &reports {
+            rows += report.rows;
+            for (total, p) in positive.iter_mut().zip(&report.positive) {
                 *total += p;
             }
-            partitions.extend(written);
-            encode_seconds += encode;
+            partitions.extend(report.written.iter().cloned());
+            encode_seconds += report.encode_seconds;
+            sort_seconds += report.sort_seconds;
+            probe_seconds += report.probe_seconds;
+            held_back += report.held_back;
+            filtered_out += report.filtered;
         }
         partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
+        // Files the reports do not name (a cluster task's attempt that
+        // died mid-file) are not part of the dataset.
+        crate::write::prune_unlisted(staging.dir(), &partitions, &[SPILL, INPUTS])?;
         let positive_labels: BTreeMap<String, u64> = labels
             .iter()
             .zip(positive)
             .map(|(&i, n)| (columns[i].name.clone(), n))
             .collect();
-        let pit = exec.downcast_ref::<PointInTimeExec>().ok_or_else(|| {
-            Error::Engine(Box::new(DataFusionError::Internal(
-                "no PointInTimeExec".into(),
-            )))
-        })?;
-        let order = pit
-            .children()
-            .last()
-            .and_then(|c| c.downcast_ref::<BucketSortExec>())
-            .ok_or_else(|| {
-                Error::Engine(Box::new(DataFusionError::Internal(
-                    "no BucketSortExec".into(),
-                )))
-            })?;
-        let indexed = pit.indexed_summary();
+        let indexed = first.indexed.clone();
         let written = Instant::now();
         crate::write::commit::crash_point("after-data");
         if self.watermark.is_none() && self.spec.watermark.is_none() {
-            self.check_inferred_watermarks(&sources, indexed.as_ref(), order.max_time())?;
+            self.check_inferred_watermarks(&sources, indexed.as_ref(), first.spine_max_time)?;
         }
 
-        let rows_read: BTreeMap<String, u64> = sources
+        let inputs: BTreeMap<String, Vec<FileStats>> = first.inputs.iter().cloned().collect();
+        let rows_read: BTreeMap<String, u64> = inputs
             .iter()
-            .map(|s| (s.name().to_owned(), s.rows()))
+            .map(|(name, files)| (name.clone(), files.iter().map(|f| f.rows).sum()))
             .collect();
         let watermarks: BTreeMap<String, String> = indexed
             .as_ref()
@@ -391,19 +342,16 @@ impl Build {
                 watermark: self.watermark.map(format_rfc3339),
                 overwrite: self.overwrite,
             },
-            inputs: sources
-                .iter()
-                .map(|s| (s.name().to_owned(), s.stats()))
-                .collect(),
+            inputs: inputs.into_iter().collect(),
             rows_read: rows_read.clone(),
-            spine_filtered_out: pit.filtered_out() as u64,
+            spine_filtered_out: filtered_out,
             watermarks: watermarks.clone(),
             watermark_source: match (self.watermark, self.spec.watermark) {
                 (Some(_), _) => "--watermark",
                 (None, Some(_)) => "the spec's watermark",
                 (None, None) => "the largest event time of each label's source",
             },
-            immature_held_back: pit.held_back() as u64,
+            immature_held_back: held_back,
             rows_written: rows,
             positive_labels: positive_labels.clone(),
             partitions: partitions.clone(),
@@ -426,9 +374,9 @@ impl Build {
             compute: (written - started).as_secs_f64(),
             read_indexed: indexed.as_ref().map_or(0.0, |s| s.collect_seconds),
             index_build: indexed.as_ref().map_or(0.0, |s| s.index_seconds),
-            spine: order.drain_seconds(),
-            sort: order.sort_seconds(),
-            probe: pit.probe_seconds(),
+            spine: first.spine_seconds,
+            sort: sort_seconds,
+            probe: probe_seconds,
             encode: encode_seconds,
             commit: written.elapsed().as_secs_f64(),
             total: started.elapsed().as_secs_f64(),
@@ -448,6 +396,67 @@ impl Build {
             target_partitions: self.target_partitions,
             timings,
         })
+    }
+
+    /// The plan a build runs, writing into `dir` (its sources on object
+    /// storage copied into `dir/_inputs` first): for tests and tools that
+    /// run or ship a build's plan themselves. `separate_partitions`: see
+    /// [`Engine::separate_partitions`].
+    pub fn plan_into(
+        &self,
+        dir: &Path,
+        separate_partitions: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
+        let sources = self.open_sources(&plan, &dir.join(INPUTS))?;
+        Ok(Arc::new(self.write_plan(
+            &plan,
+            &sources,
+            dir,
+            separate_partitions,
+        )?))
+    }
+
+    /// Output positions of the labels: derived columns follow the time.
+    fn label_columns(&self) -> Vec<usize> {
+        let time_column = self.spec.spine.columns.len();
+        (self.spec.derived.iter().enumerate())
+            .filter(|(_, d)| d.role == Role::Label)
+            .map(|(i, _)| time_column + 1 + i)
+            .collect()
+    }
+
+    /// The writer over the operator, writing into `dir`.
+    fn write_plan(
+        &self,
+        plan: &Arc<PitPlan>,
+        sources: &[Source],
+        dir: &Path,
+        separate_partitions: bool,
+    ) -> Result<WriteExec> {
+        let pit = self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?;
+        let time_column = self.spec.spine.columns.len();
+        // The time and the first spine column, when it is an integer, are
+        // the sorted leading columns: delta-encoded.
+        let schema = pit.schema();
+        let delta_columns: Vec<String> = std::iter::once(time_column)
+            .chain((time_column > 0).then_some(0))
+            .filter(|&i| {
+                matches!(
+                    schema.field(i).data_type(),
+                    DataType::Int64 | DataType::Timestamp(_, _)
+                )
+            })
+            .map(|i| schema.field(i).name().clone())
+            .collect();
+        let options = WriteOptions {
+            dir: dir.to_owned(),
+            time_column,
+            partitioning: self.spec.partition,
+            delta_columns,
+            labels: self.label_columns(),
+        };
+        Ok(WriteExec::new(pit, options)?)
     }
 
     /// Refuses a watermark inferred from a label source whose latest event
@@ -516,6 +525,7 @@ impl Build {
         plan: &Arc<PitPlan>,
         sources: &[Source],
         spill: &Path,
+        fixed_buckets: bool,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let scan = |name: &str| -> Result<Arc<dyn ExecutionPlan>> {
             sources
@@ -541,7 +551,8 @@ impl Build {
                 self.target_partitions,
                 spill.to_owned(),
             )
-            .with_spill_bytes(self.spill_bytes),
+            .with_spill_bytes(self.spill_bytes)
+            .with_fixed_buckets(fixed_buckets),
         );
         Ok(Arc::new(PointInTimeExec::try_new(
             inputs,
@@ -551,26 +562,43 @@ impl Build {
     }
 }
 
-/// Rows of column `i` that are neither 0 nor null.
-fn positives(batch: &RecordBatch, i: usize) -> u64 {
-    let column = batch.column(i);
-    let nonzero = match column.data_type() {
-        DataType::Int8 => column
-            .as_primitive::<Int8Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0))
-            .count(),
-        DataType::Int64 => column
-            .as_primitive::<Int64Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0))
-            .count(),
-        DataType::Float64 => column
-            .as_primitive::<Float64Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0.0))
-            .count(),
-        _ => column.len() - column.null_count(),
-    };
-    nonzero as u64
+/// Where a build's plan runs: this process ([`Embedded`]) or a cluster.
+pub trait Engine: Send + Sync {
+    /// Whether output partitions run apart (each in a task of its own, in
+    /// any process): each then takes a fixed share of the output buckets.
+    fn separate_partitions(&self) -> bool {
+        false
+    }
+
+    /// Runs every output partition of `plan` and returns every batch they
+    /// emit (one report row per partition).
+    fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
+}
+
+/// Runs a plan in this process, one task per output partition.
+pub struct Embedded;
+
+impl Engine for Embedded {
+    fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>> {
+        Box::pin(async move {
+            let partitions = plan.output_partitioning().partition_count();
+            let ctx = SessionContext::new_with_config(
+                SessionConfig::new().with_target_partitions(partitions),
+            );
+            let streams = execute_stream_partitioned(plan, ctx.task_ctx())?;
+            let tasks = streams.into_iter().map(|stream| {
+                SpawnedTask::spawn(async move { stream.try_collect::<Vec<_>>().await })
+            });
+            // The first failure ends the build at once (the other tasks are
+            // dropped, which aborts them).
+            let finished = futures::future::try_join_all(tasks.map(|task| async move {
+                task.join()
+                    .await
+                    .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))?
+                    .map_err(Error::from)
+            }))
+            .await?;
+            Ok(finished.into_iter().flatten().collect())
+        })
+    }
 }

@@ -85,7 +85,16 @@ pub fn parse_overrides(sources: &[String]) -> anyhow::Result<Vec<(String, PathBu
         .collect()
 }
 
+/// `leakless build`: the plan runs in this process.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    run_on(args, &leakless::pipeline::Embedded).await
+}
+
+/// A build whose plan runs on `engine` (this process, or a cluster).
+pub async fn run_on(
+    args: Args,
+    engine: &dyn leakless::pipeline::Engine,
+) -> anyhow::Result<ExitCode> {
     let watermark = match &args.watermark {
         None => None,
         Some(text) => match leakless::time::parse_timestamp_micros(text.as_bytes()) {
@@ -125,7 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         build = build.with_spill_bytes(bytes);
     }
     let started = Instant::now();
-    let result = build.execute().await;
+    let result = build.execute_on(engine).await;
     progress.finish();
     let summary = result.with_context(|| format!("building `{}`", args.out.display()))?;
     let seconds = started.elapsed().as_secs_f64();

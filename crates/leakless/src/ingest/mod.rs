@@ -1,8 +1,8 @@
 //! Input files -> typed Arrow batches in UTC.
 //!
 //! Each input table (impressions, clicks, listings) is a file or a folder of
-//! CSV and Parquet files. Every file becomes one DataFusion partition (a
-//! [`PartitionStream`]) that yields batches in the table's canonical schema:
+//! CSV and Parquet files. Every file becomes one DataFusion partition (of a
+//! [`scan::ScanExec`]) that yields batches in the table's canonical schema:
 //! the required columns only, in a fixed order, ids as `Int64`, prices as
 //! `Float64`, timestamps as `Timestamp(Microsecond, "UTC")`.
 //!
@@ -19,24 +19,21 @@
 pub(crate) mod columns;
 mod csv;
 mod parquet;
+pub mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
-use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::streaming::StreamingTableExec;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
-use serde::Serialize;
+use datafusion::physical_plan::ExecutionPlan;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{BadRow, Error, Location, Result};
 use crate::spec::{ColumnDef, ColumnType, CsvOptions, SourceDef, ValueType};
 
 /// One column read from a source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSpec {
     pub name: String,
     pub ty: ColumnType,
@@ -68,11 +65,28 @@ impl Layout {
                 nullable: !c.required,
             })
             .collect();
+        Layout::from_parts(def.name.clone(), columns, def.csv.clone())
+    }
+
+    /// The layout of `columns` (the batches' schema follows from them).
+    pub fn from_parts(name: String, columns: Vec<ColumnSpec>, csv: CsvOptions) -> Layout {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            columns
+                .iter()
+                .map(|c| {
+                    datafusion::arrow::datatypes::Field::new(
+                        &c.name,
+                        arrow_type(c.ty.value_type()),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ));
         Layout {
-            name: def.name.clone(),
-            schema: crate::temporal::filter::declared_schema(def),
+            name,
             columns,
-            csv: def.csv.clone(),
+            csv,
+            schema,
         }
     }
 
@@ -100,7 +114,7 @@ pub fn utc_micros() -> DataType {
 }
 
 /// The format of an input file, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
@@ -108,7 +122,7 @@ pub enum Format {
 }
 
 /// How a CSV file is compressed, from its extension.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -144,7 +158,7 @@ impl Format {
 }
 
 /// What to do with a row that cannot be ingested.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BadRowPolicy {
     /// Stop the run with [`Error::BadRow`].
     #[default]
@@ -161,7 +175,7 @@ impl BadRowPolicy {
 }
 
 /// One file of an input table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputFile {
     /// Where the file is read: the file itself, or for a file on object
     /// storage its local copy (empty until [`Source::fetch`]).
@@ -176,11 +190,11 @@ pub struct InputFile {
 }
 
 /// What was read from one file; filled in as the file is read.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileStats {
     pub path: String,
     pub format: Format,
-    #[serde(skip_serializing_if = "Compression::is_none")]
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
     pub compression: Compression,
     pub bytes: u64,
     /// Hex SHA-256 of the file's bytes (as stored, compressed).
@@ -542,29 +556,7 @@ impl Source {
 
     /// A scan whose partition `i` streams file `i`, in file order.
     pub fn exec(&self) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = self.layout.schema.clone();
-        let partitions = (0..self.files.len())
-            .map(|index| {
-                Arc::new(FilePartition {
-                    source: self.clone(),
-                    index,
-                    schema: schema.clone(),
-                }) as Arc<dyn PartitionStream>
-            })
-            .collect();
-        if self.files.is_empty() {
-            return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
-                schema,
-            )));
-        }
-        Ok(Arc::new(StreamingTableExec::try_new(
-            schema,
-            partitions,
-            None,
-            Vec::new(),
-            false,
-            None,
-        )?))
+        Ok(Arc::new(scan::ScanExec::new(self.clone())))
     }
 
     /// Rows read so far, over the files read to the end.
@@ -719,33 +711,6 @@ fn hash_file(path: &Path, name: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
-}
-
-#[derive(Debug)]
-struct FilePartition {
-    source: Source,
-    index: usize,
-    schema: SchemaRef,
-}
-
-impl PartitionStream for FilePartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
-        let tx = builder.tx();
-        let source = self.source.clone();
-        let index = self.index;
-        let batch_rows = ctx.session_config().batch_size();
-        builder.spawn_blocking(move || {
-            let mut emit = |batch| tx.blocking_send(Ok(batch)).is_ok();
-            source.read_file(index, batch_rows, &mut emit)?;
-            Ok(())
-        });
-        builder.build()
-    }
 }
 
 /// The columns of a source that declares none, from the schema of its first

@@ -23,7 +23,7 @@ use crate::error::{Shared, shared};
 use crate::ingest::arrow_type;
 
 /// What the indexed side turned out to be, once collected.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IndexedSummary {
     /// Rows read per input source, in the plan's input order.
     pub rows: Vec<(String, usize)>,
@@ -90,6 +90,36 @@ impl PointInTimeExec {
         &self.plan
     }
 
+    /// The operator on the wire: its resolved spec and watermark (the
+    /// inputs travel beside it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let watermark = self.plan.watermark.map_or(String::new(), |w| w.to_string());
+        let mut bytes = watermark.into_bytes();
+        bytes.push(b'\n');
+        bytes.extend(self.plan.spec.to_wire());
+        bytes
+    }
+
+    /// The operator [`PointInTimeExec::to_bytes`] wrote, over `children`
+    /// (the indexed sources, then the spine).
+    pub fn from_bytes(bytes: &[u8], mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Self> {
+        let bad =
+            |what: String| DataFusionError::Internal(format!("decoding a PointInTimeExec: {what}"));
+        let line = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no watermark".into()))?;
+        let watermark = match std::str::from_utf8(&bytes[..line]) {
+            Ok("") => None,
+            Ok(w) => Some(w.parse::<i64>().map_err(|e| bad(e.to_string()))?),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let spec =
+            crate::spec::Spec::from_wire(&bytes[line + 1..]).map_err(|e| bad(e.to_string()))?;
+        let spine = children.pop().ok_or_else(|| bad("no spine".into()))?;
+        PointInTimeExec::try_new(children, spine, Arc::new(PitPlan::new(spec, watermark)))
+    }
+
     /// The collected indexed side, once some partition has collected it.
     pub fn indexed_summary(&self) -> Option<IndexedSummary> {
         let side = self.indexed.get()?.as_ref().ok()?;
@@ -116,6 +146,24 @@ impl PointInTimeExec {
             .clone_inner()
             .sum_by_name(name)
             .map_or(0, |v| v.as_usize())
+    }
+
+    /// Spine rows of output partition `partition` dropped as immature and
+    /// dropped by the spine's `where`, and its seconds of probing.
+    pub fn partition_counts(&self, partition: usize) -> (u64, u64, f64) {
+        let metrics = self.metrics.clone_inner();
+        let of = |name: &str| {
+            metrics
+                .iter()
+                .filter(|m| m.partition() == Some(partition) && m.value().name() == name)
+                .map(|m| m.value().as_usize() as u64)
+                .sum::<u64>()
+        };
+        (
+            of("held_back"),
+            of("spine_filtered"),
+            of("probe_time") as f64 / 1e9,
+        )
     }
 
     /// Spine rows dropped as immature, over all partitions run so far.
@@ -205,11 +253,11 @@ impl ExecutionPlan for PointInTimeExec {
         )
     }
 
-    /// Repartitioning an indexed input would shuffle its tie order.
+    /// Repartitioning an indexed input would shuffle its tie order, and the
+    /// spine's partitions are its buckets: no optimizer may repartition
+    /// either (a cluster's planner runs one over the plan).
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        let mut benefits = vec![false; self.children.len()];
-        *benefits.last_mut().expect("a spine") = true;
-        benefits
+        vec![false; self.children.len()]
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {

@@ -487,7 +487,7 @@ pub(super) struct IndexedSide {
 
 /// The latest event of a source: its time, and where it is (the first of
 /// equal times in file order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Latest {
     pub time: i64,
     /// The input partition (the file) and the row within it, from 0.

@@ -16,6 +16,7 @@
 //!   time column.
 
 pub mod commit;
+pub mod exec;
 pub mod manifest;
 pub mod remote;
 
@@ -137,7 +138,7 @@ pub const ROWS_PER_ROW_GROUP: usize = 1 << 20;
 pub const ZSTD_LEVEL: i32 = 1;
 
 /// One file written.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct FileWritten {
     /// Path relative to the dataset root, with `/` separators.
     pub path: String,
@@ -145,7 +146,7 @@ pub struct FileWritten {
 }
 
 /// One partition folder written.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PartitionWritten {
     /// The folder relative to the dataset root (`dt=2026-10-01`, empty
     /// without partitioning).
@@ -172,7 +173,7 @@ pub struct PartitionWriter {
 struct OpenBucket {
     bucket: i64,
     partition: PartitionWritten,
-    file: Option<(PathBuf, ArrowWriter<File>, u64)>,
+    file: Option<OpenFile>,
 }
 
 impl PartitionWriter {
@@ -230,7 +231,8 @@ impl PartitionWriter {
                 let folder = &open.partition.partition;
                 let path = self.dir.join(folder).join(&name);
                 let first = batch.slice(offset, batch.num_rows() - offset);
-                let writer = open_file(&path, &self.schema, &self.delta_columns, &first)?;
+                let partial = partial_path(&path);
+                let writer = open_file(&partial, &self.schema, &self.delta_columns, &first)?;
                 open.partition.files.push(FileWritten {
                     path: if folder.is_empty() {
                         name
@@ -239,21 +241,27 @@ impl PartitionWriter {
                     },
                     rows: 0,
                 });
-                open.file = Some((path, writer, 0));
+                open.file = Some(OpenFile {
+                    path,
+                    partial,
+                    writer,
+                    rows: 0,
+                });
             }
-            let (path, writer, rows) = open.file.as_mut().expect("opened above");
-            let len = (ROWS_PER_FILE - *rows as usize).min(batch.num_rows() - offset);
-            writer
+            let file = open.file.as_mut().expect("opened above");
+            let len = (ROWS_PER_FILE - file.rows as usize).min(batch.num_rows() - offset);
+            file.writer
                 .write(&batch.slice(offset, len))
                 .map_err(|source| Error::Parquet {
-                    path: path.clone(),
+                    path: file.path.clone(),
                     source,
                 })?;
-            *rows += len as u64;
+            file.rows += len as u64;
+            let rows = file.rows;
             open.partition.rows += len as u64;
             open.partition.files.last_mut().expect("a file").rows += len as u64;
             offset += len;
-            if *rows as usize == ROWS_PER_FILE {
+            if rows as usize == ROWS_PER_FILE {
                 close_file(open.file.take())?;
             }
         }
@@ -281,14 +289,51 @@ impl PartitionWriter {
     }
 }
 
-fn close_file(file: Option<(PathBuf, ArrowWriter<File>, u64)>) -> Result<()> {
-    if let Some((path, writer, _)) = file {
-        let file = writer
-            .into_inner()
-            .map_err(|source| Error::Parquet { path, source })?;
+/// Closes a file and gives it its name: a file is written under a name of
+/// its own writer first, so that two attempts at one bucket (a cluster
+/// task retried while the first still runs) never write into one file,
+/// and a file under its final name is always whole.
+fn close_file(file: Option<OpenFile>) -> Result<()> {
+    if let Some(OpenFile {
+        path,
+        partial,
+        writer,
+        ..
+    }) = file
+    {
+        let file = writer.into_inner().map_err(|source| Error::Parquet {
+            path: path.clone(),
+            source,
+        })?;
         commit::start_writeback(&file);
+        drop(file);
+        std::fs::rename(&partial, &path).map_err(|e| Error::io("renaming", &partial, e))?;
     }
     Ok(())
+}
+
+/// A file being written: its final path, where it is written until
+/// closed, and its rows so far.
+struct OpenFile {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+/// Where the file to be named `path` is written: beside it, under a name
+/// unique to this writer (hidden, so that no reader takes it for data).
+fn partial_path(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static OPENED: AtomicU64 = AtomicU64::new(0);
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(
+        ".partial-{}-{}",
+        std::process::id(),
+        OPENED.fetch_add(1, Ordering::Relaxed)
+    ));
+    path.with_file_name(name)
 }
 
 /// The folder of bucket `bucket`.
@@ -305,6 +350,40 @@ fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
         }
         Partitioning::None => String::new(),
     }
+}
+
+/// Removes from the staging folder `dir` the data files no writer
+/// reported (`written`): a Parquet file, or a file still being written,
+/// left by a cluster task's attempt that died. Top-level entries named in
+/// `skip` are left alone.
+pub fn prune_unlisted(dir: &Path, written: &[PartitionWritten], skip: &[&str]) -> Result<()> {
+    let listed: std::collections::HashSet<PathBuf> = written
+        .iter()
+        .flat_map(|p| p.files.iter().map(|f| dir.join(&f.path)))
+        .collect();
+    let mut folders = vec![dir.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("reading", &folder, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("reading", &folder, e))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if folder == dir && skip.contains(&name.as_str()) {
+                continue;
+            }
+            let kind = entry
+                .file_type()
+                .map_err(|e| Error::io("reading", &path, e))?;
+            if kind.is_dir() {
+                folders.push(path);
+            } else if (name.ends_with(".parquet") || name.contains(".parquet.partial-"))
+                && !listed.contains(&path)
+            {
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rows of a file's first batch sampled to choose dictionary encoding.

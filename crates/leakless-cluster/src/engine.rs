@@ -1,0 +1,93 @@
+//! [`Cluster`]: a build's plan, run by a Ballista scheduler's executors.
+
+use std::sync::Arc;
+
+use ballista_core::config::BallistaConfig;
+use ballista_core::execution_plans::execute_physical_plan;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use leakless::pipeline::Engine;
+
+use crate::LeaklessCodec;
+
+/// Runs a build's plan on the executors of the scheduler at `url`
+/// (`http://host:port`): every output partition is one task, which
+/// computes and writes its buckets and returns its report.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    url: String,
+    config: SessionConfig,
+}
+
+impl Cluster {
+    /// The scheduler at `address` (`host:port`, or a URL).
+    pub fn new(address: &str) -> Self {
+        let url = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        Cluster {
+            url,
+            config: session_config(),
+        }
+    }
+
+    /// Executors fetch every shuffle partition over the network, even one
+    /// they hold themselves (as when they run on other machines).
+    pub fn with_remote_shuffle_reads(mut self) -> Self {
+        self.config = self
+            .config
+            .with_ballista_shuffle_reader_force_remote_read(true);
+        self
+    }
+}
+
+/// The session every part of the cluster uses: Ballista's, with our codec.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new_with_ballista()
+        .with_ballista_physical_extension_codec(LeaklessCodec::shared())
+        .with_ballista_adaptive_query_planner(false)
+        .with_ballista_coalesce_enabled(false)
+}
+
+impl Engine for Cluster {
+    fn separate_partitions(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> BoxFuture<'_, leakless::Result<Vec<RecordBatch>>> {
+        Box::pin(async move {
+            // The scheduler returns the final stage's one partition: the
+            // reports of every task, gathered.
+            let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(plan));
+            let codec = LeaklessCodec::default();
+            let session_id = format!("leakless-{}-{}", std::process::id(), now_nanos());
+            let stream = execute_physical_plan::<PhysicalPlanNode>(
+                self.url.clone(),
+                &BallistaConfig::default(),
+                plan,
+                &codec,
+                session_id,
+                self.config.clone(),
+            )
+            .await?;
+            Ok(stream.try_collect::<Vec<_>>().await?)
+        })
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -1,0 +1,129 @@
+//! `leakless-cluster`: a Ballista scheduler, an executor, or a build whose
+//! plan runs on them. Exit codes as `leakless`: 0 success, 2 usage, input
+//! or internal error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leakless_cluster::Cluster;
+use leakless_cluster::serve::{self, ExecutorOptions, SchedulerOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leakless-cluster",
+    version,
+    about = "leakless on an Apache DataFusion Ballista cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler: it plans each build into tasks and hands them to
+    /// the executors.
+    Scheduler(SchedulerArgs),
+    /// Run an executor: it runs the tasks the scheduler gives it.
+    Executor(ExecutorArgs),
+    /// Build a dataset on the cluster: the same flags and the same bytes as
+    /// `leakless build`. Every executor must see the inputs and --out at the
+    /// same paths (one machine, a shared file system, or s3:// inputs).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SchedulerArgs {
+    /// Where executors and clients reach the scheduler
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+    bind: SocketAddr,
+    /// Seconds without a heartbeat after which an executor counts as lost
+    /// and its tasks run again on the others
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    executor_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecutorArgs {
+    /// The scheduler's address
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+    scheduler: SocketAddr,
+    /// Where other executors fetch this one's shuffle data
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
+    bind: SocketAddr,
+    /// The port the scheduler launches tasks on (default: the --bind port + 1)
+    #[arg(long, value_name = "PORT")]
+    grpc_port: Option<u16>,
+    /// Where shuffle data is kept while a job runs
+    #[arg(long, value_name = "DIR")]
+    work_dir: PathBuf,
+    /// Tasks run at once (default: the number of cores)
+    #[arg(long, value_name = "N")]
+    concurrent_tasks: Option<usize>,
+    /// Seconds between heartbeats to the scheduler
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    heartbeat: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// The scheduler's address
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+    scheduler: String,
+    /// Executors fetch every shuffle partition over the network, even their own
+    #[arg(long, hide = true)]
+    remote_shuffle_reads: bool,
+    #[command(flatten)]
+    build: leakless_cli::commands::build::Args,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The scheduler and executors log what Ballista does (RUST_LOG, default
+    // `info`); a build logs only warnings.
+    let default = match cli.command {
+        Command::Build(_) => "warn",
+        _ => "info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => leakless_cli::report_error(&err),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Scheduler(args) => {
+            runtime.block_on(serve::scheduler(SchedulerOptions {
+                bind: args.bind,
+                executor_timeout_seconds: args.executor_timeout.max(1),
+            }))?;
+        }
+        Command::Executor(args) => {
+            std::fs::create_dir_all(&args.work_dir)?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            runtime.block_on(serve::executor(ExecutorOptions {
+                scheduler: args.scheduler,
+                bind: args.bind,
+                grpc_port: args.grpc_port.unwrap_or(args.bind.port().wrapping_add(1)),
+                work_dir: args.work_dir,
+                concurrent_tasks: args.concurrent_tasks.unwrap_or(cores),
+                heartbeat_seconds: args.heartbeat,
+            }))?;
+        }
+        Command::Build(args) => {
+            let mut cluster = Cluster::new(&args.scheduler);
+            if args.remote_shuffle_reads {
+                cluster = cluster.with_remote_shuffle_reads();
+            }
+            return runtime.block_on(leakless_cli::commands::build::run_on(args.build, &cluster));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,413 @@
+//! [`WriteExec`]: the writer as a plan node, so that an output partition
+//! is computed and written by one task, wherever it runs.
+//!
+//! Each output partition writes its buckets with a [`PartitionWriter`] and
+//! then emits one row: a [`TaskReport`] (JSON) with what it wrote and
+//! counted, and what it saw of the inputs. The build folds the reports
+//! into the manifest; nothing reaches it through shared memory, so the
+//! same node serves the embedded build and a cluster's tasks.
+//!
+//! Which output partitions a task computes travels as data: the node's
+//! second child is an in-memory scan whose partition `i` holds the number
+//! `i`. Ballista hands a task its plan with the leaves' partitions cut down
+//! to the task's share, so partition `k` of that plan reads the numbers of
+//! the output partitions it owns; embedded, partition `k` is output
+//! partition `k`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int8Type, Int64Type, Schema, SchemaRef, UInt32Type,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{PartitionWriter, PartitionWritten};
+use crate::ingest::FileStats;
+use crate::ingest::scan::ScanExec;
+use crate::order::BucketSortExec;
+use crate::spec::Partitioning;
+use crate::temporal::{IndexedSummary, PointInTimeExec};
+use crate::{Reporter, Stage};
+
+/// What one output partition wrote and counted, and what its plan saw of
+/// the inputs (the same in every partition: each reads the inputs whole).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub partition: usize,
+    pub rows: u64,
+    /// Per label (in the writer's label order), rows neither 0 nor null.
+    pub positive: Vec<u64>,
+    pub written: Vec<PartitionWritten>,
+    pub encode_seconds: f64,
+    /// Spine rows held back as immature, and dropped by `[spine] where`.
+    pub held_back: u64,
+    pub filtered: u64,
+    pub probe_seconds: f64,
+    pub sort_seconds: f64,
+    /// Per source scanned (by name, first scan of each), its files read.
+    pub inputs: Vec<(String, Vec<FileStats>)>,
+    pub indexed: Option<IndexedSummary>,
+    /// The spine's latest time, and the wall seconds of its bucketing.
+    pub spine_max_time: Option<i64>,
+    pub spine_seconds: f64,
+}
+
+/// Progress of an embedded build: rows produced over all partitions.
+pub struct Progress {
+    reporter: Arc<dyn Reporter>,
+    produced: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(reporter: Arc<dyn Reporter>) -> Arc<Progress> {
+        Arc::new(Progress {
+            reporter,
+            produced: AtomicU64::new(0),
+        })
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").finish_non_exhaustive()
+    }
+}
+
+/// How [`WriteExec`] writes, on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteOptions {
+    /// The staging folder every partition writes into.
+    pub dir: PathBuf,
+    pub time_column: usize,
+    pub partitioning: Partitioning,
+    /// Leading sorted integer columns, delta-encoded.
+    pub delta_columns: Vec<String>,
+    /// Output positions of the labels.
+    pub labels: Vec<usize>,
+}
+
+/// Writes each partition of its input (a [`PointInTimeExec`]) and emits
+/// one [`TaskReport`] row per partition.
+#[derive(Debug)]
+pub struct WriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// Partition `k` holds the numbers of the input partitions that this
+    /// node's partition `k` writes (see the module docs).
+    owned: Arc<dyn ExecutionPlan>,
+    options: WriteOptions,
+    progress: Option<Arc<Progress>>,
+    cache: Arc<PlanProperties>,
+}
+
+/// The schema of the reports: one JSON text per row.
+pub fn report_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "report",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
+/// The schema of the owned partitions' numbers.
+fn owned_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "partition",
+        DataType::UInt32,
+        false,
+    )]))
+}
+
+impl WriteExec {
+    /// Writes every partition of `input`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, options: WriteOptions) -> Result<Self> {
+        let partitions: Vec<Vec<RecordBatch>> = (0..input.output_partitioning().partition_count())
+            .map(|i| {
+                let numbers = Arc::new(UInt32Array::from(vec![i as u32]));
+                Ok(vec![RecordBatch::try_new(owned_schema(), vec![numbers])?])
+            })
+            .collect::<Result<_>>()?;
+        let owned = MemorySourceConfig::try_new_exec(&partitions, owned_schema(), None)?;
+        Ok(WriteExec::with_owned(input, owned, options))
+    }
+
+    fn with_owned(
+        input: Arc<dyn ExecutionPlan>,
+        owned: Arc<dyn ExecutionPlan>,
+        options: WriteOptions,
+    ) -> Self {
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(report_schema()),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(
+                owned.output_partitioning().partition_count(),
+            ),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        WriteExec {
+            input,
+            owned,
+            options,
+            progress: None,
+            cache,
+        }
+    }
+
+    /// The output partitions of the input, each written by one partition
+    /// of this node (before a cluster cuts its share).
+    pub fn input_partitions(&self) -> usize {
+        self.input.output_partitioning().partition_count()
+    }
+
+    /// Reports rows produced (embedded builds only; not on the wire).
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.options).expect("write options serialise")
+    }
+
+    /// The node [`WriteExec::to_bytes`] wrote, over its two children.
+    pub fn from_bytes(
+        bytes: &[u8],
+        input: Arc<dyn ExecutionPlan>,
+        owned: Arc<dyn ExecutionPlan>,
+    ) -> Result<Self> {
+        let options = serde_json::from_slice(bytes)
+            .map_err(|e| DataFusionError::Internal(format!("decoding a WriteExec: {e}")))?;
+        Ok(WriteExec::with_owned(input, owned, options))
+    }
+
+    /// The reports in `batches` (of [`report_schema`]), by partition.
+    pub fn reports(batches: &[RecordBatch]) -> crate::Result<Vec<TaskReport>> {
+        let mut reports = Vec::new();
+        for batch in batches {
+            let texts = batch.column(0).as_string::<i32>();
+            for text in texts.iter().flatten() {
+                let report: TaskReport = serde_json::from_str(text)
+                    .map_err(|e| crate::Error::Invalid(format!("a task's report: {e}")))?;
+                reports.push(report);
+            }
+        }
+        reports.sort_by_key(|r| r.partition);
+        Ok(reports)
+    }
+}
+
+impl DisplayAs for WriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "WriteExec: dir={}", self.options.dir.display())
+    }
+}
+
+impl ExecutionPlan for WriteExec {
+    fn name(&self) -> &str {
+        "WriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input, &self.owned]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false, false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false, false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input, owned]: [Arc<dyn ExecutionPlan>; 2] = children
+            .try_into()
+            .map_err(|_| DataFusionError::Internal("WriteExec has two children".into()))?;
+        let mut exec = WriteExec::with_owned(input, owned, self.options.clone());
+        exec.progress = self.progress.clone();
+        Ok(Arc::new(exec))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let owned = self.owned.execute(partition, context.clone())?;
+        let (input, options) = (self.input.clone(), self.options.clone());
+        let progress = self.progress.clone();
+        let reports = async move {
+            let numbers: Vec<RecordBatch> = owned.try_collect().await?;
+            let mut texts = Vec::new();
+            for batch in &numbers {
+                let numbers = batch.column(0).as_primitive::<UInt32Type>();
+                for p in numbers.values().iter().map(|&p| p as usize) {
+                    let stream = input.execute(p, context.clone())?;
+                    let report = write(stream, &input, p, &options, progress.as_deref()).await?;
+                    texts.push(
+                        serde_json::to_string(&report).map_err(|e| {
+                            DataFusionError::Internal(format!("a task's report: {e}"))
+                        })?,
+                    );
+                }
+            }
+            Ok::<_, DataFusionError>(RecordBatch::try_new(
+                report_schema(),
+                vec![Arc::new(StringArray::from(texts))],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            report_schema(),
+            futures::stream::once(reports),
+        )))
+    }
+}
+
+/// Writes input partition `partition` from `stream`; its report.
+async fn write(
+    mut stream: SendableRecordBatchStream,
+    input: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    options: &WriteOptions,
+    progress: Option<&Progress>,
+) -> Result<TaskReport> {
+    let mut writer = PartitionWriter::new(
+        &options.dir,
+        input.schema(),
+        options.time_column,
+        options.partitioning,
+        options.delta_columns.clone(),
+    );
+    let mut rows = 0u64;
+    let mut positive = vec![0u64; options.labels.len()];
+    while let Some(batch) = stream.try_next().await? {
+        let n = batch.num_rows() as u64;
+        rows += n;
+        for (count, &i) in positive.iter_mut().zip(&options.labels) {
+            *count += positives(&batch, i);
+        }
+        if let Some(progress) = progress {
+            let before = progress.produced.fetch_add(n, Ordering::Relaxed);
+            if before == 0 {
+                progress.reporter.stage(Stage::Writing);
+            }
+            progress.reporter.rows(before + n);
+        }
+        writer.push(&batch)?;
+        // The stream never waits once the spine is sorted: give
+        // the other partitions' tasks a turn (a task this one woke
+        // sits in this worker's LIFO slot, where no other worker
+        // may steal it, until this task yields).
+        tokio::task::yield_now().await;
+    }
+    let (written, encode_seconds) = writer.finish()?;
+    Ok(report(
+        input,
+        partition,
+        rows,
+        positive,
+        written,
+        encode_seconds,
+    ))
+}
+
+/// Partition `partition`'s report, with what the plan's nodes counted.
+fn report(
+    plan: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    rows: u64,
+    positive: Vec<u64>,
+    written: Vec<PartitionWritten>,
+    encode_seconds: f64,
+) -> TaskReport {
+    let mut report = TaskReport {
+        partition,
+        rows,
+        positive,
+        written,
+        encode_seconds,
+        held_back: 0,
+        filtered: 0,
+        probe_seconds: 0.0,
+        sort_seconds: 0.0,
+        inputs: Vec::new(),
+        indexed: None,
+        spine_max_time: None,
+        spine_seconds: 0.0,
+    };
+    let mut nodes = vec![plan.clone()];
+    while let Some(node) = nodes.pop() {
+        if let Some(pit) = node.downcast_ref::<PointInTimeExec>() {
+            let (held_back, filtered, probe) = pit.partition_counts(partition);
+            report.held_back += held_back;
+            report.filtered += filtered;
+            report.probe_seconds += probe;
+            report.indexed = report.indexed.take().or_else(|| pit.indexed_summary());
+        } else if let Some(order) = node.downcast_ref::<BucketSortExec>() {
+            report.sort_seconds += order.partition_sort_seconds(partition);
+            report.spine_max_time = report.spine_max_time.max(order.max_time());
+            report.spine_seconds = order.drain_seconds();
+        } else if let Some(scan) = node.downcast_ref::<ScanExec>() {
+            let source = scan.source();
+            if !report.inputs.iter().any(|(name, _)| name == source.name()) {
+                report
+                    .inputs
+                    .push((source.name().to_owned(), source.stats()));
+            }
+        }
+        nodes.extend(node.children().into_iter().rev().cloned());
+    }
+    report
+}
+
+/// Rows of column `i` that are neither 0 nor null.
+fn positives(batch: &RecordBatch, i: usize) -> u64 {
+    let column = batch.column(i);
+    let nonzero = match column.data_type() {
+        DataType::Int8 => column
+            .as_primitive::<Int8Type>()
+            .iter()
+            .filter(|v| v.is_some_and(|v| v != 0))
+            .count(),
+        DataType::Int64 => column
+            .as_primitive::<Int64Type>()
+            .iter()
+            .filter(|v| v.is_some_and(|v| v != 0))
+            .count(),
+        DataType::Float64 => column
+            .as_primitive::<Float64Type>()
+            .iter()
+            .filter(|v| v.is_some_and(|v| v != 0.0))
+            .count(),
+        _ => column.len() - column.null_count(),
+    };
+    nonzero as u64
+}
