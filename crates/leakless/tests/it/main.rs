@@ -10,3 +10,9 @@ mod oracle;
 mod output;
 mod spec_oracle;
 mod synth;
+
+/// The engine the spec oracle's builds run on: this process. The cluster
+/// crate's tests run the same module on a cluster.
+pub fn engine() -> &'static dyn leakless::pipeline::Engine {
+    &leakless::pipeline::Embedded
+}

@@ -1397,15 +1397,16 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
 // Running a build and reading it back
 // ---------------------------------------------------------------------------
 
-/// Builds `spec_path` into `out` with `partitions`; returns (rows written,
-/// immature rows held back).
+/// Builds `spec_path` into `out` with `partitions` on the test binary's
+/// engine (this process; a cluster in the cluster crate's tests); returns
+/// (rows written, immature rows held back).
 fn run_build(spec_path: &Path, out: &Path, partitions: usize) -> leakless::Result<(u64, u64)> {
     let build = leakless::Build::from_spec_file(spec_path, out)?;
     let summary = runtime().block_on(
         build
             .with_target_partitions(partitions)
             .with_overwrite(true)
-            .execute(),
+            .execute_on(crate::engine()),
     )?;
     Ok((summary.rows_written, summary.immature_held_back))
 }
