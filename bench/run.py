@@ -292,7 +292,8 @@ def render(stored):
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = ["# Benchmark results", "",
              "Written by `bench/run.py` from `bench/results.json` (each command replaces its own section); "
-             "earlier results and notes written by hand are in `bench/HISTORY.md`.", "",
+             "earlier results and notes written by hand are in `bench/HISTORY.md`; the cluster's in "
+             "`bench/CLUSTER.md`.", "",
              f"Machine: {cores} cores, {mem:.0f} GiB. Data: `leakless generate --impressions N` (30 days, seed 42; "
              "the data folder is named by a hash of the generator's source, so it is made again when the "
              "generator changes), CSV in, Parquet partitioned by date out; every tool gets the same "

@@ -6,15 +6,15 @@
 //! folder, from PyPI.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
+
+use common::moto::Server;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -24,155 +24,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The virtualenv's Python, with moto's server and boto3.
-fn python() -> PathBuf {
-    common::venv_python(
-        "moto-venv",
-        "import moto.server, boto3",
-        &["moto[server]>=5.1", "boto3"],
-    )
-}
-
-/// A moto server on 127.0.0.1, stopped by its pid when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    python: PathBuf,
-}
-
-impl Server {
-    fn start() -> Server {
-        let python = python();
-        // A free port, found by binding and letting go, may be taken again
-        // before moto binds it: then moto exits and another port is tried.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new(&python)
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-                .arg(port.to_string())
-                .current_dir(python.parent().unwrap())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut server = Server {
-                child,
-                port,
-                python: python.clone(),
-            };
-            let started = Instant::now();
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return server;
-                }
-                if server.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "moto did not start"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!("moto did not start on any of 5 ports");
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a bucket (moto takes an unsigned request).
-    fn bucket(&self, name: &str) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    }
-
-    /// The AWS environment that points a client at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", self.endpoint()),
-        ]
-    }
-
-    /// boto3: `put BUCKET KEY FILE`, `get BUCKET KEY FILE`, `list BUCKET
-    /// PREFIX` (keys, one per line).
-    fn boto(&self, args: &[&str]) -> String {
-        const SCRIPT: &str = r#"
-import sys, boto3
-s3 = boto3.client("s3")
-op, bucket, key = sys.argv[1:4]
-if op == "put":
-    s3.upload_file(sys.argv[4], bucket, key)
-elif op == "get":
-    s3.download_file(bucket, key, sys.argv[4])
-elif op == "list":
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-    for page in pages:
-        for o in page.get("Contents", []):
-            print(o["Key"])
-"#;
-        let output = Command::new(&self.python)
-            .args(["-c", SCRIPT])
-            .args(args)
-            .envs(self.env())
-            .current_dir(self.python.parent().unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "boto3 {args:?}: {}",
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    fn put(&self, bucket: &str, key: &str, file: &Path) {
-        self.boto(&["put", bucket, key, file.to_str().unwrap()]);
-    }
-
-    fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("object");
-        self.boto(&["get", bucket, key, file.to_str().unwrap()]);
-        std::fs::read(file).unwrap()
-    }
-
-    fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        self.boto(&["list", bucket, prefix])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn leakless(&self) -> Command {
-        let mut command = Command::cargo_bin("leakless").unwrap();
-        command.envs(self.env());
-        command
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn leakless(server: &Server) -> Command {
+    let mut command = Command::cargo_bin("leakless").unwrap();
+    command.envs(server.env());
+    command
 }
 
 /// Every file below `dir`, by path relative to it.
@@ -246,7 +101,7 @@ fn upload_rich(server: &Server, bucket: &str, dir: &Path) -> (Vec<String>, Vec<S
 
 /// `leakless build` of the rich example with `--source` overrides.
 fn build(server: &Server, overrides: &[String], out: &str, extra: &[&str]) -> std::process::Output {
-    let mut command = server.leakless();
+    let mut command = leakless(server);
     command
         .arg("build")
         .arg("--spec")
@@ -321,7 +176,7 @@ fn a_build_from_and_to_s3_equals_the_local_build() {
     }
 
     // `leakless check` reads the same inputs.
-    let mut check = server.leakless();
+    let mut check = leakless(&server);
     check
         .arg("check")
         .arg("--spec")
@@ -366,7 +221,7 @@ fn a_killed_build_leaves_the_previous_dataset_and_the_next_cleans_up() {
     );
 
     // Killed after its data is uploaded, before the manifest is put.
-    let mut command = server.leakless();
+    let mut command = leakless(&server);
     command
         .env("LEAKLESS_CRASH_AT", "before-publish")
         .arg("build")
@@ -448,7 +303,7 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
     .unwrap();
     server.put("lake", "in/impressions.csv", &impressions);
     let output = build_marketplace(
-        server.leakless(),
+        leakless(&server),
         "s3://lake/in/impressions.csv",
         "s3://lake/out",
     );
@@ -469,14 +324,14 @@ fn a_bad_row_on_s3_is_named_by_its_url_and_line() {
         ("s3://no-such-bucket/x.csv", "s3://no-such-bucket"),
         ("gs://lake/x.csv", "not supported"),
     ] {
-        let output = build_marketplace(server.leakless(), path, &out);
+        let output = build_marketplace(leakless(&server), path, &out);
         let stderr = text(&output.stderr);
         assert_ne!(output.status.code(), Some(0), "{path}");
         assert!(stderr.contains(wanted), "{path}: {stderr}");
     }
     // A bucket the credentials cannot reach: the hint says where they
     // come from.
-    let mut unreachable = server.leakless();
+    let mut unreachable = leakless(&server);
     unreachable.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
     let output = build_marketplace(unreachable, "s3://lake/in/impressions.csv", &out);
     let stderr = text(&output.stderr);
@@ -624,8 +479,7 @@ fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
     server.bucket("lake");
     let dir = tempfile::tempdir().unwrap();
     let generated = dir.path().join("gen");
-    let output = server
-        .leakless()
+    let output = leakless(&server)
         .args([
             "generate",
             "--impressions",
@@ -672,8 +526,7 @@ fn parquet_on_s3_by_glob_with_an_inferred_schema_equals_the_local_build() {
         (&local_spec, local_out.to_str().unwrap()),
         (&s3_spec, "s3://lake/ds"),
     ] {
-        let output = server
-            .leakless()
+        let output = leakless(&server)
             .arg("build")
             .arg("--spec")
             .arg(spec)

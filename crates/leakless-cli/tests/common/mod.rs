@@ -1,5 +1,7 @@
 //! What the CLI's test files share.
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;

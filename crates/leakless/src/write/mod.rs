@@ -558,6 +558,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_data_files_no_writer_reported_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for file in [
+            "dt=2026-10-01/part-00000.parquet",
+            "dt=2026-10-01/part-00001.parquet",
+            "dt=2026-10-01/.part-00001.parquet.partial-7-3",
+            "dt=2026-10-02/hour=01/part-00000.parquet",
+            "_spill/spine-7-0-0.arrow",
+            "_spill/kept.parquet",
+            ".lock",
+        ] {
+            std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
+            std::fs::write(root.join(file), b"x").unwrap();
+        }
+        let written = vec![PartitionWritten {
+            partition: "dt=2026-10-01".into(),
+            rows: 1,
+            files: vec![FileWritten {
+                path: "dt=2026-10-01/part-00000.parquet".into(),
+                rows: 1,
+            }],
+        }];
+        prune_unlisted(root, &written, &["_spill"]).unwrap();
+        let mut left: Vec<String> = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    left.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".lock",
+                "_spill/kept.parquet",
+                "_spill/spine-7-0-0.arrow",
+                "dt=2026-10-01/part-00000.parquet"
+            ]
+        );
+    }
+
+    #[test]
     fn dictionaries_are_left_out_only_where_most_sampled_values_differ() {
         let n = 10_000;
         let schema = Arc::new(Schema::new(vec![
