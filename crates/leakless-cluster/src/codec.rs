@@ -66,7 +66,7 @@ impl LeaklessCodec {
     }
 
     /// Our bytes for `node`, when it is one of ours.
-    fn encode_ours(node: &Arc<dyn ExecutionPlan>) -> Option<(Kind, Vec<u8>)> {
+    fn encode_ours(node: &Arc<dyn ExecutionPlan>) -> Option<(Kind, Result<Vec<u8>>)> {
         if let Some(scan) = node.downcast_ref::<ScanExec>() {
             Some((Kind::Scan, scan.to_bytes()))
         } else if let Some(sort) = node.downcast_ref::<BucketSortExec>() {
@@ -132,6 +132,7 @@ impl PhysicalExtensionCodec for LeaklessCodec {
     ) -> Result<()> {
         match LeaklessCodec::encode_ours(&node) {
             Some((kind, bytes)) => {
+                let bytes = bytes?;
                 buf.extend_from_slice(MAGIC);
                 buf.push(kind.tag());
                 buf.extend_from_slice(&bytes);

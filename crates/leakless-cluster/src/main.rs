@@ -29,8 +29,9 @@ enum Command {
     /// Run an executor: it runs the tasks the scheduler gives it.
     Executor(ExecutorArgs),
     /// Build a dataset on the cluster: the same flags and the same bytes as
-    /// `leakless build`. Every executor must see the inputs and --out at the
-    /// same paths (one machine, a shared file system, or s3:// inputs).
+    /// `leakless build`. Every executor must see the inputs and the run's
+    /// staging folder at the client's paths (one machine, or a shared file
+    /// system; s3:// inputs are copied once into the staging).
     Build(BuildArgs),
 }
 
@@ -111,7 +112,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(serve::executor(ExecutorOptions {
                 scheduler: args.scheduler,
                 bind: args.bind,
-                grpc_port: args.grpc_port.unwrap_or(args.bind.port().wrapping_add(1)),
+                grpc_port: match args.grpc_port {
+                    Some(port) => port,
+                    None => args.bind.port().checked_add(1).ok_or_else(|| {
+                        anyhow::anyhow!("--bind port 65535 leaves no next port: give --grpc-port")
+                    })?,
+                },
                 work_dir: args.work_dir,
                 concurrent_tasks: args.concurrent_tasks.unwrap_or(cores),
                 heartbeat_seconds: args.heartbeat,

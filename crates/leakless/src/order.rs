@@ -158,7 +158,8 @@ impl BucketSortExec {
         self
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The node on the wire (an error for a spill folder that is not UTF-8).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(&Wire {
             sort_columns: self.sort_columns.clone(),
             partitioning: self.partitioning,
@@ -167,7 +168,7 @@ impl BucketSortExec {
             spill_bytes: self.spill_bytes,
             fixed_buckets: self.fixed_buckets,
         })
-        .expect("a bucket sort serialises")
+        .map_err(|e| DataFusionError::Internal(format!("encoding a BucketSortExec: {e}")))
     }
 
     pub fn from_bytes(bytes: &[u8], input: Arc<dyn ExecutionPlan>) -> Result<Self> {
@@ -420,7 +421,7 @@ async fn drain(
             chunks: BTreeMap::new(),
             spill_path: spill_dir.join(format!(
                 "spine-{}-{drain}-{worker}.arrow",
-                std::process::id()
+                crate::write::commit::process_token()
             )),
             spill: None,
             spilled: 0,

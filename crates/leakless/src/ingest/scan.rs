@@ -57,7 +57,8 @@ impl ScanExec {
         &self.source
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The node on the wire (an error for a path that is not UTF-8).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let layout = &self.source.layout;
         serde_json::to_vec(&Wire {
             name: layout.name.clone(),
@@ -66,7 +67,7 @@ impl ScanExec {
             files: self.source.files.clone(),
             policy: self.source.policy,
         })
-        .expect("a scan serialises")
+        .map_err(|e| DataFusionError::Internal(format!("encoding a ScanExec: {e}")))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {

@@ -401,8 +401,9 @@ struct Wire {
 }
 
 impl Spec {
-    /// The spec as bytes for another process ([`Spec::from_wire`]).
-    pub fn to_wire(&self) -> Vec<u8> {
+    /// The spec as bytes for another process ([`Spec::from_wire`]); an
+    /// error when a path is not UTF-8.
+    pub fn to_wire(&self) -> crate::Result<Vec<u8>> {
         let wire = Wire {
             spec: self.clone(),
             paths: self.sources.iter().map(|s| s.path.clone()).collect(),
@@ -410,7 +411,8 @@ impl Spec {
             watermark: self.watermark,
             base: self.base.clone(),
         };
-        serde_json::to_vec(&wire).expect("a spec always serialises")
+        serde_json::to_vec(&wire)
+            .map_err(|e| crate::Error::Invalid(format!("a spec for the wire: {e}")))
     }
 
     /// The spec [`Spec::to_wire`] wrote.
@@ -687,7 +689,7 @@ mod tests {
             let mut spec = load(&root.join(path), &[]).unwrap();
             spec.sources[0].ignore = vec!["*.json".into()];
             spec.watermark = Some(1_790_000_000_000_000);
-            let back = Spec::from_wire(&spec.to_wire()).unwrap();
+            let back = Spec::from_wire(&spec.to_wire().unwrap()).unwrap();
             assert_eq!(back, spec, "{path}");
             assert_eq!(back.feature_set_hash(), spec.feature_set_hash());
         }

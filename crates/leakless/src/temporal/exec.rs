@@ -92,12 +92,12 @@ impl PointInTimeExec {
 
     /// The operator on the wire: its resolved spec and watermark (the
     /// inputs travel beside it).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let watermark = self.plan.watermark.map_or(String::new(), |w| w.to_string());
         let mut bytes = watermark.into_bytes();
         bytes.push(b'\n');
-        bytes.extend(self.plan.spec.to_wire());
-        bytes
+        bytes.extend(self.plan.spec.to_wire().map_err(DataFusionError::from)?);
+        Ok(bytes)
     }
 
     /// The operator [`PointInTimeExec::to_bytes`] wrote, over `children`

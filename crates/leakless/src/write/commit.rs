@@ -337,6 +337,15 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("syncing", dir, e))
 }
 
+/// The process id and 16 hex digits drawn once per process: in the names
+/// of files that processes on several machines may write into one folder
+/// (spill files, files being written), where a process id alone may repeat
+/// (containers).
+pub(crate) fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| format!("{}-{}", std::process::id(), run_id()))
+}
+
 /// 16 hex digits, different for every run (the OS seeds `RandomState`).
 pub(crate) fn run_id() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

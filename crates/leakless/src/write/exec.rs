@@ -179,8 +179,10 @@ impl WriteExec {
         self
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.options).expect("write options serialise")
+    /// The node on the wire (an error for a folder that is not UTF-8).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.options)
+            .map_err(|e| DataFusionError::Internal(format!("encoding a WriteExec: {e}")))
     }
 
     /// The node [`WriteExec::to_bytes`] wrote, over its two children.
@@ -198,7 +200,10 @@ impl WriteExec {
     pub fn reports(batches: &[RecordBatch]) -> crate::Result<Vec<TaskReport>> {
         let mut reports = Vec::new();
         for batch in batches {
-            let texts = batch.column(0).as_string::<i32>();
+            let texts = batch
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| crate::Error::Invalid("a task's report is not text".into()))?;
             for text in texts.iter().flatten() {
                 let report: TaskReport = serde_json::from_str(text)
                     .map_err(|e| crate::Error::Invalid(format!("a task's report: {e}")))?;
@@ -268,7 +273,10 @@ impl ExecutionPlan for WriteExec {
             let numbers: Vec<RecordBatch> = owned.try_collect().await?;
             let mut texts = Vec::new();
             for batch in &numbers {
-                let numbers = batch.column(0).as_primitive::<UInt32Type>();
+                let numbers = batch
+                    .column(0)
+                    .as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| DataFusionError::Internal("owned partitions not u32".into()))?;
                 for p in numbers.values().iter().map(|&p| p as usize) {
                     let stream = input.execute(p, context.clone())?;
                     let report = write(stream, &input, p, &options, progress.as_deref()).await?;

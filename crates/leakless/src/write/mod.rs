@@ -210,6 +210,15 @@ impl PartitionWriter {
         let bucket = bucket_of(self.partitioning, times[0]);
         if self.current.as_ref().is_none_or(|c| c.bucket != bucket) {
             self.close_bucket()?;
+            // The staging folder is made by the build; a task that does
+            // not find it (an executor that does not see the client's
+            // folders) must fail, not write somewhere no one reads.
+            if !self.dir.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "the staging folder `{}` is not there: every worker must see it at the same path",
+                    self.dir.display()
+                )));
+            }
             let folder = folder_name(self.partitioning, bucket);
             let day_dir = self.dir.join(&folder);
             std::fs::create_dir_all(&day_dir).map_err(|e| Error::io("creating", &day_dir, e))?;
@@ -330,7 +339,7 @@ fn partial_path(path: &Path) -> PathBuf {
     name.push(path.file_name().unwrap_or_default());
     name.push(format!(
         ".partial-{}-{}",
-        std::process::id(),
+        commit::process_token(),
         OPENED.fetch_add(1, Ordering::Relaxed)
     ));
     path.with_file_name(name)
@@ -357,6 +366,18 @@ fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
 /// left by a cluster task's attempt that died. Top-level entries named in
 /// `skip` are left alone.
 pub fn prune_unlisted(dir: &Path, written: &[PartitionWritten], skip: &[&str]) -> Result<()> {
+    // Every file reported is here first: a worker that wrote elsewhere
+    // fails the build instead of publishing a manifest without its data.
+    for file in written.iter().flat_map(|p| &p.files) {
+        let path = dir.join(&file.path);
+        if !path.is_file() {
+            return Err(Error::Invalid(format!(
+                "`{}` was reported written but is not in the staging folder `{}`: every worker must see it at the same path",
+                file.path,
+                dir.display()
+            )));
+        }
+    }
     let listed: std::collections::HashSet<PathBuf> = written
         .iter()
         .flat_map(|p| p.files.iter().map(|f| dir.join(&f.path)))
@@ -558,6 +579,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_writer_without_its_staging_folder_fails_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("staging");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            crate::ingest::utc_micros(),
+            true,
+        )]));
+        let times = datafusion::arrow::array::TimestampMicrosecondArray::from(vec![0i64])
+            .with_timezone("UTC");
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(times)]).unwrap();
+        let mut writer = PartitionWriter::new(&gone, schema, 0, Partitioning::Day, Vec::new());
+        let err = writer.push(&batch).unwrap_err();
+        assert!(err.to_string().contains("is not there"), "{err}");
+        assert!(!gone.exists());
+    }
+
+    #[test]
     fn only_data_files_no_writer_reported_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -581,6 +620,11 @@ mod tests {
                 rows: 1,
             }],
         }];
+        // A reported file that is not there fails, naming it.
+        let mut missing = written.clone();
+        missing[0].files[0].path = "dt=2026-10-01/part-00009.parquet".into();
+        let err = prune_unlisted(root, &missing, &["_spill"]).unwrap_err();
+        assert!(err.to_string().contains("part-00009.parquet"), "{err}");
         prune_unlisted(root, &written, &["_spill"]).unwrap();
         let mut left: Vec<String> = Vec::new();
         let mut stack = vec![root.to_owned()];

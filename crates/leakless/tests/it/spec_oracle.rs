@@ -1544,7 +1544,7 @@ fn check(spec: &Spec, data: &Data) {
     // The resolved spec crosses a process boundary unchanged (a cluster's
     // executors get it this way).
     let loaded = leakless::spec::load(&spec_path, &[]).unwrap();
-    let wired = leakless::spec::Spec::from_wire(&loaded.to_wire()).unwrap();
+    let wired = leakless::spec::Spec::from_wire(&loaded.to_wire().unwrap()).unwrap();
     assert_eq!(wired, loaded, "the spec on the wire\n{toml}");
 
     let (expected, held_back) = oracle(spec, data);
