@@ -420,6 +420,13 @@ fn large_files_go_up_in_parts_and_a_concurrent_publish_is_refused() {
     let staged = dir.path().join("staged");
     std::fs::create_dir_all(staged.join("dt=2026-10-01")).unwrap();
     std::fs::write(staged.join("dt=2026-10-01/part-00000.parquet"), b"x").unwrap();
+    // A file still being written (a cluster task attempt given up on but
+    // still running) is never uploaded: the listing below has none.
+    std::fs::write(
+        staged.join("dt=2026-10-01/.part-00001.parquet.partial-7-0123456789abcdef-0"),
+        b"half",
+    )
+    .unwrap();
     // A manifest names its run, as the build's do: two manifests never
     // have the same bytes, so never the same ETag.
     let manifest = |d: &RemoteDestination| {

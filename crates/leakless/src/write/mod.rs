@@ -330,6 +330,12 @@ struct OpenFile {
     rows: u64,
 }
 
+/// Whether a file named `name` is one still being written ([`partial_path`]):
+/// never part of a dataset, whoever wrote it.
+pub(crate) fn is_partial(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".parquet.partial-")
+}
+
 /// Where the file to be named `path` is written: beside it, under a name
 /// unique to this writer (hidden, so that no reader takes it for data).
 fn partial_path(path: &Path) -> PathBuf {
@@ -397,9 +403,7 @@ pub fn prune_unlisted(dir: &Path, written: &[PartitionWritten], skip: &[&str]) -
                 .map_err(|e| Error::io("reading", &path, e))?;
             if kind.is_dir() {
                 folders.push(path);
-            } else if (name.ends_with(".parquet") || name.contains(".parquet.partial-"))
-                && !listed.contains(&path)
-            {
+            } else if (name.ends_with(".parquet") || is_partial(&name)) && !listed.contains(&path) {
                 std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
             }
         }

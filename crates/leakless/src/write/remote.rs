@@ -281,9 +281,12 @@ fn collect_files(
         if dir == root && skip.contains(&relative.as_str()) {
             continue;
         }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         if path.is_dir() {
             collect_files(root, &path, skip, files)?;
-        } else {
+        } else if !name.as_deref().is_some_and(super::is_partial) {
+            // A file still being written (a cluster task attempt given up
+            // on but still running) is never uploaded.
             files.push((path, relative));
         }
     }
