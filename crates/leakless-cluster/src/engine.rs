@@ -13,6 +13,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use leakless::pipeline::Engine;
+use leakless::write::exec::task_error;
 
 use crate::LeaklessCodec;
 
@@ -72,16 +73,24 @@ impl Engine for Cluster {
             let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(plan));
             let codec = LeaklessCodec::default();
             let session_id = format!("leakless-{}-{}", std::process::id(), now_nanos());
-            let stream = execute_physical_plan::<PhysicalPlanNode>(
-                self.url.clone(),
-                &BallistaConfig::default(),
-                plan,
-                &codec,
-                session_id,
-                self.config.clone(),
-            )
-            .await?;
-            Ok(stream.try_collect::<Vec<_>>().await?)
+            let run = async {
+                let stream = execute_physical_plan::<PhysicalPlanNode>(
+                    self.url.clone(),
+                    &BallistaConfig::default(),
+                    plan,
+                    &codec,
+                    session_id,
+                    self.config.clone(),
+                )
+                .await?;
+                stream.try_collect::<Vec<_>>().await
+            };
+            // A task's error comes back inside Ballista's message: told
+            // as the task told it when it is one of ours.
+            run.await.map_err(|e| match task_error(&e.to_string()) {
+                Some(message) => leakless::Error::Task(message),
+                None => leakless::Error::from(e),
+            })
         })
     }
 }

@@ -121,3 +121,49 @@ fn builds_on_an_in_process_cluster_equal_the_embedded_build() {
         }
     }
 }
+
+/// A bad input row stops a cluster build with the embedded build's message
+/// (file, line, column and value), not the engine's debug text.
+#[test]
+fn a_bad_row_on_the_cluster_is_told_as_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let market = examples().join("marketplace");
+    for file in ["impressions.csv", "clicks.csv", "listings.csv"] {
+        std::fs::copy(market.join(file), dir.path().join(file)).unwrap();
+    }
+    let impressions = dir.path().join("impressions.csv");
+    let text = std::fs::read_to_string(&impressions).unwrap();
+    let bad: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match i {
+            2 => "1,2,3,\"not a \"time\"\"\n".to_owned(),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&impressions, bad).unwrap();
+    let build = |out: &str| {
+        let d = dir.path();
+        Build::new(
+            d.join("impressions.csv"),
+            d.join("clicks.csv"),
+            d.join("listings.csv"),
+            d.join(out),
+        )
+    };
+    let runtime = runtime();
+    let local = runtime.block_on(build("local").execute()).unwrap_err();
+    assert!(local.to_string().contains("line 3"), "{local}");
+    let scheduler = runtime
+        .block_on(leakless_cluster::serve::in_process(1, 1))
+        .unwrap();
+    let cluster = Cluster::new(&scheduler.to_string());
+    let remote = runtime
+        .block_on(
+            build("remote")
+                .with_target_partitions(2)
+                .execute_on(&cluster),
+        )
+        .unwrap_err();
+    assert_eq!(remote.to_string(), local.to_string());
+}

@@ -209,6 +209,11 @@ pub enum Error {
     /// The query engine failed.
     #[error("query engine: {0}")]
     Engine(Box<DataFusionError>),
+
+    /// A task of a cluster build failed: its error, as the task told it
+    /// (file, line, column and value included).
+    #[error("{0}")]
+    Task(String),
 }
 
 /// `Result` with leakless's [`Error`].
@@ -340,6 +345,7 @@ impl Error {
                 source: datafusion::parquet::errors::ParquetError::General(source.to_string()),
             },
             Error::Engine(e) => Error::Engine(Box::new(DataFusionError::Execution(e.to_string()))),
+            Error::Task(message) => Error::Task(message.clone()),
         }
     }
 }

@@ -455,6 +455,7 @@ impl Build {
             partitioning: self.spec.partition,
             delta_columns,
             labels: self.label_columns(),
+            errors_as_text: separate_partitions,
         };
         Ok(WriteExec::new(pit, options)?)
     }

@@ -99,6 +99,35 @@ pub struct WriteOptions {
     pub delta_columns: Vec<String>,
     /// Output positions of the labels.
     pub labels: Vec<usize>,
+    /// Fail with the error's text after [`TASK_ERROR`] (for a cluster,
+    /// whose engine passes errors on as text) instead of the error itself.
+    #[serde(default)]
+    pub errors_as_text: bool,
+}
+
+/// What precedes a task's error told as text ([`task_error`] finds it).
+pub const TASK_ERROR: &str = "leakless task error: ";
+
+/// The error a task told as text, found in `text` (an engine's message that
+/// quotes it, escaped as Rust's debug form does, or as it is).
+pub fn task_error(text: &str) -> Option<String> {
+    let start = text.find(TASK_ERROR)? + TASK_ERROR.len();
+    let quoted = text[..start].ends_with(&format!("\"{TASK_ERROR}"));
+    let mut message = String::new();
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted => break,
+            '\\' if quoted => match chars.next() {
+                Some('n') => message.push('\n'),
+                Some('t') => message.push('\t'),
+                Some(other) => message.push(other),
+                None => break,
+            },
+            c => message.push(c),
+        }
+    }
+    Some(message)
 }
 
 /// Writes each partition of its input (a [`PointInTimeExec`]) and emits
@@ -268,6 +297,7 @@ impl ExecutionPlan for WriteExec {
     ) -> Result<SendableRecordBatchStream> {
         let owned = self.owned.execute(partition, context.clone())?;
         let (input, options) = (self.input.clone(), self.options.clone());
+        let as_text = options.errors_as_text;
         let progress = self.progress.clone();
         let reports = async move {
             let numbers: Vec<RecordBatch> = owned.try_collect().await?;
@@ -292,6 +322,10 @@ impl ExecutionPlan for WriteExec {
                 vec![Arc::new(StringArray::from(texts))],
             )?)
         };
+        let reports = futures::TryFutureExt::map_err(reports, move |e| match as_text {
+            true => DataFusionError::Execution(format!("{TASK_ERROR}{}", crate::Error::from(e))),
+            false => e,
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             report_schema(),
             futures::stream::once(reports),
@@ -418,4 +452,24 @@ fn positives(batch: &RecordBatch, i: usize) -> u64 {
         _ => column.len() - column.null_count(),
     };
     nonzero as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_error_is_found_quoted_or_plain() {
+        let told = "bad input row: `a.csv` line 3: \"x\\y\"\nmore";
+        let quoted = format!(
+            "Job failed: DataFusionError(Execution({:?}))",
+            format!("{TASK_ERROR}{told}")
+        );
+        assert_eq!(task_error(&quoted).as_deref(), Some(told));
+        assert_eq!(
+            task_error(&format!("{TASK_ERROR}{told}")).as_deref(),
+            Some(told)
+        );
+        assert_eq!(task_error("query engine: something else"), None);
+    }
 }
