@@ -14,6 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use leakless::ingest::scan::ScanExec;
 use leakless::order::BucketSortExec;
+use leakless::split::route::RouteExec;
 use leakless::temporal::PointInTimeExec;
 use leakless::write::exec::WriteExec;
 
@@ -27,10 +28,17 @@ enum Kind {
     BucketSort,
     PointInTime,
     Write,
+    Route,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Scan, Kind::BucketSort, Kind::PointInTime, Kind::Write];
+    const ALL: [Kind; 5] = [
+        Kind::Scan,
+        Kind::BucketSort,
+        Kind::PointInTime,
+        Kind::Write,
+        Kind::Route,
+    ];
 
     fn tag(self) -> u8 {
         match self {
@@ -38,6 +46,7 @@ impl Kind {
             Kind::BucketSort => b'b',
             Kind::PointInTime => b'p',
             Kind::Write => b'w',
+            Kind::Route => b'r',
         }
     }
 
@@ -45,7 +54,7 @@ impl Kind {
     fn inputs(self) -> Option<usize> {
         match self {
             Kind::Scan => Some(0),
-            Kind::BucketSort => Some(1),
+            Kind::BucketSort | Kind::Route => Some(1),
             Kind::Write => Some(2),
             Kind::PointInTime => None,
         }
@@ -73,6 +82,8 @@ impl LeaklessCodec {
             Some((Kind::BucketSort, sort.to_bytes()))
         } else if let Some(pit) = node.downcast_ref::<PointInTimeExec>() {
             Some((Kind::PointInTime, pit.to_bytes()))
+        } else if let Some(route) = node.downcast_ref::<RouteExec>() {
+            Some((Kind::Route, route.to_bytes()))
         } else {
             node.downcast_ref::<WriteExec>()
                 .map(|write| (Kind::Write, write.to_bytes()))
@@ -93,6 +104,7 @@ impl LeaklessCodec {
         Ok(match kind {
             Kind::Scan => Arc::new(ScanExec::from_bytes(bytes)?),
             Kind::BucketSort => Arc::new(BucketSortExec::from_bytes(bytes, inputs[0].clone())?),
+            Kind::Route => Arc::new(RouteExec::from_bytes(bytes, inputs[0].clone())?),
             Kind::PointInTime => Arc::new(PointInTimeExec::from_bytes(bytes, inputs.to_vec())?),
             Kind::Write => Arc::new(WriteExec::from_bytes(
                 bytes,

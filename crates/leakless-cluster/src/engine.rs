@@ -63,6 +63,10 @@ impl Engine for Cluster {
         true
     }
 
+    fn split_by_key(&self) -> bool {
+        true
+    }
+
     fn run(
         &self,
         plan: Arc<dyn ExecutionPlan>,

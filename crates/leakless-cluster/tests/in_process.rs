@@ -29,17 +29,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Every operator of ours (scan, bucket sort, point in time, write)
-/// encodes and decodes to the same plan, which writes the same files.
+/// Every operator of ours (scan, bucket sort, point in time, write, and
+/// the split by key's route and key groups) encodes and decodes to the
+/// same plan, which writes the same files.
 #[test]
 fn every_operator_survives_the_codec() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = runtime();
-    for spec in ["rich", "marketplace"] {
+    for (spec, split) in [("rich", true), ("rich", false), ("marketplace", true)] {
         let (before, after) = (
-            dir.path().join(format!("{spec}-a")),
-            dir.path().join(format!("{spec}-b")),
+            dir.path().join(format!("{spec}-{split}-a")),
+            dir.path().join(format!("{spec}-{split}-b")),
         );
+        let build = |spec: &str, out: &Path| build(spec, out).with_split_by_key(split);
         let plan = build(spec, &before).plan_into(&before, true).unwrap();
         let codec = LeaklessCodec::default();
         let bytes = PhysicalPlanNode::try_from_physical_plan(plan.clone(), &codec).unwrap();
@@ -53,7 +55,11 @@ fn every_operator_survives_the_codec() {
         let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(true).to_string();
         // Every operator of ours is in the plan, and comes back as itself.
         let kinds = node_names(&plan);
-        for node in ["WriteExec", "PointInTimeExec", "BucketSortExec", "ScanExec"] {
+        let mut ours = vec!["WriteExec", "PointInTimeExec", "BucketSortExec", "ScanExec"];
+        if split {
+            ours.extend(["RouteExec", "RepartitionExec", "SortExec", "ProjectionExec"]);
+        }
+        for node in ours {
             assert!(kinds.iter().any(|k| k == node), "{node} missing: {kinds:?}");
         }
         assert_eq!(node_names(&decoded), kinds);

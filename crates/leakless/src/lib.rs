@@ -33,6 +33,7 @@ pub mod ingest;
 pub mod order;
 pub mod pipeline;
 pub mod spec;
+pub mod split;
 pub mod storage;
 pub mod synth;
 pub mod temporal;

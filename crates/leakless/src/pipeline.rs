@@ -48,6 +48,7 @@ use crate::{Reporter, Stage};
 /// local copies of inputs on object storage.
 const SPILL: &str = "_spill";
 const INPUTS: &str = "_inputs";
+const NOT_DATA: &[&str] = &[SPILL, INPUTS, crate::split::STATS];
 
 /// How far after the spine's last time a label source's latest event may
 /// be when the watermark is inferred from it.
@@ -130,6 +131,7 @@ pub struct Build {
     watermark_margin: i64,
     target_partitions: usize,
     spill_bytes: usize,
+    split_by_key: bool,
     policy: BadRowPolicy,
     reporter: Arc<dyn Reporter>,
 }
@@ -158,6 +160,7 @@ impl Build {
             watermark_margin: DEFAULT_WATERMARK_MARGIN,
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spill_bytes: crate::order::SPILL_BYTES,
+            split_by_key: false,
             policy: BadRowPolicy::default(),
             reporter: Arc::new(()),
         }
@@ -231,6 +234,13 @@ impl Build {
         self
     }
 
+    /// Runs the plan split by key (`crate::split`), as a cluster does,
+    /// even on this machine; the output is the same.
+    pub fn with_split_by_key(mut self, split: bool) -> Self {
+        self.split_by_key = split;
+        self
+    }
+
     pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
         self.reporter = reporter;
         self
@@ -262,8 +272,19 @@ impl Build {
         // Files on object storage are copied into the staging first.
         let sources = self.open_sources(&plan, &staging.dir().join(INPUTS))?;
 
+        let split = self.split_by_key || engine.split_by_key();
+        let stats = crate::split::stats_dir(staging.dir());
+        if split {
+            std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
+        }
         let write = self
-            .write_plan(&plan, &sources, staging.dir(), engine.separate_partitions())?
+            .write_plan(
+                &plan,
+                &sources,
+                staging.dir(),
+                engine.separate_partitions(),
+                split,
+            )?
             .with_progress(Progress::new(self.reporter.clone()));
         let labels = self.label_columns();
         let columns = self.spec.output_columns();
@@ -298,20 +319,48 @@ impl Build {
         partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
         // Files the reports do not name (a cluster task's attempt that
         // died mid-file) are not part of the dataset.
-        crate::write::prune_unlisted(staging.dir(), &partitions, &[SPILL, INPUTS])?;
+        crate::write::prune_unlisted(staging.dir(), &partitions, NOT_DATA)?;
         let positive_labels: BTreeMap<String, u64> = labels
             .iter()
             .zip(positive)
             .map(|(&i, n)| (columns[i].name.clone(), n))
             .collect();
-        let indexed = first.indexed.clone();
+        let (inputs, indexed, spine_max_time) = if split {
+            let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
+            let spine = &self.spec.spine.source;
+            let spine_rows: u64 = (scans.iter())
+                .filter(|s| s.source == *spine)
+                .map(|s| s.stats.rows)
+                .sum();
+            filtered_out = (scans.iter())
+                .filter(|s| s.source == *spine)
+                .map(|s| s.filtered)
+                .sum();
+            // A spine row that passes `where` is written unless immature.
+            held_back = spine_rows
+                .checked_sub(filtered_out + rows)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "a split build wrote {rows} rows of a spine of {spine_rows}, {filtered_out} filtered out"
+                    ))
+                })?;
+            let (inputs, indexed) = split_summary(&plan, &scans);
+            let spine_max = crate::split::ScanStats::latest(&scans, spine).map(|l| l.time);
+            (inputs, Some(indexed), spine_max)
+        } else {
+            (
+                first.inputs.clone(),
+                first.indexed.clone(),
+                first.spine_max_time,
+            )
+        };
         let written = Instant::now();
         crate::write::commit::crash_point("after-data");
         if self.watermark.is_none() && self.spec.watermark.is_none() {
-            self.check_inferred_watermarks(&sources, indexed.as_ref(), first.spine_max_time)?;
+            self.check_inferred_watermarks(&sources, indexed.as_ref(), spine_max_time)?;
         }
 
-        let inputs: BTreeMap<String, Vec<FileStats>> = first.inputs.iter().cloned().collect();
+        let inputs: BTreeMap<String, Vec<FileStats>> = inputs.into_iter().collect();
         let rows_read: BTreeMap<String, u64> = inputs
             .iter()
             .map(|(name, files)| (name.clone(), files.iter().map(|f| f.rows).sum()))
@@ -363,12 +412,7 @@ impl Build {
                 .collect(),
             spec: self.spec.normalized(),
         };
-        destination.publish(
-            staging,
-            &[SPILL, INPUTS],
-            &manifest.to_json(),
-            self.overwrite,
-        )?;
+        destination.publish(staging, NOT_DATA, &manifest.to_json(), self.overwrite)?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
             compute: (written - started).as_secs_f64(),
@@ -409,11 +453,16 @@ impl Build {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         let sources = self.open_sources(&plan, &dir.join(INPUTS))?;
+        if self.split_by_key {
+            let stats = crate::split::stats_dir(dir);
+            std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
+        }
         Ok(Arc::new(self.write_plan(
             &plan,
             &sources,
             dir,
             separate_partitions,
+            self.split_by_key,
         )?))
     }
 
@@ -433,8 +482,19 @@ impl Build {
         sources: &[Source],
         dir: &Path,
         separate_partitions: bool,
+        split: bool,
     ) -> Result<WriteExec> {
-        let pit = self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?;
+        let pit = match split {
+            true => crate::split::plan(
+                plan,
+                sources,
+                self.target_partitions,
+                (&dir.join(SPILL), self.spill_bytes),
+                &crate::split::stats_dir(dir),
+                separate_partitions,
+            )?,
+            false => self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?,
+        };
         let time_column = self.spec.spine.columns.len();
         // The time and the first spine column, when it is an integer, are
         // the sorted leading columns: delta-encoded.
@@ -571,6 +631,12 @@ pub trait Engine: Send + Sync {
         false
     }
 
+    /// Whether the plan is split by key (`crate::split`): no task holds an
+    /// index of every key.
+    fn split_by_key(&self) -> bool {
+        false
+    }
+
     /// Runs every output partition of `plan` and returns every batch they
     /// emit (one report row per partition).
     fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
@@ -602,4 +668,54 @@ impl Engine for Embedded {
             Ok(finished.into_iter().flatten().collect())
         })
     }
+}
+
+/// What the scans of a build split by key saw: each source's files, and
+/// the indexed side's summary (rows per input, label watermarks, latest
+/// events) as the embedded operator reports it.
+fn split_summary(
+    plan: &PitPlan,
+    scans: &[crate::split::ScanStats],
+) -> (
+    Vec<(String, Vec<FileStats>)>,
+    crate::temporal::IndexedSummary,
+) {
+    let mut inputs: Vec<(String, Vec<FileStats>)> = Vec::new();
+    for scan in scans {
+        match inputs.iter_mut().find(|(name, _)| *name == scan.source) {
+            Some((_, files)) => files.push(scan.stats.clone()),
+            None => inputs.push((scan.source.clone(), vec![scan.stats.clone()])),
+        }
+    }
+    let rows = |name: &str| -> usize {
+        (scans.iter())
+            .filter(|s| s.source == name)
+            .map(|s| s.stats.rows as usize)
+            .sum()
+    };
+    let latest = |name: &str| crate::split::ScanStats::latest(scans, name);
+    let indexed = crate::temporal::IndexedSummary {
+        rows: (plan.inputs.iter())
+            .map(|name| (name.clone(), rows(name)))
+            .collect(),
+        events: Vec::new(),
+        watermarks: plan
+            .labels()
+            .map(|(column, input)| {
+                let w = (plan.watermark.or(plan.spec.watermark))
+                    .or_else(|| latest(&plan.inputs[input]).map(|l| l.time));
+                (column.derived.name.clone(), w)
+            })
+            .collect(),
+        latest: (plan.inputs.iter())
+            .map(|name| {
+                let events = (plan.spec.source(name))
+                    .is_some_and(|s| matches!(s.kind, crate::spec::SourceKind::Events { .. }));
+                (name.clone(), latest(name).filter(|_| events))
+            })
+            .collect(),
+        collect_seconds: 0.0,
+        index_seconds: 0.0,
+    };
+    (inputs, indexed)
 }

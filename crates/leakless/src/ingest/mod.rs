@@ -606,6 +606,12 @@ impl Source {
         stats.iter().flatten().cloned().collect()
     }
 
+    /// The statistics of file `index`, once read to the end here.
+    pub fn file_stats(&self, index: usize) -> Option<FileStats> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.get(index).cloned().flatten()
+    }
+
     /// Reads file `index` to the end, handing each batch to `emit`, and
     /// records its stats. `emit` returning `false` stops early (no stats).
     pub fn read_file(

@@ -6,7 +6,9 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr, PhysicalSortExpr,
+};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -16,7 +18,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::indexed::{IndexedSide, collect};
+use super::indexed::{IndexedSide, Own, collect};
 use super::plan::PitPlan;
 use super::stream::{Prober, label_watermarks};
 use crate::error::{Shared, shared};
@@ -49,7 +51,30 @@ pub struct PointInTimeExec {
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
     indexed: Arc<Shared<Arc<IndexedSide>>>,
+    /// One key group of a build split by key (`None`: the whole plan).
+    group: Option<GroupMode>,
+    /// The whole plan, when `plan` is a group's.
+    whole: Arc<PitPlan>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// How a [`PointInTimeExec`] computes one key group of a build split by
+/// key (see `crate::split`): output partition `k` indexes partition `k` of
+/// each input (the events of its own keys, ordered by their row id) and
+/// probes partition `k` of the spine (sorted by time), which the `where`
+/// has already filtered; it passes the spine batches' first `carried`
+/// columns through and adds the group's columns. Label watermarks come
+/// from the scans' statistics in `stats`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GroupMode {
+    /// Positions of the group's indexes in the whole plan.
+    pub indexes: Vec<usize>,
+    pub carried: usize,
+    pub stats: std::path::PathBuf,
+    /// Fail with the error's text after the task-error marker (for a
+    /// cluster; see `write::exec::as_task_error`).
+    #[serde(default)]
+    pub errors_as_text: bool,
 }
 
 impl PointInTimeExec {
@@ -60,6 +85,30 @@ impl PointInTimeExec {
         spine: Arc<dyn ExecutionPlan>,
         plan: Arc<PitPlan>,
     ) -> Result<Self> {
+        PointInTimeExec::with_mode(inputs, spine, plan, None)
+    }
+
+    /// One key group of `plan` (see [`GroupMode`]): `inputs`, one per route
+    /// of the group ([`PitPlan::routes`]).
+    pub fn try_new_group(
+        inputs: Vec<Arc<dyn ExecutionPlan>>,
+        spine: Arc<dyn ExecutionPlan>,
+        plan: Arc<PitPlan>,
+        group: GroupMode,
+    ) -> Result<Self> {
+        PointInTimeExec::with_mode(inputs, spine, plan, Some(group))
+    }
+
+    fn with_mode(
+        inputs: Vec<Arc<dyn ExecutionPlan>>,
+        spine: Arc<dyn ExecutionPlan>,
+        whole: Arc<PitPlan>,
+        group: Option<GroupMode>,
+    ) -> Result<Self> {
+        let plan = match &group {
+            Some(g) => Arc::new(whole.group(&g.indexes)),
+            None => whole.clone(),
+        };
         if inputs.len() != plan.inputs.len() {
             return Err(DataFusionError::Plan(format!(
                 "PointInTimeExec reads {} sources, got {} inputs",
@@ -67,7 +116,10 @@ impl PointInTimeExec {
                 inputs.len()
             )));
         }
-        let schema = output_schema(&plan);
+        let schema = match &group {
+            Some(g) => group_schema(&plan, &spine.schema(), g.carried)?,
+            None => output_schema(&plan),
+        };
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             spine.output_partitioning().clone(),
@@ -82,6 +134,8 @@ impl PointInTimeExec {
             schema,
             cache,
             indexed: Arc::new(Shared::new()),
+            group,
+            whole,
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -90,13 +144,23 @@ impl PointInTimeExec {
         &self.plan
     }
 
-    /// The operator on the wire: its resolved spec and watermark (the
-    /// inputs travel beside it).
+    /// The operator on the wire: its watermark, its key group (JSON, an
+    /// empty line for the whole plan) and its resolved spec (the inputs
+    /// travel beside it).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let watermark = self.plan.watermark.map_or(String::new(), |w| w.to_string());
+        let watermark = self
+            .whole
+            .watermark
+            .map_or(String::new(), |w| w.to_string());
         let mut bytes = watermark.into_bytes();
         bytes.push(b'\n');
-        bytes.extend(self.plan.spec.to_wire().map_err(DataFusionError::from)?);
+        if let Some(group) = &self.group {
+            bytes.extend(serde_json::to_vec(group).map_err(|e| {
+                DataFusionError::Internal(format!("encoding a PointInTimeExec: {e}"))
+            })?);
+        }
+        bytes.push(b'\n');
+        bytes.extend(self.whole.spec.to_wire().map_err(DataFusionError::from)?);
         Ok(bytes)
     }
 
@@ -105,19 +169,29 @@ impl PointInTimeExec {
     pub fn from_bytes(bytes: &[u8], mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Self> {
         let bad =
             |what: String| DataFusionError::Internal(format!("decoding a PointInTimeExec: {what}"));
-        let line = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("no watermark".into()))?;
-        let watermark = match std::str::from_utf8(&bytes[..line]) {
+        let mut lines = bytes.splitn(3, |&b| b == b'\n');
+        let (Some(watermark), Some(group), Some(spec)) = (lines.next(), lines.next(), lines.next())
+        else {
+            return Err(bad("no watermark or group".into()));
+        };
+        let watermark = match std::str::from_utf8(watermark) {
             Ok("") => None,
             Ok(w) => Some(w.parse::<i64>().map_err(|e| bad(e.to_string()))?),
             Err(e) => return Err(bad(e.to_string())),
         };
-        let spec =
-            crate::spec::Spec::from_wire(&bytes[line + 1..]).map_err(|e| bad(e.to_string()))?;
+        let group: Option<GroupMode> = match group {
+            [] => None,
+            json => Some(serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?),
+        };
+        let spec = crate::spec::Spec::from_wire(spec).map_err(|e| bad(e.to_string()))?;
         let spine = children.pop().ok_or_else(|| bad("no spine".into()))?;
-        PointInTimeExec::try_new(children, spine, Arc::new(PitPlan::new(spec, watermark)))
+        let whole = Arc::new(PitPlan::new(spec, watermark));
+        PointInTimeExec::with_mode(children, spine, whole, group)
+    }
+
+    /// The key group it computes, if it computes one.
+    pub fn group(&self) -> Option<&GroupMode> {
+        self.group.as_ref()
     }
 
     /// The collected indexed side, once some partition has collected it.
@@ -184,6 +258,30 @@ impl PointInTimeExec {
     fn spine(&self) -> &Arc<dyn ExecutionPlan> {
         self.children.last().expect("the spine is the last child")
     }
+}
+
+/// A key group's output: the spine batches' first `carried` columns, then
+/// the group's columns; every column nullable.
+fn group_schema(plan: &PitPlan, spine: &SchemaRef, carried: usize) -> Result<SchemaRef> {
+    if carried > spine.fields().len() {
+        return Err(DataFusionError::Plan(format!(
+            "a key group passes {carried} columns of a spine of {}",
+            spine.fields().len()
+        )));
+    }
+    let output = plan.spec.output_columns();
+    let carried = spine.fields()[..carried]
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true));
+    let derived = plan.columns.iter().map(|c| {
+        let column = (output.iter())
+            .find(|o| o.name == c.derived.name)
+            .expect("a derived column is an output column");
+        Field::new(&column.name, arrow_type(column.ty), true)
+    });
+    Ok(Arc::new(Schema::new(
+        carried.chain(derived).collect::<Vec<_>>(),
+    )))
 }
 
 /// Spine columns, the spine time, then one column per feature and label;
@@ -260,6 +358,23 @@ impl ExecutionPlan for PointInTimeExec {
         vec![false; self.children.len()]
     }
 
+    /// A key group probes its spine partition in time order (see
+    /// [`GroupMode`]): an optimizer must keep the sort beneath it.
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        let mut required = vec![None; self.children.len()];
+        if self.group.is_some() {
+            let time = self.plan.spine_time;
+            let name = self.spine().schema().field(time).name().clone();
+            let column = Arc::new(datafusion::physical_expr::expressions::Column::new(
+                &name, time,
+            ));
+            let ordering = LexOrdering::new([PhysicalSortExpr::new_default(column)])
+                .expect("one sort expression");
+            *required.last_mut().expect("a spine") = Some(OrderingRequirements::from(ordering));
+        }
+        required
+    }
+
     fn maintains_input_order(&self) -> Vec<bool> {
         let mut keeps = vec![false; self.children.len()];
         *keeps.last_mut().expect("a spine") = true;
@@ -273,20 +388,22 @@ impl ExecutionPlan for PointInTimeExec {
         let spine = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("PointInTimeExec needs a spine".into()))?;
-        Ok(Arc::new(PointInTimeExec::try_new(
+        Ok(Arc::new(PointInTimeExec::with_mode(
             children,
             spine,
-            self.plan.clone(),
+            self.whole.clone(),
+            self.group.clone(),
         )?))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
         let mut children = self.children.clone();
         let spine = children.pop().expect("a spine");
-        Ok(Arc::new(PointInTimeExec::try_new(
+        Ok(Arc::new(PointInTimeExec::with_mode(
             children,
             spine,
-            self.plan.clone(),
+            self.whole.clone(),
+            self.group.clone(),
         )?))
     }
 
@@ -308,16 +425,34 @@ impl ExecutionPlan for PointInTimeExec {
         let plan = self.plan.clone();
         let schema = self.schema.clone();
         let output_schema = schema.clone();
+        let group = self.group.clone();
         let probe = async move {
             // The spine's first batch is awaited beside the indexed side, so
             // that it is read and bucketed while the indexes are built.
             let mut spine = spine.peekable();
-            let (side, _) = futures::join!(
-                shared(&indexed, || collect(inputs, plan.clone(), context)),
-                std::pin::Pin::new(&mut spine).peek()
-            );
-            let side = side?;
-            let mut prober = Prober::try_new(side, plan, output_schema)?;
+            let side = match &group {
+                // A key group's partition indexes its own keys only.
+                Some(g) => {
+                    let own = Own {
+                        partition,
+                        stats: g.stats.clone(),
+                    };
+                    let (side, _) = futures::join!(
+                        collect(inputs, plan.clone(), context, Some(own)),
+                        std::pin::Pin::new(&mut spine).peek()
+                    );
+                    side?
+                }
+                None => {
+                    let (side, _) = futures::join!(
+                        shared(&indexed, || collect(inputs, plan.clone(), context, None)),
+                        std::pin::Pin::new(&mut spine).peek()
+                    );
+                    side?
+                }
+            };
+            let carried = group.as_ref().map(|g| g.carried);
+            let mut prober = Prober::try_new(side, plan, output_schema, carried)?;
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
                 let _timer = probe_time.timer();
@@ -327,7 +462,13 @@ impl ExecutionPlan for PointInTimeExec {
                 Ok(probed.batch)
             }))
         };
-        let stream = futures::stream::once(probe).try_flatten();
+        let as_text = self.group.as_ref().is_some_and(|g| g.errors_as_text);
+        let stream = futures::stream::once(probe)
+            .try_flatten()
+            .map(move |r| match as_text {
+                true => r.map_err(crate::write::exec::as_task_error),
+                false => r,
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

@@ -26,7 +26,17 @@ impl FilterExpr {
     /// Parses `sql` against the declared columns of `source` (as they are
     /// after ingest: every timestamp in UTC µs).
     pub fn try_new(sql: &str, source: &SourceDef) -> Result<Self> {
-        let schema = declared_schema(source);
+        FilterExpr::for_schema(sql, declared_schema(source))
+    }
+
+    /// Parses `sql` against `schema` (a source's batches, every column
+    /// taken as nullable).
+    pub fn for_schema(sql: &str, schema: SchemaRef) -> Result<Self> {
+        let schema = Arc::new(Schema::new(
+            (schema.fields().iter())
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let ctx = SessionContext::new();
         let expr = ctx.parse_sql_expr(sql, &df_schema)?;

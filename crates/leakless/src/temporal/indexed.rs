@@ -522,20 +522,33 @@ impl Latest {
     }
 }
 
-/// Reads every input (all partitions, in partition order: file order) and
-/// builds the plan's indexes.
+/// What a key group's partition indexes (see `GroupMode`): partition
+/// `partition` of each input, and the latest events from the scans'
+/// statistics in `stats`.
+pub(super) struct Own {
+    pub partition: usize,
+    pub stats: std::path::PathBuf,
+}
+
+/// Reads every input (all partitions, in partition order: file order; or
+/// only the partition `own` names, ordered by row id) and builds the
+/// plan's indexes.
 pub(super) async fn collect(
     inputs: Vec<Arc<dyn ExecutionPlan>>,
     plan: Arc<PitPlan>,
     context: Arc<TaskContext>,
+    own: Option<Own>,
 ) -> Result<Arc<IndexedSide>> {
     let started = Instant::now();
     let reservation =
         MemoryConsumer::new("PointInTimeExec[indexed side]").register(context.memory_pool());
     let mut tables = Vec::with_capacity(inputs.len());
     for input in &inputs {
-        let partitions = input.output_partitioning().partition_count();
-        let reads = (0..partitions).map(|p| {
+        let partitions: Vec<usize> = match &own {
+            Some(own) => vec![own.partition],
+            None => (0..input.output_partitioning().partition_count()).collect(),
+        };
+        let reads = partitions.into_iter().map(|p| {
             let input = input.clone();
             let context = context.clone();
             async move {
@@ -552,11 +565,18 @@ pub(super) async fn collect(
         let rows_per_partition: Vec<usize> = (per_partition.iter())
             .map(|batches| batches.iter().map(RecordBatch::num_rows).sum())
             .collect();
-        let table = concat_dropping(input.schema(), per_partition.into_iter().flatten())?;
+        let mut table = concat_dropping(input.schema(), per_partition.into_iter().flatten())?;
+        if own.is_some() {
+            table = by_row_id(table)?;
+        }
         reservation.try_grow(table.get_array_memory_size())?;
         tables.push((table, rows_per_partition));
     }
     let collected = Instant::now();
+    let scans = match &own {
+        Some(own) => Some(crate::split::ScanStats::read_all(&own.stats)?),
+        None => None,
+    };
     let latest = plan
         .inputs
         .iter()
@@ -567,6 +587,9 @@ pub(super) async fn collect(
                 crate::spec::SourceKind::Events { time } => time,
                 crate::spec::SourceKind::Dimension { .. } => return None,
             };
+            if let Some(scans) = &scans {
+                return crate::split::ScanStats::latest(scans, name);
+            }
             let column = table.column_by_name(time)?;
             Latest::of(
                 column.as_primitive::<TimestampMicrosecondType>(),
@@ -617,6 +640,30 @@ pub(super) async fn collect(
         index_seconds: collected.elapsed().as_secs_f64(),
         _reservation: reservation,
     }))
+}
+
+/// The rows of `table` in the order of its row id column (the embedded
+/// build's input order: file, then row).
+fn by_row_id(table: RecordBatch) -> Result<RecordBatch> {
+    let Some(ids) = table.column_by_name(crate::split::ROW_ID) else {
+        return Err(DataFusionError::Internal(format!(
+            "a key group's input has no `{}`",
+            crate::split::ROW_ID
+        )));
+    };
+    let ids = ids.as_primitive::<Int64Type>();
+    if ids.values().windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(table);
+    }
+    let mut order: Vec<u32> = (0..table.num_rows() as u32).collect();
+    order.sort_unstable_by_key(|&i| ids.value(i as usize));
+    let order = UInt32Array::from(order);
+    let columns = table
+        .columns()
+        .iter()
+        .map(|c| take(c, &order, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(table.schema(), columns)?)
 }
 
 /// A source's rows, and the ids of its string key columns by position.

@@ -172,6 +172,74 @@ impl PitPlan {
         }
     }
 
+    /// The inputs that the indexes `members` read: each distinct (input,
+    /// source key), in order of first use.
+    pub fn routes(&self, members: &[usize]) -> Vec<(usize, Vec<usize>)> {
+        let mut routes: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &m in members {
+            let index = &self.indexes[m];
+            let route = (index.input, index.source_key.clone());
+            if !routes.contains(&route) {
+                routes.push(route);
+            }
+        }
+        routes
+    }
+
+    /// The derived columns that the indexes `members` serve, in output
+    /// order.
+    pub fn group_columns(&self, members: &[usize]) -> Vec<usize> {
+        let mut columns: Vec<usize> = members
+            .iter()
+            .flat_map(|&m| self.indexes[m].columns.iter().copied())
+            .collect();
+        columns.sort_unstable();
+        columns
+    }
+
+    /// The plan of the indexes `members` alone (a key group of a build
+    /// split by key): one input per route of [`PitPlan::routes`], and only
+    /// the columns they serve, in output order.
+    pub fn group(&self, members: &[usize]) -> PitPlan {
+        let routes = self.routes(members);
+        let columns = self.group_columns(members);
+        let indexes = members
+            .iter()
+            .map(|&m| {
+                let mut index = self.indexes[m].clone();
+                index.input = routes
+                    .iter()
+                    .position(|(input, key)| *input == index.input && *key == index.source_key)
+                    .expect("every member's route");
+                for c in &mut index.columns {
+                    *c = columns.binary_search(c).expect("a member's column");
+                }
+                index
+            })
+            .collect();
+        let columns = columns
+            .iter()
+            .map(|&c| {
+                let mut column = self.columns[c].clone();
+                column.index =
+                    (members.iter().position(|&m| m == column.index)).expect("a member's index");
+                column
+            })
+            .collect();
+        PitPlan {
+            spec: self.spec.clone(),
+            inputs: routes
+                .iter()
+                .map(|(input, _)| self.inputs[*input].clone())
+                .collect(),
+            indexes,
+            columns,
+            spine_columns: self.spine_columns.clone(),
+            spine_time: self.spine_time,
+            watermark: self.watermark,
+        }
+    }
+
     /// The label columns: the end of their window past `t`, and the input
     /// their default watermark comes from.
     pub fn labels(&self) -> impl Iterator<Item = (&ColumnPlan, usize)> {

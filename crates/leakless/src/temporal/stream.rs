@@ -37,6 +37,9 @@ pub(super) struct Prober {
     spine_filter: Option<FilterExpr>,
     /// Per label: the end of its window past `t` and its watermark.
     maturity: Vec<(i64, i64)>,
+    /// A key group's: the spine batches' leading columns passed through
+    /// (the `where` is then applied already).
+    carried: Option<usize>,
     /// Per column, for a sliding `count_distinct`: per key slot its last
     /// window `[a, b)` and count (see `DistinctCounts::step`); empty for
     /// other columns.
@@ -51,7 +54,12 @@ pub(super) struct Probed {
 }
 
 impl Prober {
-    pub fn try_new(side: Arc<IndexedSide>, plan: Arc<PitPlan>, schema: SchemaRef) -> Result<Self> {
+    pub fn try_new(
+        side: Arc<IndexedSide>,
+        plan: Arc<PitPlan>,
+        schema: SchemaRef,
+        carried: Option<usize>,
+    ) -> Result<Self> {
         let cursors = plan
             .indexes
             .iter()
@@ -67,9 +75,9 @@ impl Prober {
                 Cursor::new(slots, WindowPlan::new(&windows), index.times.len())
             })
             .collect();
-        let spine_filter = match &plan.spec.spine.filter {
-            Some(sql) => Some(FilterExpr::try_new(sql, plan.spec.spine_source())?),
-            None => None,
+        let spine_filter = match (&plan.spec.spine.filter, carried) {
+            (Some(sql), None) => Some(FilterExpr::try_new(sql, plan.spec.spine_source())?),
+            _ => None,
         };
         let maturity = watermarks(&side, &plan)?;
         let distinct = plan
@@ -93,6 +101,7 @@ impl Prober {
             cursors,
             spine_filter,
             maturity,
+            carried,
             distinct,
         })
     }
@@ -145,13 +154,13 @@ impl Prober {
             .as_primitive::<TimestampMicrosecondType>()
             .values()
             .clone();
-        let mut arrays: Vec<ArrayRef> = self
-            .plan
-            .spine_columns
-            .iter()
-            .chain([&self.plan.spine_time])
-            .map(|&c| batch.column(c).clone())
-            .collect();
+        let mut arrays: Vec<ArrayRef> = match self.carried {
+            Some(carried) => batch.columns()[..carried].to_vec(),
+            None => (self.plan.spine_columns.iter())
+                .chain([&self.plan.spine_time])
+                .map(|&c| batch.column(c).clone())
+                .collect(),
+        };
         let mut outputs: Vec<Option<ArrayRef>> = vec![None; self.plan.columns.len()];
         let mut slots = Vec::with_capacity(rows);
         let (plan, side) = (self.plan.clone(), self.side.clone());

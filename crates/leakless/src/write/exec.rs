@@ -108,6 +108,12 @@ pub struct WriteOptions {
 /// What precedes a task's error told as text ([`task_error`] finds it).
 pub const TASK_ERROR: &str = "leakless task error: ";
 
+/// `error` told as text after [`TASK_ERROR`], for an engine that passes
+/// errors on as text.
+pub fn as_task_error(error: DataFusionError) -> DataFusionError {
+    DataFusionError::Execution(format!("{TASK_ERROR}{}", crate::Error::from(error)))
+}
+
 /// The error a task told as text, found in `text` (an engine's message that
 /// quotes it, escaped as Rust's debug form does, or as it is).
 pub fn task_error(text: &str) -> Option<String> {
@@ -323,7 +329,7 @@ impl ExecutionPlan for WriteExec {
             )?)
         };
         let reports = futures::TryFutureExt::map_err(reports, move |e| match as_text {
-            true => DataFusionError::Execution(format!("{TASK_ERROR}{}", crate::Error::from(e))),
+            true => as_task_error(e),
             false => e,
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(

@@ -1397,14 +1397,31 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
 // Running a build and reading it back
 // ---------------------------------------------------------------------------
 
+/// The builds each case runs: (partitions, split by key). Besides 1, 2 and
+/// 8 partitions, the plan split by key (`leakless::split`) on 3, unless
+/// the engine splits every build anyway (a cluster).
+fn builds(partitions: &[usize]) -> Vec<(usize, bool)> {
+    let mut builds: Vec<(usize, bool)> = partitions.iter().map(|&p| (p, false)).collect();
+    if !crate::engine().split_by_key() {
+        builds.push((3, true));
+    }
+    builds
+}
+
 /// Builds `spec_path` into `out` with `partitions` on the test binary's
-/// engine (this process; a cluster in the cluster crate's tests); returns
-/// (rows written, immature rows held back).
-fn run_build(spec_path: &Path, out: &Path, partitions: usize) -> leakless::Result<(u64, u64)> {
+/// engine (this process; a cluster in the cluster crate's tests), split by
+/// key when `split`; returns (rows written, immature rows held back).
+fn run_build_split(
+    spec_path: &Path,
+    out: &Path,
+    partitions: usize,
+    split: bool,
+) -> leakless::Result<(u64, u64)> {
     let build = leakless::Build::from_spec_file(spec_path, out)?;
     let summary = runtime().block_on(
         build
             .with_target_partitions(partitions)
+            .with_split_by_key(split)
             .with_overwrite(true)
             .execute_on(crate::engine()),
     )?;
@@ -1552,10 +1569,14 @@ fn check(spec: &Spec, data: &Data) {
     let types = spec.output_types();
 
     let mut outputs = Vec::new();
-    for partitions in [1, 2, 8] {
-        let out = dir.path().join(format!("out-{partitions}"));
-        let (rows_written, held) = run_build(&spec_path, &out, partitions)
-            .unwrap_or_else(|e| panic!("build with {partitions} partitions failed: {e}\n{toml}"));
+    for (partitions, split) in builds(&[1, 2, 8]) {
+        let out = dir.path().join(format!("out-{partitions}-{split}"));
+        let (rows_written, held) = run_build_split(&spec_path, &out, partitions, split)
+            .unwrap_or_else(|e| {
+                panic!("build with {partitions} partitions (split {split}) failed: {e}\n{toml}")
+            });
+        // In the byte comparison, 100 + p stands for split on p.
+        let label = if split { partitions + 100 } else { partitions };
         let table = read_table(&out);
         if !table.names.is_empty() {
             assert_eq!(
@@ -1581,7 +1602,7 @@ fn check(spec: &Spec, data: &Data) {
             held, held_back,
             "immature_held_back ({partitions} partitions)\n{toml}"
         );
-        outputs.push((partitions, file_bytes(&out)));
+        outputs.push((label, file_bytes(&out)));
     }
     assert_same_bytes(&outputs, &toml);
 }
@@ -1678,12 +1699,16 @@ fn build_fixture(files: &[(&str, &str)], spec: &str) -> (u64, u64, Table) {
     std::fs::write(&spec_path, unindent(spec)).unwrap();
     let mut outputs = Vec::new();
     let mut result = None;
-    for partitions in [1, 8] {
-        let out = dir.path().join(format!("out-{partitions}"));
-        let (rows, held) = run_build(&spec_path, &out, partitions)
-            .unwrap_or_else(|e| panic!("build with {partitions} partitions failed: {e}"));
+    for (partitions, split) in builds(&[1, 8]) {
+        let out = dir.path().join(format!("out-{partitions}-{split}"));
+        let (rows, held) =
+            run_build_split(&spec_path, &out, partitions, split).unwrap_or_else(|e| {
+                panic!("build with {partitions} partitions (split {split}) failed: {e}")
+            });
+        // In the byte comparison, 100 + p stands for split on p.
+        let label = if split { partitions + 100 } else { partitions };
         let table = read_table(&out);
-        outputs.push((partitions, file_bytes(&out)));
+        outputs.push((label, file_bytes(&out)));
         if result.is_none() {
             result = Some((rows, held, table));
         }

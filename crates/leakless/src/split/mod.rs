@@ -1,0 +1,302 @@
+//! The split by key: a build's plan for a cluster, where no task holds an
+//! index of every key (`docs/cluster.md` has the picture).
+//!
+//! The derived columns fall into **key groups**: indexes whose key reads
+//! the same spine columns. The spine's rows go through the groups one
+//! after the other (a chain), each time hash-partitioned on that group's
+//! spine key, with the columns computed so far:
+//!
+//! ```text
+//!  spine files ─ RouteExec (where, counted) ─ hash(key of group 0) ─┐
+//!  events of group 0 ─ RouteExec (row ids) ─ hash(their key) ───────┴─> group 0: PointInTimeExec
+//!       over its own keys only, spine sorted by time ─ hash(key of group 1) ─> group 1 ... ─>
+//!  last group ─ RouteExec (bucket) ─ hash(bucket) ─> BucketSortExec ─> columns in output order ─> WriteExec
+//! ```
+//!
+//! Each shuffle is a `RepartitionExec` (Ballista cuts a stage there). Every
+//! figure the manifest needs that only the scans see (each file's rows,
+//! SHA-256, rows dropped by `where`, latest event) is written by the scan's
+//! [`RouteExec`] into the staging's statistics folder as [`ScanStats`];
+//! the groups read the label sources' latest events there (the label
+//! watermarks), and the build reads them all once the plan has run.
+//!
+//! Why the same bytes as the embedded build: an index sorts its events by
+//! (key, time, row id), the row id being (file, row in file), the embedded
+//! build's input order; a derived value depends only on the spine row; the
+//! writer's bucket sort orders the rows by every spine column, whatever
+//! order they arrived in.
+
+pub mod route;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::{FileStats, Source};
+use crate::order::BucketSortExec;
+use crate::temporal::{GroupMode, Latest, PitPlan, PointInTimeExec};
+use route::{RouteExec, RouteOptions};
+
+/// The row id column a [`RouteExec`] adds to events.
+pub const ROW_ID: &str = "__leakless_row";
+/// The output bucket column it adds before the writer's shuffle.
+pub const BUCKET: &str = "__leakless_bucket";
+/// The staging's folder of [`ScanStats`].
+pub const STATS: &str = "_stats";
+
+/// What a scan saw of one input file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanStats {
+    pub source: String,
+    /// The file's position among the source's files.
+    pub file: usize,
+    pub stats: FileStats,
+    /// Rows dropped by `[spine] where` (the spine only).
+    pub filtered: u64,
+    /// The latest time of the source's time column and the first row (from
+    /// 0) that has it.
+    pub latest: Option<(i64, u64)>,
+}
+
+impl ScanStats {
+    fn name(source: &str, file: usize) -> String {
+        // Source names are identifiers; the file number keeps them apart.
+        format!("scan-{source}-{file:06}.json")
+    }
+
+    /// Writes it under its fixed name (a hidden name first, renamed when
+    /// whole): a retried task writes the same bytes.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| DataFusionError::Internal(format!("encoding scan statistics: {e}")))?;
+        let name = ScanStats::name(&self.source, self.file);
+        // Two scans of one file (a source read by two key groups) may
+        // write at once: each write has a hidden name of its own.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let hidden = dir.join(format!(
+            ".{name}.partial-{}-{}-{}",
+            std::process::id(),
+            crate::write::commit::process_token(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let io = |e: std::io::Error| {
+            DataFusionError::Execution(format!("writing {}: {e}", dir.join(&name).display()))
+        };
+        std::fs::write(&hidden, bytes).map_err(io)?;
+        std::fs::rename(&hidden, dir.join(&name)).map_err(io)
+    }
+
+    /// Every file's statistics in `dir`, by source then file.
+    pub fn read_all(dir: &Path) -> Result<Vec<ScanStats>> {
+        let io = |e: std::io::Error| {
+            DataFusionError::Execution(format!("reading {}: {e}", dir.display()))
+        };
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("scan-") && name.ends_with(".json")) {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).map_err(io)?;
+            let stats: ScanStats = serde_json::from_slice(&bytes).map_err(|e| {
+                DataFusionError::Execution(format!("reading {}: {e}", entry.path().display()))
+            })?;
+            all.push(stats);
+        }
+        all.sort_by(|a, b| (&a.source, a.file).cmp(&(&b.source, b.file)));
+        Ok(all)
+    }
+
+    /// The latest event of `source` among `all`: the largest time, the
+    /// first file and row that has it (as the embedded build finds it).
+    pub fn latest(all: &[ScanStats], source: &str) -> Option<Latest> {
+        let mut best: Option<Latest> = None;
+        for s in all.iter().filter(|s| s.source == source) {
+            if let Some((time, row)) = s.latest
+                && best.is_none_or(|b| time > b.time)
+            {
+                best = Some(Latest {
+                    time,
+                    partition: s.file,
+                    row: row as usize,
+                });
+            }
+        }
+        best
+    }
+}
+
+/// The key groups of `plan`: positions of indexes whose key reads the same
+/// spine columns, in order of first appearance.
+pub fn key_groups(plan: &PitPlan) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+    for (i, index) in plan.indexes.iter().enumerate() {
+        match groups.iter_mut().find(|(key, _)| *key == index.spine_key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((index.spine_key.clone(), vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// The node under the writer of a build split by key (see the module
+/// docs): `partitions` hash partitions per shuffle, the staging folder
+/// `dir` (its spill and statistics folders below it).
+pub fn plan(
+    plan: &Arc<PitPlan>,
+    sources: &[Source],
+    partitions: usize,
+    spill: (&Path, usize),
+    stats: &Path,
+    errors_as_text: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let spec = &plan.spec;
+    let n = partitions.max(1);
+    let source = |name: &str| -> &Source {
+        sources
+            .iter()
+            .find(|s| s.name() == name)
+            .expect("opened source")
+    };
+    let time_of = |name: &str| -> Option<usize> {
+        let def = spec.source(name).expect("resolved source");
+        let time = def.time_column()?;
+        def.columns.as_ref()?.iter().position(|c| c.name == time)
+    };
+    let hash = |input: Arc<dyn ExecutionPlan>, key: &[usize]| -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = input.schema();
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = key
+            .iter()
+            .map(|&k| Arc::new(Column::new(schema.field(k).name(), k)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        Ok(Arc::new(RepartitionExec::try_new(
+            input,
+            datafusion::physical_plan::Partitioning::Hash(exprs, n),
+        )?))
+    };
+    let stats_dir = stats.to_owned();
+    // The spine: filtered and counted, routed to the first group.
+    let spine_name = &spec.spine.source;
+    let mut carried: Arc<dyn ExecutionPlan> = Arc::new(RouteExec::try_new(
+        source(spine_name).exec()?,
+        RouteOptions {
+            row_ids: false,
+            whole_key: Vec::new(),
+            filter: spec.spine.filter.clone(),
+            bucket: None,
+            stats: Some((stats_dir.clone(), time_of(spine_name))),
+            errors_as_text,
+        },
+    )?);
+    let mut width = carried.schema().fields().len();
+    let groups = key_groups(plan);
+    for members in &groups {
+        let spine_key = &plan.indexes[members[0]].spine_key;
+        let group = GroupMode {
+            indexes: members.clone(),
+            carried: width,
+            stats: stats_dir.clone(),
+            errors_as_text,
+        };
+        let inputs = plan
+            .routes(members)
+            .into_iter()
+            .map(|(input, key)| {
+                let name = &plan.inputs[input];
+                let routed = RouteExec::try_new(
+                    source(name).exec()?,
+                    RouteOptions {
+                        row_ids: true,
+                        whole_key: key.clone(),
+                        filter: None,
+                        bucket: None,
+                        stats: Some((stats_dir.clone(), time_of(name))),
+                        errors_as_text,
+                    },
+                )?;
+                hash(Arc::new(routed), &key)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spine = hash(carried, spine_key)?;
+        let time = Arc::new(Column::new(
+            spine.schema().field(plan.spine_time).name(),
+            plan.spine_time,
+        ));
+        let ordering =
+            LexOrdering::new([PhysicalSortExpr::new_default(time)]).expect("one sort expression");
+        let spine = Arc::new(SortExec::new(ordering, spine).with_preserve_partitioning(true));
+        let exec = PointInTimeExec::try_new_group(inputs, spine, plan.clone(), group)?;
+        width = exec.schema().fields().len();
+        carried = Arc::new(exec);
+    }
+    // Whole output buckets to the writer's partitions, sorted there.
+    let bucketed = RouteExec::try_new(
+        carried,
+        RouteOptions {
+            row_ids: false,
+            whole_key: Vec::new(),
+            filter: None,
+            bucket: Some((plan.spine_time, spec.partition)),
+            stats: None,
+            errors_as_text,
+        },
+    )?;
+    let bucket = bucketed.schema().fields().len() - 1;
+    let shuffled = hash(Arc::new(bucketed), &[bucket])?;
+    let mut sort_columns = vec![plan.spine_time];
+    sort_columns.extend(&plan.spine_columns);
+    let sorted: Arc<dyn ExecutionPlan> = Arc::new(
+        BucketSortExec::new(
+            shuffled,
+            sort_columns,
+            spec.partition,
+            n,
+            spill.0.to_owned(),
+        )
+        .with_spill_bytes(spill.1),
+    );
+    // The output's columns: the kept spine columns, the time, then each
+    // derived column from where its group put it.
+    let schema = sorted.schema();
+    let spine_width = source(spine_name).layout.schema.fields().len();
+    let mut derived_at = vec![0usize; plan.columns.len()];
+    let mut next = spine_width;
+    for members in &groups {
+        for c in plan.group_columns(members) {
+            derived_at[c] = next;
+            next += 1;
+        }
+    }
+    let output = spec.output_columns();
+    let positions = plan
+        .spine_columns
+        .iter()
+        .chain([&plan.spine_time])
+        .copied()
+        .chain(derived_at);
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = positions
+        .zip(&output)
+        .map(|(p, column)| {
+            (
+                Arc::new(Column::new(schema.field(p).name(), p)) as Arc<dyn PhysicalExpr>,
+                column.name.clone(),
+            )
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, sorted)?))
+}
+
+/// The statistics folder of a staging folder.
+pub fn stats_dir(staging: &Path) -> PathBuf {
+    staging.join(STATS)
+}
