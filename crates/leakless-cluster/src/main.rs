@@ -76,6 +76,10 @@ struct BuildArgs {
     /// Executors fetch every shuffle partition over the network, even their own
     #[arg(long, hide = true)]
     remote_shuffle_reads: bool,
+    /// Split the work by key: no task reads every input or indexes every
+    /// key (not yet surviving a lost executor; see docs/cluster.md)
+    #[arg(long)]
+    split_by_key: bool,
     #[command(flatten)]
     build: leakless_cli::commands::build::Args,
 }
@@ -124,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
         }
         Command::Build(args) => {
-            let mut cluster = Cluster::new(&args.scheduler);
+            let mut cluster = Cluster::new(&args.scheduler).with_split_by_key(args.split_by_key);
             if args.remote_shuffle_reads {
                 cluster = cluster.with_remote_shuffle_reads();
             }

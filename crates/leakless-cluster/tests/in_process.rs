@@ -55,10 +55,12 @@ fn every_operator_survives_the_codec() {
         let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(true).to_string();
         // Every operator of ours is in the plan, and comes back as itself.
         let kinds = node_names(&plan);
-        let mut ours = vec!["WriteExec", "PointInTimeExec", "BucketSortExec", "ScanExec"];
-        if split {
-            ours.extend(["RouteExec", "RepartitionExec", "SortExec", "ProjectionExec"]);
-        }
+        // Split by key, each scan is inside its route.
+        let mut ours = vec!["WriteExec", "PointInTimeExec", "BucketSortExec"];
+        ours.extend(match split {
+            true => ["RouteExec", "RepartitionExec", "SortExec", "ProjectionExec"].as_slice(),
+            false => ["ScanExec"].as_slice(),
+        });
         for node in ours {
             assert!(kinds.iter().any(|k| k == node), "{node} missing: {kinds:?}");
         }
@@ -89,8 +91,8 @@ fn node_names(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
 }
 
 /// A scheduler and two executors in this process; builds of the
-/// marketplace and the rich example on 1, 3 and 8 partitions equal the
-/// embedded build, file for file.
+/// marketplace and the rich example on 1, 3 and 8 partitions, by output
+/// bucket and split by key, equal the embedded build, file for file.
 #[test]
 fn builds_on_an_in_process_cluster_equal_the_embedded_build() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,13 +101,19 @@ fn builds_on_an_in_process_cluster_equal_the_embedded_build() {
         .block_on(leakless_cluster::serve::in_process(2, 2))
         .unwrap();
     let cluster = Cluster::new(&scheduler.to_string()).with_remote_shuffle_reads();
-    for spec in ["marketplace", "rich"] {
-        let embedded = dir.path().join(format!("{spec}-embedded"));
+    for (spec, split) in [
+        ("marketplace", false),
+        ("rich", false),
+        ("marketplace", true),
+        ("rich", true),
+    ] {
+        let cluster = cluster.clone().with_split_by_key(split);
+        let embedded = dir.path().join(format!("{spec}-{split}-embedded"));
         runtime.block_on(build(spec, &embedded).execute()).unwrap();
         let expected = dataset_files(&embedded);
         let manifest = manifest_data(&embedded);
         for partitions in [1, 3, 8] {
-            let out = dir.path().join(format!("{spec}-{partitions}"));
+            let out = dir.path().join(format!("{spec}-{split}-{partitions}"));
             let summary = runtime
                 .block_on(
                     build(spec, &out)
@@ -117,12 +125,12 @@ fn builds_on_an_in_process_cluster_equal_the_embedded_build() {
             assert_eq!(
                 dataset_files(&out),
                 expected,
-                "{spec} on {partitions} partitions"
+                "{spec} on {partitions} partitions, split {split}"
             );
             assert_eq!(
                 manifest_data(&out),
                 manifest,
-                "{spec} on {partitions} partitions"
+                "{spec} on {partitions} partitions, split {split}"
             );
         }
     }
@@ -163,13 +171,17 @@ fn a_bad_row_on_the_cluster_is_told_as_locally() {
     let scheduler = runtime
         .block_on(leakless_cluster::serve::in_process(1, 1))
         .unwrap();
-    let cluster = Cluster::new(&scheduler.to_string());
-    let remote = runtime
-        .block_on(
-            build("remote")
-                .with_target_partitions(2)
-                .execute_on(&cluster),
-        )
-        .unwrap_err();
-    assert_eq!(remote.to_string(), local.to_string());
+    // By output bucket the writer meets the row; split by key, the scan's
+    // route does.
+    for split in [false, true] {
+        let cluster = Cluster::new(&scheduler.to_string()).with_split_by_key(split);
+        let remote = runtime
+            .block_on(
+                build(&format!("remote-{split}"))
+                    .with_target_partitions(2)
+                    .execute_on(&cluster),
+            )
+            .unwrap_err();
+        assert_eq!(remote.to_string(), local.to_string(), "split {split}");
+    }
 }

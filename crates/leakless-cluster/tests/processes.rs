@@ -242,6 +242,16 @@ fn a_build_survives_an_executor_killed_mid_task() {
         std::thread::sleep(Duration::from_millis(10));
     }
     cluster.executors[1].kill();
+    // The build must end, one way or the other, in a few minutes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while build.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            build.kill().unwrap();
+            // The processes' logs follow (each child's drop prints it).
+            panic!("the build did not end after the victim died");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let done = build.wait_with_output().unwrap();
     assert!(
         done.status.success(),

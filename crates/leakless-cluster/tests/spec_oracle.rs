@@ -31,7 +31,11 @@ pub fn engine() -> &'static dyn Engine {
             let scheduler = runtime
                 .block_on(leakless_cluster::serve::in_process(2, 2))
                 .unwrap();
-            let cluster = Cluster::new(&scheduler.to_string()).with_remote_shuffle_reads();
+            // Split by key: the plan with the shuffles (the cluster's
+            // default plan is run by the other tests).
+            let cluster = Cluster::new(&scheduler.to_string())
+                .with_remote_shuffle_reads()
+                .with_split_by_key(true);
             (runtime, cluster)
         })
         .1

@@ -40,6 +40,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::scan::ScanExec;
 use crate::ingest::{FileStats, Source};
 use crate::order::BucketSortExec;
 use crate::temporal::{GroupMode, Latest, PitPlan, PointInTimeExec};
@@ -187,8 +188,8 @@ pub fn plan(
     let stats_dir = stats.to_owned();
     // The spine: filtered and counted, routed to the first group.
     let spine_name = &spec.spine.source;
-    let mut carried: Arc<dyn ExecutionPlan> = Arc::new(RouteExec::try_new(
-        source(spine_name).exec()?,
+    let mut carried: Arc<dyn ExecutionPlan> = Arc::new(RouteExec::scan(
+        ScanExec::new(source(spine_name).clone()),
         RouteOptions {
             row_ids: false,
             whole_key: Vec::new(),
@@ -213,8 +214,8 @@ pub fn plan(
             .into_iter()
             .map(|(input, key)| {
                 let name = &plan.inputs[input];
-                let routed = RouteExec::try_new(
-                    source(name).exec()?,
+                let routed = RouteExec::scan(
+                    ScanExec::new(source(name).clone()),
                     RouteOptions {
                         row_ids: true,
                         whole_key: key.clone(),
@@ -240,7 +241,7 @@ pub fn plan(
         carried = Arc::new(exec);
     }
     // Whole output buckets to the writer's partitions, sorted there.
-    let bucketed = RouteExec::try_new(
+    let bucketed = RouteExec::over(
         carried,
         RouteOptions {
             row_ids: false,

@@ -1,7 +1,8 @@
 //! [`RouteExec`]: prepares rows for a shuffle of the split by key.
 //!
-//! Over a source's scan (partition `i` is file `i`) it gives each row its
-//! row id, drops events without a whole key (no index holds them), drops
+//! Reading a source's files itself (a task reads the files its owned
+//! partitions name; see `write::exec::owned_partitions`), it gives each
+//! row its row id, drops events without a whole key (no index holds them), drops
 //! spine rows that fail `[spine] where`, and writes the file's statistics
 //! (what the manifest and the label watermarks need) into the build's
 //! statistics folder when the file is done. Over the chain's last group it
@@ -17,6 +18,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::Partitioning;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BUCKET, ROW_ID, ScanStats};
 use crate::ingest::scan::ScanExec;
-use crate::spec::Partitioning;
+
 use crate::temporal::FilterExpr;
 
 /// Rows in one file at most: a row id is `file << ROW_BITS | row`.
@@ -45,9 +47,9 @@ pub struct RouteOptions {
     /// counted in the statistics.
     pub filter: Option<String>,
     /// Append [`BUCKET`]: the output bucket of this time column.
-    pub bucket: Option<(usize, Partitioning)>,
-    /// Write each file's [`ScanStats`] into this folder (the input is then
-    /// a [`ScanExec`]), with the latest time of this column.
+    pub bucket: Option<(usize, crate::spec::Partitioning)>,
+    /// Write each file's [`ScanStats`] into this folder (a scan's only),
+    /// with the latest time of this column.
     pub stats: Option<(PathBuf, Option<usize>)>,
     /// Fail with the error's text after the task-error marker (for a
     /// cluster; see `write::exec::as_task_error`).
@@ -58,6 +60,10 @@ pub struct RouteOptions {
 /// See the module docs.
 #[derive(Debug)]
 pub struct RouteExec {
+    /// The source it reads, or `None`: it routes its input's rows.
+    scan: Option<Arc<ScanExec>>,
+    /// With a scan, the numbers of the files each partition reads (an
+    /// `owned_partitions` scan); otherwise the input.
     input: Arc<dyn ExecutionPlan>,
     options: RouteOptions,
     /// The `where`, compiled against the scanned source.
@@ -66,24 +72,49 @@ pub struct RouteExec {
     cache: Arc<PlanProperties>,
 }
 
+/// A [`RouteExec`] on the wire.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    options: RouteOptions,
+    /// The scan's own bytes (JSON), when it reads a source.
+    scan: Option<String>,
+}
+
 impl RouteExec {
-    pub fn try_new(input: Arc<dyn ExecutionPlan>, options: RouteOptions) -> Result<Self> {
-        let scan = input.downcast_ref::<ScanExec>();
+    /// Reads `scan`'s files (partition `i` file `i`) and routes their rows.
+    pub fn scan(scan: ScanExec, options: RouteOptions) -> Result<Self> {
+        let files = scan.properties().output_partitioning().partition_count();
+        let owned = crate::write::exec::owned_partitions(files)?;
+        RouteExec::try_new(Some(Arc::new(scan)), owned, options)
+    }
+
+    /// Routes the rows of `input`.
+    pub fn over(input: Arc<dyn ExecutionPlan>, options: RouteOptions) -> Result<Self> {
+        RouteExec::try_new(None, input, options)
+    }
+
+    fn try_new(
+        scan: Option<Arc<ScanExec>>,
+        input: Arc<dyn ExecutionPlan>,
+        options: RouteOptions,
+    ) -> Result<Self> {
         if (options.stats.is_some() || options.filter.is_some()) && scan.is_none() {
             return Err(DataFusionError::Internal(
-                "RouteExec counts and filters only over a ScanExec".into(),
+                "RouteExec counts and filters only the rows it reads".into(),
             ));
         }
-        let filter = match (&options.filter, scan) {
+        let filter = match (&options.filter, &scan) {
             (Some(sql), Some(scan)) => Some(Arc::new(FilterExpr::for_schema(
                 sql,
                 scan.source().layout.schema.clone(),
             )?)),
             _ => None,
         };
-        let mut fields: Vec<Field> = (input.schema().fields().iter())
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let rows = match &scan {
+            Some(scan) => scan.schema(),
+            None => input.schema(),
+        };
+        let mut fields: Vec<Field> = (rows.fields().iter()).map(|f| f.as_ref().clone()).collect();
         if options.row_ids {
             fields.push(Field::new(ROW_ID, DataType::Int64, false));
         }
@@ -93,11 +124,12 @@ impl RouteExec {
         let schema = Arc::new(Schema::new(fields));
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            input.output_partitioning().clone(),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Ok(RouteExec {
+            scan,
             input,
             options,
             filter,
@@ -111,14 +143,29 @@ impl RouteExec {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(&self.options)
-            .map_err(|e| DataFusionError::Internal(format!("encoding a RouteExec: {e}")))
+        let scan = match &self.scan {
+            Some(scan) => Some(
+                String::from_utf8(scan.to_bytes()?)
+                    .map_err(|e| DataFusionError::Internal(format!("encoding a RouteExec: {e}")))?,
+            ),
+            None => None,
+        };
+        serde_json::to_vec(&Wire {
+            options: self.options.clone(),
+            scan,
+        })
+        .map_err(|e| DataFusionError::Internal(format!("encoding a RouteExec: {e}")))
     }
 
+    /// The node [`RouteExec::to_bytes`] wrote, over its child.
     pub fn from_bytes(bytes: &[u8], input: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        let options = serde_json::from_slice(bytes)
+        let wire: Wire = serde_json::from_slice(bytes)
             .map_err(|e| DataFusionError::Internal(format!("decoding a RouteExec: {e}")))?;
-        RouteExec::try_new(input, options)
+        let scan = match wire.scan {
+            Some(scan) => Some(Arc::new(ScanExec::from_bytes(scan.as_bytes())?)),
+            None => None,
+        };
+        RouteExec::try_new(scan, input, wire.options)
     }
 }
 
@@ -243,7 +290,11 @@ impl ExecutionPlan for RouteExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("RouteExec needs an input".into()))?;
-        Ok(Arc::new(RouteExec::try_new(input, self.options.clone())?))
+        Ok(Arc::new(RouteExec::try_new(
+            self.scan.clone(),
+            input,
+            self.options.clone(),
+        )?))
     }
 
     fn execute(
@@ -252,33 +303,22 @@ impl ExecutionPlan for RouteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let state = Routing {
-            input: self.input.execute(partition, context)?,
-            seen: Seen::default(),
+            scan: self.scan.clone(),
+            input: self.input.clone(),
             partition,
+            context,
+            files: None,
+            current: None,
             options: self.options.clone(),
             filter: self.filter.clone(),
             schema: self.schema.clone(),
-            scan: self.input.clone(),
         };
         let stream = futures::stream::unfold(Some(state), |state| async move {
             let mut state = state?;
-            loop {
-                let routed = match state.input.next().await {
-                    Some(Ok(batch)) => state.seen.route(
-                        batch,
-                        state.partition,
-                        &state.options,
-                        state.filter.as_deref(),
-                        &state.schema,
-                    ),
-                    Some(Err(e)) => Err(e),
-                    None => return state.finish().err().map(|e| (Err(e), None)),
-                };
-                match routed {
-                    Ok(batch) if batch.num_rows() == 0 => continue,
-                    Ok(batch) => return Some((Ok(batch), Some(state))),
-                    Err(e) => return Some((Err(e), None)),
-                }
+            match state.next().await {
+                Ok(Some(batch)) => Some((Ok(batch), Some(state))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
             }
         });
         let as_text = self.options.errors_as_text;
@@ -295,40 +335,102 @@ impl ExecutionPlan for RouteExec {
 
 /// One partition being routed.
 struct Routing {
-    input: SendableRecordBatchStream,
-    seen: Seen,
+    scan: Option<Arc<ScanExec>>,
+    input: Arc<dyn ExecutionPlan>,
     partition: usize,
+    context: Arc<TaskContext>,
+    /// A scan's files still to read (`None` until the owned numbers are
+    /// read).
+    files: Option<std::collections::VecDeque<usize>>,
+    /// The stream being read: its partition (a scan's file) and what its
+    /// rows came to.
+    current: Option<(usize, SendableRecordBatchStream, Seen)>,
     options: RouteOptions,
     filter: Option<Arc<FilterExpr>>,
     schema: SchemaRef,
-    scan: Arc<dyn ExecutionPlan>,
 }
 
 impl Routing {
-    /// At the end of the file: its statistics, when asked for.
-    fn finish(&self) -> Result<()> {
-        let Some((dir, _)) = &self.options.stats else {
+    /// The next routed batch (never empty), or `None` at the end.
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if self.current.is_none() && !self.open().await? {
+                return Ok(None);
+            }
+            let (partition, stream, seen) = self.current.as_mut().expect("opened");
+            match stream.next().await {
+                Some(batch) => {
+                    let partition = *partition;
+                    let routed = seen.route(
+                        batch?,
+                        partition,
+                        &self.options,
+                        self.filter.as_deref(),
+                        &self.schema,
+                    )?;
+                    if routed.num_rows() > 0 {
+                        return Ok(Some(routed));
+                    }
+                }
+                None => {
+                    let (file, _, seen) = self.current.take().expect("opened");
+                    self.finish(file, &seen)?;
+                }
+            }
+        }
+    }
+
+    /// Opens the next stream: the input's partition, or a scan's next file
+    /// it owns; `false` when there is none left.
+    async fn open(&mut self) -> Result<bool> {
+        let Some(scan) = &self.scan else {
+            if self.files.is_some() {
+                return Ok(false);
+            }
+            self.files = Some(Default::default());
+            let stream = self.input.execute(self.partition, self.context.clone())?;
+            self.current = Some((self.partition, stream, Seen::default()));
+            return Ok(true);
+        };
+        if self.files.is_none() {
+            let owned = crate::write::exec::owned_numbers(
+                &self.input,
+                self.partition,
+                self.context.clone(),
+            )
+            .await?;
+            self.files = Some(owned.into());
+        }
+        let Some(file) = self.files.as_mut().and_then(|f| f.pop_front()) else {
+            return Ok(false);
+        };
+        let stream = scan.execute(file, self.context.clone())?;
+        self.current = Some((file, stream, Seen::default()));
+        Ok(true)
+    }
+
+    /// At the end of a scan's file: its statistics, when asked for.
+    fn finish(&self, file: usize, seen: &Seen) -> Result<()> {
+        let (Some((dir, _)), Some(scan)) = (&self.options.stats, &self.scan) else {
             return Ok(());
         };
-        let scan = (self.scan.downcast_ref::<ScanExec>()).expect("checked in try_new");
         let source = scan.source();
-        if self.partition >= source.files.len() {
+        if file >= source.files.len() {
             // A source without files: one empty partition, nothing to tell.
             return Ok(());
         }
-        let file = source.file_stats(self.partition).ok_or_else(|| {
+        let stats = source.file_stats(file).ok_or_else(|| {
             DataFusionError::Internal(format!(
-                "no statistics of file {} of `{}`",
-                self.partition,
+                "no statistics of file {file} of `{}`",
                 source.name()
             ))
         })?;
         ScanStats {
             source: source.name().to_owned(),
-            file: self.partition,
-            stats: file,
-            filtered: self.seen.filtered,
-            latest: self.seen.latest,
+            file,
+            stats,
+            filtered: seen.filtered,
+            latest: seen.latest,
         }
         .write(dir)
     }

@@ -158,6 +158,39 @@ pub fn report_schema() -> SchemaRef {
     )]))
 }
 
+/// An in-memory scan of `n` partitions whose partition `i` holds the
+/// number `i`: under a node of ours, it tells a cluster's task which
+/// partitions it owns (Ballista cuts a task's leaves down to its share).
+pub fn owned_partitions(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions: Vec<Vec<RecordBatch>> = (0..n)
+        .map(|i| {
+            let numbers = Arc::new(UInt32Array::from(vec![i as u32]));
+            Ok(vec![RecordBatch::try_new(owned_schema(), vec![numbers])?])
+        })
+        .collect::<Result<_>>()?;
+    let scan: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&partitions, owned_schema(), None)?;
+    Ok(scan)
+}
+
+/// The numbers partition `partition` of an [`owned_partitions`] scan holds.
+pub async fn owned_numbers(
+    owned: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
+) -> Result<Vec<usize>> {
+    let batches: Vec<RecordBatch> = owned.execute(partition, context)?.try_collect().await?;
+    let mut numbers = Vec::new();
+    for batch in &batches {
+        let column = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| DataFusionError::Internal("owned partitions not u32".into()))?;
+        numbers.extend(column.values().iter().map(|&p| p as usize));
+    }
+    Ok(numbers)
+}
+
 /// The schema of the owned partitions' numbers.
 fn owned_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
@@ -170,13 +203,7 @@ fn owned_schema() -> SchemaRef {
 impl WriteExec {
     /// Writes every partition of `input`.
     pub fn new(input: Arc<dyn ExecutionPlan>, options: WriteOptions) -> Result<Self> {
-        let partitions: Vec<Vec<RecordBatch>> = (0..input.output_partitioning().partition_count())
-            .map(|i| {
-                let numbers = Arc::new(UInt32Array::from(vec![i as u32]));
-                Ok(vec![RecordBatch::try_new(owned_schema(), vec![numbers])?])
-            })
-            .collect::<Result<_>>()?;
-        let owned = MemorySourceConfig::try_new_exec(&partitions, owned_schema(), None)?;
+        let owned = owned_partitions(input.output_partitioning().partition_count())?;
         Ok(WriteExec::with_owned(input, owned, options))
     }
 
@@ -301,27 +328,19 @@ impl ExecutionPlan for WriteExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let owned = self.owned.execute(partition, context.clone())?;
+        let owned = self.owned.clone();
         let (input, options) = (self.input.clone(), self.options.clone());
         let as_text = options.errors_as_text;
         let progress = self.progress.clone();
         let reports = async move {
-            let numbers: Vec<RecordBatch> = owned.try_collect().await?;
             let mut texts = Vec::new();
-            for batch in &numbers {
-                let numbers = batch
-                    .column(0)
-                    .as_primitive_opt::<UInt32Type>()
-                    .ok_or_else(|| DataFusionError::Internal("owned partitions not u32".into()))?;
-                for p in numbers.values().iter().map(|&p| p as usize) {
-                    let stream = input.execute(p, context.clone())?;
-                    let report = write(stream, &input, p, &options, progress.as_deref()).await?;
-                    texts.push(
-                        serde_json::to_string(&report).map_err(|e| {
-                            DataFusionError::Internal(format!("a task's report: {e}"))
-                        })?,
-                    );
-                }
+            for p in owned_numbers(&owned, partition, context.clone()).await? {
+                let stream = input.execute(p, context.clone())?;
+                let report = write(stream, &input, p, &options, progress.as_deref()).await?;
+                texts.push(
+                    serde_json::to_string(&report)
+                        .map_err(|e| DataFusionError::Internal(format!("a task's report: {e}")))?,
+                );
             }
             Ok::<_, DataFusionError>(RecordBatch::try_new(
                 report_schema(),
