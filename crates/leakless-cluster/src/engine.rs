@@ -38,15 +38,13 @@ impl Cluster {
         Cluster {
             url,
             config: session_config(),
-            split_by_key: false,
+            split_by_key: true,
         }
     }
 
-    /// Runs builds split by key (`leakless::split`): no task reads every
-    /// input or holds an index of every key. Ballista 55 does not yet
-    /// finish such a job when an executor holding shuffle files is lost
-    /// (docs/cluster.md); the default plan, split by output bucket, has no
-    /// shuffle and does.
+    /// Runs builds split by key (`leakless::split`, the default): no task
+    /// reads every input or holds an index of every key. `false`: split by
+    /// output bucket, each task reading every input (no shuffle).
     pub fn with_split_by_key(mut self, split: bool) -> Self {
         self.split_by_key = split;
         self
@@ -88,27 +86,52 @@ impl Engine for Cluster {
             // reports of every task, gathered.
             let plan: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(plan));
             let codec = LeaklessCodec::default();
-            let session_id = format!("leakless-{}-{}", std::process::id(), now_nanos());
-            let run = async {
-                let stream = execute_physical_plan::<PhysicalPlanNode>(
-                    self.url.clone(),
-                    &BallistaConfig::default(),
-                    plan,
-                    &codec,
-                    session_id,
-                    self.config.clone(),
-                )
-                .await?;
-                stream.try_collect::<Vec<_>>().await
-            };
-            // A task's error comes back inside Ballista's message: told
-            // as the task told it when it is one of ours.
-            run.await.map_err(|e| match task_error(&e.to_string()) {
-                Some(message) => leakless::Error::Task(message),
-                None => leakless::Error::from(e),
-            })
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let session_id = format!("leakless-{}-{}", std::process::id(), now_nanos());
+                let run = async {
+                    let stream = execute_physical_plan::<PhysicalPlanNode>(
+                        self.url.clone(),
+                        &BallistaConfig::default(),
+                        plan.clone(),
+                        &codec,
+                        session_id,
+                        self.config.clone(),
+                    )
+                    .await?;
+                    stream.try_collect::<Vec<_>>().await
+                };
+                let e = match run.await {
+                    Ok(batches) => return Ok(batches),
+                    Err(e) => e,
+                };
+                let text = e.to_string();
+                // Shuffle files lost with an executor fail the job (see
+                // `serve::executor`), as the task that read them told it:
+                // the plan runs again, from the start. Every task writes
+                // fixed names, so a run again writes the same bytes.
+                if attempt < ATTEMPTS && lost_shuffle(&text) {
+                    continue;
+                }
+                // A task's error comes back inside Ballista's message: told
+                // as the task told it when it is one of ours.
+                if let Some(message) = task_error(&text) {
+                    return Err(leakless::Error::Task(message));
+                }
+                return Err(leakless::Error::from(e));
+            }
         })
     }
+}
+
+/// How many times a job runs at most when shuffle files were lost.
+const ATTEMPTS: usize = 3;
+
+/// Whether a job failed because shuffle files could not be fetched (their
+/// executor died).
+fn lost_shuffle(text: &str) -> bool {
+    text.contains("Shuffle fetch partition error") || text.contains("FetchFailed")
 }
 
 fn now_nanos() -> u128 {

@@ -54,8 +54,9 @@ struct ExecutorArgs {
     /// Where other executors fetch this one's shuffle data
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
     bind: SocketAddr,
-    /// The port the scheduler launches tasks on (default: the --bind port + 1)
-    #[arg(long, value_name = "PORT")]
+    /// The port the scheduler would push tasks to (default: the --bind
+    /// port + 1); unused while executors pull their tasks, as they do
+    #[arg(long, value_name = "PORT", hide = true)]
     grpc_port: Option<u16>,
     /// Where shuffle data is kept while a job runs
     #[arg(long, value_name = "DIR")]
@@ -76,10 +77,10 @@ struct BuildArgs {
     /// Executors fetch every shuffle partition over the network, even their own
     #[arg(long, hide = true)]
     remote_shuffle_reads: bool,
-    /// Split the work by key: no task reads every input or indexes every
-    /// key (not yet surviving a lost executor; see docs/cluster.md)
+    /// Split the work by output day only: every task reads every input and
+    /// builds every index (no shuffle), instead of the split by key
     #[arg(long)]
-    split_by_key: bool,
+    by_output_bucket: bool,
     #[command(flatten)]
     build: leakless_cli::commands::build::Args,
 }
@@ -128,7 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
         }
         Command::Build(args) => {
-            let mut cluster = Cluster::new(&args.scheduler).with_split_by_key(args.split_by_key);
+            let mut cluster =
+                Cluster::new(&args.scheduler).with_split_by_key(!args.by_output_bucket);
             if args.remote_shuffle_reads {
                 cluster = cluster.with_remote_shuffle_reads();
             }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
@@ -33,6 +34,8 @@ pub async fn scheduler(options: SchedulerOptions) -> anyhow::Result<()> {
         executor_timeout_seconds: options.executor_timeout_seconds,
         expire_dead_executor_interval_seconds: (options.executor_timeout_seconds / 3).max(1),
         no_executors_grace_period_seconds: options.executor_timeout_seconds,
+        // Executors ask for work when a slot is free (see `executor`).
+        scheduling_policy: TaskSchedulingPolicy::PullStaged,
         ..SchedulerConfig::default()
     };
     config.override_physical_codec = Some(LeaklessCodec::shared());
@@ -69,6 +72,13 @@ pub async fn executor(options: ExecutorOptions) -> anyhow::Result<()> {
         executor_heartbeat_interval_seconds: options.heartbeat_seconds.max(1),
         override_physical_codec: Some(LeaklessCodec::shared()),
         override_config_producer: Some(Arc::new(session_config)),
+        // Pulled, not pushed: an executor asks for work when a slot of its
+        // own is free. Pushed, Ballista 55 loses the slot of a task it
+        // cancels while rolling back the stages of a lost executor (the
+        // task's final status is ignored), and a cluster whose slots all
+        // went that way waits forever; pulled, such a job fails, and the
+        // client runs it again (`Cluster`).
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await?;

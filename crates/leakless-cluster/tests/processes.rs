@@ -134,8 +134,8 @@ impl LocalCluster {
                     ],
                     dir,
                 );
+                // Executors pull their tasks: only the Flight port listens.
                 wait_for(flight, &mut executor);
-                wait_for(grpc, &mut executor);
                 executor
             })
             .collect();
@@ -206,17 +206,58 @@ fn a_build_survives_an_executor_killed_mid_task() {
         &inputs[2],
         &expected_dir,
     ));
-    let out = dir.path().join("market-out");
     let [impressions, clicks, listings] = inputs.map(|p| p.display().to_string());
+    let shorthand = [
+        "--impressions",
+        &impressions,
+        "--clicks",
+        &clicks,
+        "--listings",
+        &listings,
+    ];
+    // By output bucket, the victim's running tasks run again elsewhere.
+    kill_mid_build(
+        &mut cluster,
+        dir.path(),
+        "market-out",
+        &shorthand,
+        &["--by-output-bucket"],
+    );
+    same_dataset(&dir.path().join("market-out"), &expected_dir);
+
+    // Split by key, the victim dies holding shuffle files a later stage
+    // needs (its writer's spill shows it is in the last stage): the job
+    // fails and the client runs it again, on a fresh pair of executors.
+    drop(cluster);
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    let mut cluster = LocalCluster::start(&second);
+    kill_mid_build(&mut cluster, dir.path(), "market-split", &shorthand, &[]);
+    same_dataset(&dir.path().join("market-split"), &expected_dir);
+}
+
+/// The two datasets hold the same files and manifest data.
+fn same_dataset(out: &Path, expected: &Path) {
+    assert_eq!(dataset_files(out), dataset_files(expected));
+    assert_eq!(manifest_data(out), manifest_data(expected));
+}
+
+/// Builds dataset `name` under `parent` through `cluster` (`args`, then
+/// `extra`), kills the second executor once it spills (mid-task), and
+/// waits for the build, which must succeed.
+fn kill_mid_build(
+    cluster: &mut LocalCluster,
+    parent: &Path,
+    name: &str,
+    args: &[&str],
+    extra: &[&str],
+) {
+    let out = parent.join(name);
     let out_arg = out.display().to_string();
     let mut build = cluster
-        .build(&[
-            "--impressions",
-            &impressions,
-            "--clicks",
-            &clicks,
-            "--listings",
-            &listings,
+        .build(args)
+        .args(extra)
+        .args([
             "--out",
             &out_arg,
             "--partitions",
@@ -232,7 +273,7 @@ fn a_build_survives_an_executor_killed_mid_task() {
     let mark = format!("spine-{victim}-");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if spill_of(dir.path(), "market-out", &mark) {
+        if spill_of(parent, name, &mark) {
             break;
         }
         if let Ok(Some(status)) = build.try_wait() {
@@ -258,8 +299,6 @@ fn a_build_survives_an_executor_killed_mid_task() {
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
-    assert_eq!(dataset_files(&out), dataset_files(&expected_dir));
-    assert_eq!(manifest_data(&out), manifest_data(&expected_dir));
 }
 
 /// Whether a spill file whose name starts with `mark` is in the staging

@@ -31,8 +31,8 @@ pub fn engine() -> &'static dyn Engine {
             let scheduler = runtime
                 .block_on(leakless_cluster::serve::in_process(2, 2))
                 .unwrap();
-            // Split by key: the plan with the shuffles (the cluster's
-            // default plan is run by the other tests).
+            // Split by key (the default, said here so that it stays so;
+            // the plan by output bucket is run by the other tests).
             let cluster = Cluster::new(&scheduler.to_string())
                 .with_remote_shuffle_reads()
                 .with_split_by_key(true);
