@@ -301,3 +301,63 @@ pub fn plan(
 pub fn stats_dir(staging: &Path) -> PathBuf {
     staging.join(STATS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Compression, Format};
+
+    fn stats(source: &str, file: usize, latest: Option<(i64, u64)>) -> ScanStats {
+        ScanStats {
+            source: source.to_owned(),
+            file,
+            stats: FileStats {
+                path: format!("{source}/{file}.csv"),
+                format: Format::Csv,
+                compression: Compression::None,
+                bytes: 10,
+                sha256: "00".repeat(32),
+                rows: 3,
+            },
+            filtered: 1,
+            latest,
+        }
+    }
+
+    /// The latest event is the largest time, and among equal times the
+    /// first file's (the embedded build's input order); other sources and
+    /// files without a time do not count.
+    #[test]
+    fn the_latest_event_is_the_first_of_the_largest_times() {
+        let all = [
+            stats("ev", 0, Some((5, 2))),
+            stats("ev", 1, Some((9, 0))),
+            stats("ev", 2, Some((9, 1))),
+            stats("ev", 3, None),
+            stats("other", 0, Some((20, 0))),
+        ];
+        let latest = ScanStats::latest(&all, "ev").unwrap();
+        assert_eq!((latest.time, latest.partition, latest.row), (9, 1, 0));
+        assert!(ScanStats::latest(&all, "none").is_none());
+    }
+
+    /// Written under fixed names, twice (a retried task), and read back
+    /// once each, by source then file; hidden files are not read.
+    #[test]
+    fn statistics_round_trip_through_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = [
+            stats("b", 1, None),
+            stats("a", 0, Some((1, 0))),
+            stats("b", 0, None),
+        ];
+        for s in written.iter().chain(&written) {
+            s.write(dir.path()).unwrap();
+        }
+        std::fs::write(dir.path().join(".scan-a-000009.json.partial-1"), b"{").unwrap();
+        let read = ScanStats::read_all(dir.path()).unwrap();
+        let keys: Vec<(&str, usize)> = read.iter().map(|s| (s.source.as_str(), s.file)).collect();
+        assert_eq!(keys, [("a", 0), ("b", 0), ("b", 1)]);
+        assert_eq!(read[0], written[1]);
+    }
+}
