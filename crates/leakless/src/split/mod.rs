@@ -194,6 +194,7 @@ pub fn plan(
             row_ids: false,
             whole_key: Vec::new(),
             filter: spec.spine.filter.clone(),
+            count_only: false,
             bucket: None,
             stats: Some((stats_dir.clone(), time_of(spine_name))),
             errors_as_text,
@@ -214,12 +215,18 @@ pub fn plan(
             .into_iter()
             .map(|(input, key)| {
                 let name = &plan.inputs[input];
+                // Every scan of a file writes the same statistics: one of
+                // the spine's source counts its `where` too.
+                let filter = (name == spine_name)
+                    .then(|| spec.spine.filter.clone())
+                    .flatten();
                 let routed = RouteExec::scan(
                     ScanExec::new(source(name).clone()),
                     RouteOptions {
                         row_ids: true,
                         whole_key: key.clone(),
-                        filter: None,
+                        filter,
+                        count_only: true,
                         bucket: None,
                         stats: Some((stats_dir.clone(), time_of(name))),
                         errors_as_text,
@@ -247,6 +254,7 @@ pub fn plan(
             row_ids: false,
             whole_key: Vec::new(),
             filter: None,
+            count_only: false,
             bucket: Some((plan.spine_time, spec.partition)),
             stats: None,
             errors_as_text,

@@ -46,6 +46,10 @@ pub struct RouteOptions {
     /// Drop rows where this `where` (of `filter_source`) is not true,
     /// counted in the statistics.
     pub filter: Option<String>,
+    /// Count the rows `filter` drops, but keep them (events of the spine's
+    /// source: their statistics must equal the spine's own scan's).
+    #[serde(default)]
+    pub count_only: bool,
     /// Append [`BUCKET`]: the output bucket of this time column.
     pub bucket: Option<(usize, crate::spec::Partitioning)>,
     /// Write each file's [`ScanStats`] into this folder (a scan's only),
@@ -224,7 +228,9 @@ impl Seen {
         if let Some(filter) = filter {
             let mask = filter.evaluate(&batch)?;
             self.filtered += (mask.len() - mask.true_count()) as u64;
-            keep = Some(mask);
+            if !options.count_only {
+                keep = Some(mask);
+            }
         }
         if !options.whole_key.is_empty() {
             let whole: BooleanArray = (0..n)

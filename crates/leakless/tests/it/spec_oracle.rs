@@ -1709,7 +1709,14 @@ fn build_fixture(files: &[(&str, &str)], spec: &str) -> (u64, u64, Table) {
         let label = if split { partitions + 100 } else { partitions };
         let table = read_table(&out);
         outputs.push((label, file_bytes(&out)));
-        if result.is_none() {
+        if let Some((r, h, _)) = &result {
+            // Every plan counts the same rows written and held back.
+            assert_eq!(
+                (rows, held),
+                (*r, *h),
+                "{partitions} partitions, split {split}"
+            );
+        } else {
             result = Some((rows, held, table));
         }
     }
@@ -2397,5 +2404,65 @@ fn the_spec_watermark_decides_maturity() {
             int(1),
             V::I8(1),
         ]],
+    );
+}
+
+/// The spine's source is also indexed (a feature and a label over it)
+/// and has a `where`: every plan, split by key too, counts the rows the
+/// `where` drops and takes the label's watermark from the spine's events.
+#[test]
+fn a_spine_source_that_is_also_indexed_counts_its_where_once() {
+    let files = [(
+        "spine.csv",
+        "
+        id,k,ts
+        1,1,2026-10-01T01:00:00Z
+        2,1,2026-10-01T02:00:00Z
+        3,1,2026-10-01T02:30:00Z
+        4,2,2026-10-01T03:00:00Z
+        5,1,2026-10-01T04:00:00Z
+        ",
+    )];
+    let spec = r#"
+        version = 1
+
+        [sources.spine_src]
+        path = "spine.csv"
+        time = "ts"
+        columns = { id = "int64", k = "int64", ts = "timestamp" }
+
+        [spine]
+        source = "spine_src"
+        columns = ["id", "k"]
+        where = "id <> 2"
+
+        [features.prior]
+        source = "spine_src"
+        key = "k"
+        op = "count"
+        window = "lifetime"
+
+        [labels.again_1h]
+        source = "spine_src"
+        key = "k"
+        op = "count"
+        window = "1h"
+
+        [output]
+        partition = "none"
+    "#;
+    // The watermark is 04:00, the latest event: rows up to 03:00 are
+    // mature; id 2 fails the `where` (but is an event of the index).
+    let (written, held, table) = build_fixture(&files, spec);
+    assert_eq!((written, held), (3, 1));
+    assert_table(
+        &table,
+        &["id", "k", "ts", "prior", "again_1h"],
+        &[
+            // A label's window starts at t: each row counts itself.
+            vec![int(1), int(1), ts("2026-10-01T01:00:00Z"), int(0), int(1)],
+            vec![int(3), int(1), ts("2026-10-01T02:30:00Z"), int(2), int(1)],
+            vec![int(4), int(2), ts("2026-10-01T03:00:00Z"), int(0), int(1)],
+        ],
     );
 }
