@@ -117,8 +117,8 @@ def cluster_run(cluster_bin, executors, partitions, build_args, work):
                                   stdout=subprocess.DEVNULL, stderr=open(logs / f"executor-{i}.log", "w"))
             procs.append(ex)
             sampler.add(f"executor {i}", ex)
+            # Executors pull their tasks: only the Flight port listens.
             wait_port(flight, ex)
-            wait_port(grpc, ex)
         sampler.thread.start()
         os.sync()
         started = time.perf_counter()
@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--order", choices=["time", "random"], default="random")
     ap.add_argument("--executors", default="1,2")
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--plan", choices=["by-key", "by-output-bucket"], default="by-key",
+                    help="the cluster's plan (bench/CLUSTER.md's first figures: by-output-bucket)")
     args = ap.parse_args()
     leakless, cluster_bin = binaries()
     n = args.impressions
@@ -170,7 +172,8 @@ def main():
         expected = (digests(out / "embedded"), manifest_data(out / "embedded"))
         for e in executors:
             target = out / f"cluster-{e}"
-            wall, procs = cluster_run(cluster_bin, e, args.partitions, [*inputs, "--out", target], out / f"work-{e}")
+            plan = ["--by-output-bucket"] if args.plan == "by-output-bucket" else []
+            wall, procs = cluster_run(cluster_bin, e, args.partitions, [*inputs, *plan, "--out", target], out / f"work-{e}")
             if (digests(target), manifest_data(target)) != expected:
                 raise SystemExit(f"{e} executors: the output differs from the embedded build")
             walls[e].append(wall)
@@ -189,7 +192,7 @@ def main():
                      "processes": per_process, "walls": walls[name]})
         detail = ", ".join(f"{p} {mb:.0f}" for p, mb in per_process.items())
         print(f"| {label} | {wall:.2f} | {wall / base:.2f}x | {total:.0f} | {detail} |", flush=True)
-    record = {"n": n, "order": args.order, "partitions": args.partitions, "runs": args.runs,
+    record = {"n": n, "order": args.order, "partitions": args.partitions, "plan": args.plan, "runs": args.runs,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
     stored = json.loads((HERE / "cluster.json").read_text()) if (HERE / "cluster.json").exists() else []
     stored.append(record)
