@@ -3,6 +3,7 @@ the same data in one run (issue 16).
 
 usage: python3 bench/cluster.py [--impressions 10000000] [--runs 3] [--order random|time]
                                 [--executors 1,2] [--partitions 8]
+                                [--plan by-key|by-output-bucket] [--hot-keys auto|off]
 
 Builds `leakless` and `leakless-cluster` in release mode (or takes
 LEAKLESS_BIN and LEAKLESS_CLUSTER_BIN), uses the data of bench/run.py
@@ -12,7 +13,10 @@ and N executor processes on 127.0.0.1, each executor one task at a time,
 since this machine has 2 cores). Every cluster output is checked byte for
 byte against the embedded build. Reports wall seconds (medians) and the
 peak resident memory of every process (client, scheduler, each executor,
-sampled every 20 ms) and their sum; appends the figures to
+sampled every 20 ms) and their sum, the bytes the executors' shuffles
+wrote (their work folders' size after the build), and, split by key, how
+each key group's tasks shared the work (the build's `--json`:
+`key_groups`, largest task against the mean); appends the figures to
 bench/cluster.json and prints a Markdown table.
 """
 import argparse
@@ -95,11 +99,18 @@ class Sampler:
             time.sleep(0.02)
 
 
+def folder_bytes(folder):
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def cluster_run(cluster_bin, executors, partitions, build_args, work):
-    """One build on a fresh loopback cluster: wall seconds of the build and
-    the peak MB of each process."""
+    """One build on a fresh loopback cluster: wall seconds of the build,
+    the peak MB of each process, the bytes in the executors' work folders
+    (shuffle files) and the build's summary."""
     sampler = Sampler()
     procs = []
+    import shutil
+    shutil.rmtree(work, ignore_errors=True)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     try:
@@ -123,12 +134,15 @@ def cluster_run(cluster_bin, executors, partitions, build_args, work):
         os.sync()
         started = time.perf_counter()
         client = subprocess.Popen([cluster_bin, "build", "--scheduler", f"127.0.0.1:{port}",
-                                   "--partitions", str(partitions), *build_args], stdout=subprocess.DEVNULL)
+                                   "--partitions", str(partitions), "--json", *build_args],
+                                  stdout=subprocess.PIPE)
         sampler.add("client", client)
-        if client.wait() != 0:
+        out, _ = client.communicate()
+        if client.returncode != 0:
             raise RuntimeError("the cluster build failed")
         wall = time.perf_counter() - started
-        return wall, dict(sampler.peaks)
+        shuffled = sum(folder_bytes(work / f"executor-{i}") for i in range(executors))
+        return wall, dict(sampler.peaks), shuffled, json.loads(out)
     finally:
         sampler.done = True
         if sampler.thread.is_alive():
@@ -147,6 +161,7 @@ def main():
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--plan", choices=["by-key", "by-output-bucket"], default="by-key",
                     help="the cluster's plan (bench/CLUSTER.md's first figures: by-output-bucket)")
+    ap.add_argument("--hot-keys", choices=["auto", "off"], default="auto")
     args = ap.parse_args()
     leakless, cluster_bin = binaries()
     n = args.impressions
@@ -163,8 +178,9 @@ def main():
     executors = [int(e) for e in args.executors.split(",")]
     walls = {"embedded": []}
     peaks = {"embedded": []}
+    shuffles, summaries = {}, {}
     for e in executors:
-        walls[e], peaks[e] = [], []
+        walls[e], peaks[e], shuffles[e], summaries[e] = [], [], [], []
     for _ in range(args.runs):
         wall, rss, _ = bench.timed([leakless, "build", *inputs, "--out", out / "embedded"])
         walls["embedded"].append(wall)
@@ -172,12 +188,15 @@ def main():
         expected = (digests(out / "embedded"), manifest_data(out / "embedded"))
         for e in executors:
             target = out / f"cluster-{e}"
-            plan = ["--by-output-bucket"] if args.plan == "by-output-bucket" else []
-            wall, procs = cluster_run(cluster_bin, e, args.partitions, [*inputs, *plan, "--out", target], out / f"work-{e}")
+            plan = ["--by-output-bucket"] if args.plan == "by-output-bucket" else ["--hot-keys", args.hot_keys]
+            wall, procs, shuffled, summary = cluster_run(
+                cluster_bin, e, args.partitions, [*inputs, *plan, "--out", target], out / f"work-{e}")
             if (digests(target), manifest_data(target)) != expected:
                 raise SystemExit(f"{e} executors: the output differs from the embedded build")
             walls[e].append(wall)
             peaks[e].append(procs)
+            shuffles[e].append(shuffled)
+            summaries[e].append(summary)
     base = statistics.median(walls["embedded"])
     rows = []
     for name in ["embedded", *executors]:
@@ -188,11 +207,25 @@ def main():
                 per_process[proc] = max(per_process.get(proc, 0.0), mb)
         total = max(sum(run.values()) for run in peaks[name])
         label = "embedded (`leakless build`)" if name == "embedded" else f"cluster, {name} executor(s), {args.partitions} tasks"
-        rows.append({"setup": label, "wall": wall, "ratio": wall / base, "total_mb": total,
-                     "processes": per_process, "walls": walls[name]})
+        row = {"setup": label, "wall": wall, "ratio": wall / base, "total_mb": total,
+               "processes": per_process, "walls": walls[name]}
+        shuffled = ""
+        if name != "embedded":
+            row["shuffled_bytes"] = statistics.median(shuffles[name])
+            last = summaries[name][-1]
+            row["hot_keys"] = last.get("hot_keys")
+            row["hot_keys_seconds"] = last.get("timings", {}).get("hot_keys")
+            row["key_groups"] = last.get("key_groups")
+            shuffled = f"{row['shuffled_bytes'] / 1e6:.0f} MB shuffled"
+        rows.append(row)
         detail = ", ".join(f"{p} {mb:.0f}" for p, mb in per_process.items())
-        print(f"| {label} | {wall:.2f} | {wall / base:.2f}x | {total:.0f} | {detail} |", flush=True)
-    record = {"n": n, "order": args.order, "partitions": args.partitions, "plan": args.plan, "runs": args.runs,
+        print(f"| {label} | {wall:.2f} | {wall / base:.2f}x | {total:.0f} | {detail} | {shuffled} |", flush=True)
+        for g in row.get("key_groups") or []:
+            print(f"|   ({', '.join(g['key'])}): {g['tasks']} tasks, spine rows max {g['spine_rows_max']} / mean "
+                  f"{g['spine_rows_mean']:.0f}, events {g['events_max']} / {g['events_mean']:.0f}, seconds "
+                  f"{g['seconds_max']:.2f} / {g['seconds_mean']:.2f}; {row['hot_keys']} hot keys", flush=True)
+    record = {"n": n, "order": args.order, "partitions": args.partitions, "plan": args.plan,
+              "hot_keys": args.hot_keys, "runs": args.runs,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
     stored = json.loads((HERE / "cluster.json").read_text()) if (HERE / "cluster.json").exists() else []
     stored.append(record)

@@ -14,6 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use leakless::ingest::scan::ScanExec;
 use leakless::order::BucketSortExec;
+use leakless::split::hot::HotKeysExec;
 use leakless::split::route::RouteExec;
 use leakless::temporal::PointInTimeExec;
 use leakless::write::exec::WriteExec;
@@ -29,15 +30,17 @@ enum Kind {
     PointInTime,
     Write,
     Route,
+    HotKeys,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Scan,
         Kind::BucketSort,
         Kind::PointInTime,
         Kind::Write,
         Kind::Route,
+        Kind::HotKeys,
     ];
 
     fn tag(self) -> u8 {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::PointInTime => b'p',
             Kind::Write => b'w',
             Kind::Route => b'r',
+            Kind::HotKeys => b'h',
         }
     }
 
@@ -54,7 +58,7 @@ impl Kind {
     fn inputs(self) -> Option<usize> {
         match self {
             Kind::Scan => Some(0),
-            Kind::BucketSort | Kind::Route => Some(1),
+            Kind::BucketSort | Kind::Route | Kind::HotKeys => Some(1),
             Kind::Write => Some(2),
             Kind::PointInTime => None,
         }
@@ -84,6 +88,8 @@ impl LeaklessCodec {
             Some((Kind::PointInTime, pit.to_bytes()))
         } else if let Some(route) = node.downcast_ref::<RouteExec>() {
             Some((Kind::Route, route.to_bytes()))
+        } else if let Some(hot) = node.downcast_ref::<HotKeysExec>() {
+            Some((Kind::HotKeys, hot.to_bytes()))
         } else {
             node.downcast_ref::<WriteExec>()
                 .map(|write| (Kind::Write, write.to_bytes()))
@@ -105,6 +111,7 @@ impl LeaklessCodec {
             Kind::Scan => Arc::new(ScanExec::from_bytes(bytes)?),
             Kind::BucketSort => Arc::new(BucketSortExec::from_bytes(bytes, inputs[0].clone())?),
             Kind::Route => Arc::new(RouteExec::from_bytes(bytes, inputs[0].clone())?),
+            Kind::HotKeys => Arc::new(HotKeysExec::from_bytes(bytes, inputs[0].clone())?),
             Kind::PointInTime => Arc::new(PointInTimeExec::from_bytes(bytes, inputs.to_vec())?),
             Kind::Write => Arc::new(WriteExec::from_bytes(
                 bytes,

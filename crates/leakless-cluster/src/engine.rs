@@ -12,6 +12,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use leakless::HotKeys;
 use leakless::pipeline::Engine;
 use leakless::write::exec::task_error;
 
@@ -25,6 +26,7 @@ pub struct Cluster {
     url: String,
     config: SessionConfig,
     split_by_key: bool,
+    hot_keys: Option<HotKeys>,
 }
 
 impl Cluster {
@@ -39,6 +41,7 @@ impl Cluster {
             url,
             config: session_config(),
             split_by_key: true,
+            hot_keys: None,
         }
     }
 
@@ -47,6 +50,13 @@ impl Cluster {
     /// output bucket, each task reading every input (no shuffle).
     pub fn with_split_by_key(mut self, split: bool) -> Self {
         self.split_by_key = split;
+        self
+    }
+
+    /// Which keys a build split by key spreads over several partitions
+    /// (default: the build's own choice, [`HotKeys::Auto`] unless set).
+    pub fn with_hot_keys(mut self, hot: HotKeys) -> Self {
+        self.hot_keys = Some(hot);
         self
     }
 
@@ -75,6 +85,10 @@ impl Engine for Cluster {
 
     fn split_by_key(&self) -> bool {
         self.split_by_key
+    }
+
+    fn hot_keys(&self) -> Option<HotKeys> {
+        self.hot_keys
     }
 
     fn run(

@@ -81,6 +81,10 @@ struct BuildArgs {
     /// builds every index (no shuffle), instead of the split by key
     #[arg(long)]
     by_output_bucket: bool,
+    /// Spread the spine rows of keys with a large share of the spine over
+    /// several tasks (auto), or keep each key in one task (off)
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "off"])]
+    hot_keys: String,
     #[command(flatten)]
     build: leakless_cli::commands::build::Args,
 }
@@ -129,8 +133,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
         }
         Command::Build(args) => {
-            let mut cluster =
-                Cluster::new(&args.scheduler).with_split_by_key(!args.by_output_bucket);
+            let mut cluster = Cluster::new(&args.scheduler)
+                .with_split_by_key(!args.by_output_bucket)
+                .with_hot_keys(match args.hot_keys.as_str() {
+                    "off" => leakless::HotKeys::Off,
+                    _ => leakless::HotKeys::Auto,
+                });
             if args.remote_shuffle_reads {
                 cluster = cluster.with_remote_shuffle_reads();
             }

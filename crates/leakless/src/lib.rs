@@ -41,7 +41,7 @@ pub mod time;
 pub mod write;
 
 pub use error::{Error, Result};
-pub use pipeline::{Build, BuildSummary};
+pub use pipeline::{Build, BuildSummary, HotKeys};
 
 /// The stage a run is in, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

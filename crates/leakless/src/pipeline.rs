@@ -71,6 +71,11 @@ pub struct BuildSummary {
     pub immature_held_back: u64,
     /// The watermark of each label (RFC 3339, UTC).
     pub watermarks: BTreeMap<String, String>,
+    /// Keys spread over several partitions, summed over key groups (a
+    /// build split by key; `crate::split::hot`).
+    pub hot_keys: usize,
+    /// A build split by key: how each key group's tasks shared the work.
+    pub key_groups: Vec<crate::split::GroupLoad>,
     /// Number of partition folders written.
     pub partitions: usize,
     pub files: usize,
@@ -89,6 +94,8 @@ pub struct BuildSummary {
 /// parallel workers.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
+    /// Finding the hot keys before a build split by key (wall).
+    pub hot_keys: f64,
     /// Running the plan and writing its rows (wall).
     pub compute: f64,
     /// Reading the indexed sources into memory (wall).
@@ -106,6 +113,19 @@ pub struct Timings {
     /// Manifest and rename (wall).
     pub commit: f64,
     pub total: f64,
+}
+
+/// Which keys a build split by key spreads over several partitions (see
+/// `crate::split::hot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotKeys {
+    /// None: each key's rows go to one partition.
+    Off,
+    /// Keys with more than half a partition's fair share of the spine.
+    Auto,
+    /// Every key in the sample, over every partition: most work, for
+    /// tests of the salting.
+    Every,
 }
 
 /// A `leakless build` run, configured with builder methods.
@@ -132,6 +152,7 @@ pub struct Build {
     target_partitions: usize,
     spill_bytes: usize,
     split_by_key: bool,
+    hot_keys: HotKeys,
     policy: BadRowPolicy,
     reporter: Arc<dyn Reporter>,
 }
@@ -161,6 +182,7 @@ impl Build {
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spill_bytes: crate::order::SPILL_BYTES,
             split_by_key: false,
+            hot_keys: HotKeys::Auto,
             policy: BadRowPolicy::default(),
             reporter: Arc::new(()),
         }
@@ -241,6 +263,13 @@ impl Build {
         self
     }
 
+    /// Which keys a build split by key spreads over several partitions
+    /// (default [`HotKeys::Auto`]); the output is the same.
+    pub fn with_hot_keys(mut self, hot: HotKeys) -> Self {
+        self.hot_keys = hot;
+        self
+    }
+
     pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
         self.reporter = reporter;
         self
@@ -277,13 +306,19 @@ impl Build {
         if split {
             std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
         }
+        let hot_started = Instant::now();
+        let hot = match split {
+            true => self.hot_keys(&plan, &sources, engine).await?,
+            false => Vec::new(),
+        };
+        let hot_seconds = hot_started.elapsed().as_secs_f64();
         let write = self
             .write_plan(
                 &plan,
                 &sources,
                 staging.dir(),
                 engine.separate_partitions(),
-                split,
+                split.then_some(hot.as_slice()),
             )?
             .with_progress(Progress::new(self.reporter.clone()));
         let labels = self.label_columns();
@@ -325,7 +360,10 @@ impl Build {
             .zip(positive)
             .map(|(&i, n)| (columns[i].name.clone(), n))
             .collect();
+        let mut key_groups = Vec::new();
         let (inputs, indexed, spine_max_time) = if split {
+            let loads = crate::split::TaskLoad::read_all(&stats).map_err(Error::from)?;
+            key_groups = crate::split::GroupLoad::of(&plan, &loads);
             let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
             let spine = &self.spec.spine.source;
             let spine_rows: u64 = (scans.iter())
@@ -415,6 +453,7 @@ impl Build {
         destination.publish(staging, NOT_DATA, &manifest.to_json(), self.overwrite)?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
+            hot_keys: hot_seconds,
             compute: (written - started).as_secs_f64(),
             read_indexed: indexed.as_ref().map_or(0.0, |s| s.collect_seconds),
             index_build: indexed.as_ref().map_or(0.0, |s| s.index_seconds),
@@ -434,6 +473,8 @@ impl Build {
             positive_labels,
             immature_held_back: manifest.immature_held_back,
             watermarks,
+            hot_keys: hot.iter().map(Vec::len).sum(),
+            key_groups,
             partitions: partitions.len(),
             files: partitions.iter().map(|p| p.files.len()).sum(),
             stale_removed: destination.stale_removed(),
@@ -442,28 +483,60 @@ impl Build {
         })
     }
 
-    /// The plan a build runs, writing into `dir` (its sources on object
+    /// The plans a build runs, writing into `dir` (its sources on object
     /// storage copied into `dir/_inputs` first): for tests and tools that
-    /// run or ship a build's plan themselves. `separate_partitions`: see
+    /// run or ship a build's plans themselves. Split by key, the first
+    /// finds the hot keys (run here, in this process, to choose them);
+    /// the second writes. `separate_partitions`: see
     /// [`Engine::separate_partitions`].
-    pub fn plan_into(
+    pub async fn plans_into(
         &self,
         dir: &Path,
         separate_partitions: bool,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    ) -> Result<(Option<Arc<dyn ExecutionPlan>>, Arc<dyn ExecutionPlan>)> {
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         let sources = self.open_sources(&plan, &dir.join(INPUTS))?;
+        let mut hot = None;
         if self.split_by_key {
             let stats = crate::split::stats_dir(dir);
             std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
+            hot = Some((
+                crate::split::hot_keys_plan(&plan, &sources, separate_partitions)?,
+                self.hot_keys(&plan, &sources, &Embedded).await?,
+            ));
         }
-        Ok(Arc::new(self.write_plan(
+        let write = self.write_plan(
             &plan,
             &sources,
             dir,
             separate_partitions,
-            self.split_by_key,
-        )?))
+            hot.as_ref().map(|(_, keys)| keys.as_slice()),
+        )?;
+        Ok((hot.map(|(plan, _)| plan), Arc::new(write)))
+    }
+
+    /// The hot keys of each key group of a build split by key, found by a
+    /// first plan on `engine` (see `crate::split::hot`).
+    async fn hot_keys(
+        &self,
+        plan: &PitPlan,
+        sources: &[Source],
+        engine: &dyn Engine,
+    ) -> Result<Vec<Vec<crate::split::hot::HotKey>>> {
+        let groups = crate::split::key_groups(plan).len();
+        let n = self.target_partitions;
+        let mode = engine.hot_keys().unwrap_or(self.hot_keys);
+        if mode == HotKeys::Off || n < 2 {
+            return Ok(vec![Vec::new(); groups]);
+        }
+        let hot = crate::split::hot_keys_plan(plan, sources, engine.separate_partitions())?;
+        let summaries = engine.run(hot).await?;
+        Ok(crate::split::hot::choose(
+            &summaries,
+            groups,
+            n,
+            mode == HotKeys::Every,
+        )?)
     }
 
     /// Output positions of the labels: derived columns follow the time.
@@ -482,18 +555,19 @@ impl Build {
         sources: &[Source],
         dir: &Path,
         separate_partitions: bool,
-        split: bool,
+        split: Option<&[Vec<crate::split::hot::HotKey>]>,
     ) -> Result<WriteExec> {
         let pit = match split {
-            true => crate::split::plan(
+            Some(hot) => crate::split::plan(
                 plan,
                 sources,
                 self.target_partitions,
                 (&dir.join(SPILL), self.spill_bytes),
                 &crate::split::stats_dir(dir),
                 separate_partitions,
+                hot,
             )?,
-            false => self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?,
+            None => self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?,
         };
         let time_column = self.spec.spine.columns.len();
         // The time and the first spine column, when it is an integer, are
@@ -637,6 +711,12 @@ pub trait Engine: Send + Sync {
         false
     }
 
+    /// Which keys a build split by key spreads over several partitions,
+    /// when the engine chooses (`None`: the build's choice).
+    fn hot_keys(&self) -> Option<HotKeys> {
+        None
+    }
+
     /// Runs every output partition of `plan` and returns every batch they
     /// emit (one report row per partition).
     fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
@@ -699,14 +779,7 @@ fn split_summary(
             .map(|name| (name.clone(), rows(name)))
             .collect(),
         events: Vec::new(),
-        watermarks: plan
-            .labels()
-            .map(|(column, input)| {
-                let w = (plan.watermark.or(plan.spec.watermark))
-                    .or_else(|| latest(&plan.inputs[input]).map(|l| l.time));
-                (column.derived.name.clone(), w)
-            })
-            .collect(),
+        watermarks: plan.label_watermarks(|input| latest(&plan.inputs[input]).map(|l| l.time)),
         latest: (plan.inputs.iter())
             .map(|name| {
                 let events = (plan.spec.source(name))

@@ -186,11 +186,36 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
         eprintln!("  removed {} folder(s) left by dead runs", s.stale_removed);
     }
     eprintln!("  ran on {} DataFusion partitions", s.target_partitions);
+    if !s.key_groups.is_empty() {
+        eprintln!(
+            "  split by key, {} hot key(s) spread over several tasks; per task, largest / mean:",
+            s.hot_keys
+        );
+        for g in &s.key_groups {
+            eprintln!(
+                "    ({}) {} tasks: spine rows {} / {:.0}, events {} / {:.0}, seconds {:.2} / {:.2}",
+                g.key.join(", "),
+                g.tasks,
+                g.spine_rows_max,
+                g.spine_rows_mean,
+                g.events_max,
+                g.events_mean,
+                g.seconds_max,
+                g.seconds_mean
+            );
+        }
+    }
 }
 
 fn print_timings(s: &BuildSummary) {
     let t = &s.timings;
     eprintln!("  timings (s): total {:.3}", t.total);
+    if t.hot_keys > 0.0 {
+        eprintln!(
+            "    hot keys           {:>8.3}  a sample of the spine",
+            t.hot_keys
+        );
+    }
     eprintln!(
         "    compute            {:>8.3}  read, index, bucket, sort, probe, write",
         t.compute

@@ -26,6 +26,7 @@
 //! writer's bucket sort orders the rows by every spine column, whatever
 //! order they arrived in.
 
+pub mod hot;
 pub mod route;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use crate::ingest::scan::ScanExec;
 use crate::ingest::{FileStats, Source};
 use crate::order::BucketSortExec;
 use crate::temporal::{GroupMode, Latest, PitPlan, PointInTimeExec};
+use hot::{HotKey, HotKeysExec, HotKeysOptions, SaltOptions};
 use route::{RouteExec, RouteOptions};
 
 /// The row id column a [`RouteExec`] adds to events.
@@ -76,44 +78,12 @@ impl ScanStats {
     /// Writes it under its fixed name (a hidden name first, renamed when
     /// whole): a retried task writes the same bytes.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self)
-            .map_err(|e| DataFusionError::Internal(format!("encoding scan statistics: {e}")))?;
-        let name = ScanStats::name(&self.source, self.file);
-        // Two scans of one file (a source read by two key groups) may
-        // write at once: each write has a hidden name of its own.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let hidden = dir.join(format!(
-            ".{name}.partial-{}-{}-{}",
-            std::process::id(),
-            crate::write::commit::process_token(),
-            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let io = |e: std::io::Error| {
-            DataFusionError::Execution(format!("writing {}: {e}", dir.join(&name).display()))
-        };
-        std::fs::write(&hidden, bytes).map_err(io)?;
-        std::fs::rename(&hidden, dir.join(&name)).map_err(io)
+        write_fixed(dir, &ScanStats::name(&self.source, self.file), self)
     }
 
     /// Every file's statistics in `dir`, by source then file.
     pub fn read_all(dir: &Path) -> Result<Vec<ScanStats>> {
-        let io = |e: std::io::Error| {
-            DataFusionError::Execution(format!("reading {}: {e}", dir.display()))
-        };
-        let mut all = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if !(name.starts_with("scan-") && name.ends_with(".json")) {
-                continue;
-            }
-            let bytes = std::fs::read(entry.path()).map_err(io)?;
-            let stats: ScanStats = serde_json::from_slice(&bytes).map_err(|e| {
-                DataFusionError::Execution(format!("reading {}: {e}", entry.path().display()))
-            })?;
-            all.push(stats);
-        }
+        let mut all: Vec<ScanStats> = read_prefixed(dir, "scan-")?;
         all.sort_by(|a, b| (&a.source, a.file).cmp(&(&b.source, b.file)));
         Ok(all)
     }
@@ -137,6 +107,118 @@ impl ScanStats {
     }
 }
 
+/// What one task of a key group did: its spine rows and the events it
+/// indexed (each once), and its seconds from start to last row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskLoad {
+    pub group: usize,
+    pub partition: usize,
+    pub spine_rows: u64,
+    pub events: u64,
+    pub seconds: f64,
+}
+
+impl TaskLoad {
+    /// Writes it under its fixed name, as [`ScanStats::write`].
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let name = format!("load-{:04}-{:06}.json", self.group, self.partition);
+        write_fixed(dir, &name, self)
+    }
+
+    /// Every task's load in `dir`, by group then partition.
+    pub fn read_all(dir: &Path) -> Result<Vec<TaskLoad>> {
+        let mut all: Vec<TaskLoad> = read_prefixed(dir, "load-")?;
+        all.sort_by_key(|l| (l.group, l.partition));
+        Ok(all)
+    }
+}
+
+/// How the tasks of one key group shared its work (from their
+/// [`TaskLoad`]s): the largest task's against the mean.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupLoad {
+    /// The group's spine key columns.
+    pub key: Vec<String>,
+    pub tasks: usize,
+    pub spine_rows_max: u64,
+    pub spine_rows_mean: f64,
+    pub events_max: u64,
+    pub events_mean: f64,
+    pub seconds_max: f64,
+    pub seconds_mean: f64,
+}
+
+impl GroupLoad {
+    /// Per key group of `plan`, from the loads its tasks wrote.
+    pub fn of(plan: &PitPlan, loads: &[TaskLoad]) -> Vec<GroupLoad> {
+        let groups = key_groups(plan);
+        (groups.iter().enumerate())
+            .map(|(g, members)| {
+                let tasks: Vec<&TaskLoad> = loads.iter().filter(|l| l.group == g).collect();
+                let n = tasks.len().max(1) as f64;
+                let columns =
+                    (plan.spec.source(&plan.spec.spine.source)).and_then(|s| s.columns.as_ref());
+                let key = (plan.indexes[members[0]].spine_key.iter())
+                    .map(|&k| {
+                        (columns.and_then(|c| c.get(k)))
+                            .map_or_else(|| format!("#{k}"), |c| c.name.clone())
+                    })
+                    .collect();
+                GroupLoad {
+                    key,
+                    tasks: tasks.len(),
+                    spine_rows_max: tasks.iter().map(|l| l.spine_rows).max().unwrap_or(0),
+                    spine_rows_mean: tasks.iter().map(|l| l.spine_rows as f64).sum::<f64>() / n,
+                    events_max: tasks.iter().map(|l| l.events).max().unwrap_or(0),
+                    events_mean: tasks.iter().map(|l| l.events as f64).sum::<f64>() / n,
+                    seconds_max: tasks.iter().map(|l| l.seconds).fold(0.0, f64::max),
+                    seconds_mean: tasks.iter().map(|l| l.seconds).sum::<f64>() / n,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes `value` as `dir/name` (JSON), through a hidden name of its own
+/// renamed when whole: a retried task writes the same bytes, and two
+/// writers of one name (two scans of one file) never mix.
+fn write_fixed(dir: &Path, name: &str, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| DataFusionError::Internal(format!("encoding {name}: {e}")))?;
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let hidden = dir.join(format!(
+        ".{name}.partial-{}-{}-{}",
+        std::process::id(),
+        crate::write::commit::process_token(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let io = |e: std::io::Error| {
+        DataFusionError::Execution(format!("writing {}: {e}", dir.join(name).display()))
+    };
+    std::fs::write(&hidden, bytes).map_err(io)?;
+    std::fs::rename(&hidden, dir.join(name)).map_err(io)
+}
+
+/// Every `PREFIX*.json` in `dir`, read as `T` (hidden files left out).
+fn read_prefixed<T: serde::de::DeserializeOwned>(dir: &Path, prefix: &str) -> Result<Vec<T>> {
+    let io =
+        |e: std::io::Error| DataFusionError::Execution(format!("reading {}: {e}", dir.display()));
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(prefix) && name.ends_with(".json")) {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).map_err(io)?;
+        all.push(serde_json::from_slice(&bytes).map_err(|e| {
+            DataFusionError::Execution(format!("reading {}: {e}", entry.path().display()))
+        })?);
+    }
+    Ok(all)
+}
+
 /// The key groups of `plan`: positions of indexes whose key reads the same
 /// spine columns, in order of first appearance.
 pub fn key_groups(plan: &PitPlan) -> Vec<Vec<usize>> {
@@ -150,9 +232,43 @@ pub fn key_groups(plan: &PitPlan) -> Vec<Vec<usize>> {
     groups.into_iter().map(|(_, members)| members).collect()
 }
 
+/// The plan that finds the hot keys of each key group (see [`hot`]): one
+/// summary per spine file, for [`hot::choose`].
+pub fn hot_keys_plan(
+    plan: &PitPlan,
+    sources: &[Source],
+    errors_as_text: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let spec = &plan.spec;
+    let spine = (sources.iter())
+        .find(|s| s.name() == spec.spine.source)
+        .expect("opened source");
+    let scan = RouteExec::scan(
+        ScanExec::new(spine.clone()),
+        RouteOptions {
+            filter: spec.spine.filter.clone(),
+            errors_as_text,
+            ..RouteOptions::default()
+        },
+    )?;
+    let files = scan.properties().output_partitioning().partition_count();
+    let keys = (key_groups(plan).iter())
+        .map(|members| plan.indexes[members[0]].spine_key.clone())
+        .collect();
+    Ok(Arc::new(HotKeysExec::try_new(
+        Arc::new(scan),
+        HotKeysOptions {
+            keys,
+            counters: hot::COUNTERS_PER_PARTITION * files.max(1),
+            sample: hot::sample_per_file(files),
+        },
+    )?))
+}
+
 /// The node under the writer of a build split by key (see the module
 /// docs): `partitions` hash partitions per shuffle, the staging folder
-/// `dir` (its spill and statistics folders below it).
+/// `dir` (its spill and statistics folders below it), the hot keys of
+/// each key group (or none).
 pub fn plan(
     plan: &Arc<PitPlan>,
     sources: &[Source],
@@ -160,6 +276,7 @@ pub fn plan(
     spill: (&Path, usize),
     stats: &Path,
     errors_as_text: bool,
+    hot: &[Vec<HotKey>],
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let spec = &plan.spec;
     let n = partitions.max(1);
@@ -191,24 +308,24 @@ pub fn plan(
     let mut carried: Arc<dyn ExecutionPlan> = Arc::new(RouteExec::scan(
         ScanExec::new(source(spine_name).clone()),
         RouteOptions {
-            row_ids: false,
-            whole_key: Vec::new(),
             filter: spec.spine.filter.clone(),
-            count_only: false,
-            bucket: None,
             stats: Some((stats_dir.clone(), time_of(spine_name))),
             errors_as_text,
+            ..RouteOptions::default()
         },
     )?);
+    let spine_width = source(spine_name).layout.schema.fields().len();
     let mut width = carried.schema().fields().len();
     let groups = key_groups(plan);
-    for members in &groups {
+    for (g, members) in groups.iter().enumerate() {
         let spine_key = &plan.indexes[members[0]].spine_key;
+        let hot = hot.get(g).filter(|h| !h.is_empty());
         let group = GroupMode {
             indexes: members.clone(),
             carried: width,
             stats: stats_dir.clone(),
             errors_as_text,
+            number: g,
         };
         let inputs = plan
             .routes(members)
@@ -227,15 +344,47 @@ pub fn plan(
                         whole_key: key.clone(),
                         filter,
                         count_only: true,
-                        bucket: None,
                         stats: Some((stats_dir.clone(), time_of(name))),
                         errors_as_text,
+                        salt: hot.map(|hot| SaltOptions {
+                            key: key.clone(),
+                            hot: hot.clone(),
+                            copies: true,
+                            hashed: 0,
+                        }),
+                        ..RouteOptions::default()
                     },
                 )?;
-                hash(Arc::new(routed), &key)
+                let mut on = key.clone();
+                if hot.is_some() {
+                    on.push(routed.schema().fields().len() - 1);
+                }
+                hash(Arc::new(routed), &on)
             })
             .collect::<Result<Vec<_>>>()?;
-        let spine = hash(carried, spine_key)?;
+        let spine = match hot {
+            // A hot key's spine rows over its salts: the salt (past the
+            // carried columns) goes with the key into the hash.
+            Some(hot) => {
+                let salted = RouteExec::over(
+                    carried,
+                    RouteOptions {
+                        errors_as_text,
+                        salt: Some(SaltOptions {
+                            key: spine_key.clone(),
+                            hot: hot.clone(),
+                            copies: false,
+                            hashed: spine_width,
+                        }),
+                        ..RouteOptions::default()
+                    },
+                )?;
+                let mut on = spine_key.clone();
+                on.push(width);
+                hash(Arc::new(salted), &on)?
+            }
+            None => hash(carried, spine_key)?,
+        };
         let time = Arc::new(Column::new(
             spine.schema().field(plan.spine_time).name(),
             plan.spine_time,
@@ -251,13 +400,9 @@ pub fn plan(
     let bucketed = RouteExec::over(
         carried,
         RouteOptions {
-            row_ids: false,
-            whole_key: Vec::new(),
-            filter: None,
-            count_only: false,
             bucket: Some((plan.spine_time, spec.partition)),
-            stats: None,
             errors_as_text,
+            ..RouteOptions::default()
         },
     )?;
     let bucket = bucketed.schema().fields().len() - 1;
@@ -277,7 +422,6 @@ pub fn plan(
     // The output's columns: the kept spine columns, the time, then each
     // derived column from where its group put it.
     let schema = sorted.schema();
-    let spine_width = source(spine_name).layout.schema.fields().len();
     let mut derived_at = vec![0usize; plan.columns.len()];
     let mut next = spine_width;
     for members in &groups {

@@ -28,6 +28,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::hot::{SALT, SaltOptions, Salter};
 use super::{BUCKET, ROW_ID, ScanStats};
 use crate::ingest::scan::ScanExec;
 
@@ -36,8 +37,9 @@ use crate::temporal::FilterExpr;
 /// Rows in one file at most: a row id is `file << ROW_BITS | row`.
 pub const ROW_BITS: u32 = 40;
 
-/// What a [`RouteExec`] does, on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a [`RouteExec`] does, on the wire (the default: nothing but read
+/// or pass rows on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteOptions {
     /// Append [`ROW_ID`]: `partition << ROW_BITS | row in partition`.
     pub row_ids: bool,
@@ -59,6 +61,9 @@ pub struct RouteOptions {
     /// cluster; see `write::exec::as_task_error`).
     #[serde(default)]
     pub errors_as_text: bool,
+    /// Append [`super::hot::SALT`] for a key group with hot keys.
+    #[serde(default)]
+    pub salt: Option<SaltOptions>,
 }
 
 /// See the module docs.
@@ -72,6 +77,9 @@ pub struct RouteExec {
     options: RouteOptions,
     /// The `where`, compiled against the scanned source.
     filter: Option<Arc<FilterExpr>>,
+    salter: Option<Arc<Salter>>,
+    /// The rows before their salt.
+    unsalted: SchemaRef,
     schema: SchemaRef,
     cache: Arc<PlanProperties>,
 }
@@ -125,6 +133,20 @@ impl RouteExec {
         if options.bucket.is_some() {
             fields.push(Field::new(BUCKET, DataType::Int64, true));
         }
+        let unsalted = Arc::new(Schema::new(fields.clone()));
+        let salter = match &options.salt {
+            Some(salt) => {
+                if let Some(&k) = salt.key.iter().find(|&&k| k >= fields.len()) {
+                    return Err(DataFusionError::Internal(format!(
+                        "RouteExec salts on column {k} of {}",
+                        fields.len()
+                    )));
+                }
+                fields.push(Field::new(SALT, DataType::UInt32, false));
+                Some(Arc::new(Salter::new(salt.clone())?))
+            }
+            None => None,
+        };
         let schema = Arc::new(Schema::new(fields));
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -137,13 +159,11 @@ impl RouteExec {
             input,
             options,
             filter,
+            salter,
+            unsalted,
             schema,
             cache,
         })
-    }
-
-    pub fn options(&self) -> &RouteOptions {
-        &self.options
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -190,7 +210,7 @@ impl Seen {
         partition: usize,
         options: &RouteOptions,
         filter: Option<&FilterExpr>,
-        schema: &SchemaRef,
+        (unsalted, salter, schema): (&SchemaRef, Option<&Salter>, &SchemaRef),
     ) -> Result<RecordBatch> {
         let first = self.rows;
         let n = batch.num_rows();
@@ -223,7 +243,7 @@ impl Seen {
                 .collect();
             columns.push(Arc::new(buckets));
         }
-        let out = RecordBatch::try_new(schema.clone(), columns)?;
+        let out = RecordBatch::try_new(unsalted.clone(), columns)?;
         let mut keep: Option<BooleanArray> = None;
         if let Some(filter) = filter {
             let mask = filter.evaluate(&batch)?;
@@ -248,10 +268,14 @@ impl Seen {
                 None => whole,
             });
         }
-        Ok(match keep {
+        let out = match keep {
             Some(mask) if mask.true_count() < n => filter_record_batch(&out, &mask)?,
             _ => out,
-        })
+        };
+        match salter {
+            Some(salter) => salter.apply(out, schema),
+            None => Ok(out),
+        }
     }
 }
 
@@ -317,6 +341,8 @@ impl ExecutionPlan for RouteExec {
             current: None,
             options: self.options.clone(),
             filter: self.filter.clone(),
+            salter: self.salter.clone(),
+            unsalted: self.unsalted.clone(),
             schema: self.schema.clone(),
         };
         let stream = futures::stream::unfold(Some(state), |state| async move {
@@ -353,6 +379,8 @@ struct Routing {
     current: Option<(usize, SendableRecordBatchStream, Seen)>,
     options: RouteOptions,
     filter: Option<Arc<FilterExpr>>,
+    salter: Option<Arc<Salter>>,
+    unsalted: SchemaRef,
     schema: SchemaRef,
 }
 
@@ -372,7 +400,7 @@ impl Routing {
                         partition,
                         &self.options,
                         self.filter.as_deref(),
-                        &self.schema,
+                        (&self.unsalted, self.salter.as_deref(), &self.schema),
                     )?;
                     if routed.num_rows() > 0 {
                         return Ok(Some(routed));

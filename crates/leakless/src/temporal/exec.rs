@@ -75,6 +75,9 @@ pub struct GroupMode {
     /// cluster; see `write::exec::as_task_error`).
     #[serde(default)]
     pub errors_as_text: bool,
+    /// The group's number in the chain (its tasks' loads are told by it).
+    #[serde(default)]
+    pub number: usize,
 }
 
 impl PointInTimeExec {
@@ -426,6 +429,25 @@ impl ExecutionPlan for PointInTimeExec {
         let schema = self.schema.clone();
         let output_schema = schema.clone();
         let group = self.group.clone();
+        // A key group's task tells its load (see `crate::split::TaskLoad`).
+        let started = std::time::Instant::now();
+        let spine_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let load = self.group.as_ref().map(|g| {
+            let (spine_rows, events) = (spine_rows.clone(), events.clone());
+            let (number, stats) = (g.number, g.stats.clone());
+            async move {
+                let ordering = std::sync::atomic::Ordering::Relaxed;
+                crate::split::TaskLoad {
+                    group: number,
+                    partition,
+                    spine_rows: spine_rows.load(ordering),
+                    events: events.load(ordering),
+                    seconds: started.elapsed().as_secs_f64(),
+                }
+                .write(&stats)
+            }
+        });
         let probe = async move {
             // The spine's first batch is awaited beside the indexed side, so
             // that it is read and bucketed while the indexes are built.
@@ -441,7 +463,10 @@ impl ExecutionPlan for PointInTimeExec {
                         collect(inputs, plan.clone(), context, Some(own)),
                         std::pin::Pin::new(&mut spine).peek()
                     );
-                    side?
+                    let side = side?;
+                    let rows = side.rows.iter().sum::<usize>() as u64;
+                    events.store(rows, std::sync::atomic::Ordering::Relaxed);
+                    side
                 }
                 None => {
                     let (side, _) = futures::join!(
@@ -455,6 +480,10 @@ impl ExecutionPlan for PointInTimeExec {
             let mut prober = Prober::try_new(side, plan, output_schema, carried)?;
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
+                spine_rows.fetch_add(
+                    batch.num_rows() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let _timer = probe_time.timer();
                 let probed = prober.probe(&batch)?;
                 held_back.add(probed.immature);
@@ -463,12 +492,15 @@ impl ExecutionPlan for PointInTimeExec {
             }))
         };
         let as_text = self.group.as_ref().is_some_and(|g| g.errors_as_text);
-        let stream = futures::stream::once(probe)
-            .try_flatten()
-            .map(move |r| match as_text {
-                true => r.map_err(crate::write::exec::as_task_error),
-                false => r,
-            });
+        let stream = futures::stream::once(probe).try_flatten();
+        // After the last row, the load (an error is the stream's last item).
+        let told = futures::stream::iter(load)
+            .then(|write| write)
+            .filter_map(|r| async move { r.err().map(Err) });
+        let stream = stream.chain(told).map(move |r| match as_text {
+            true => r.map_err(crate::write::exec::as_task_error),
+            false => r,
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

@@ -643,7 +643,7 @@ pub(super) async fn collect(
 }
 
 /// The rows of `table` in the order of its row id column (the embedded
-/// build's input order: file, then row).
+/// build's input order: file, then row), each row id once.
 fn by_row_id(table: RecordBatch) -> Result<RecordBatch> {
     let Some(ids) = table.column_by_name(crate::split::ROW_ID) else {
         return Err(DataFusionError::Internal(format!(
@@ -652,11 +652,14 @@ fn by_row_id(table: RecordBatch) -> Result<RecordBatch> {
         )));
     };
     let ids = ids.as_primitive::<Int64Type>();
-    if ids.values().windows(2).all(|w| w[0] <= w[1]) {
+    if ids.values().windows(2).all(|w| w[0] < w[1]) {
         return Ok(table);
     }
     let mut order: Vec<u32> = (0..table.num_rows() as u32).collect();
     order.sort_unstable_by_key(|&i| ids.value(i as usize));
+    // Two salts of a hot key in one partition bring its events twice
+    // (`crate::split::hot`): one of each is kept.
+    order.dedup_by_key(|i| ids.value(*i as usize));
     let order = UInt32Array::from(order);
     let columns = table
         .columns()

@@ -248,4 +248,19 @@ impl PitPlan {
             .filter(|c| c.derived.role == Role::Label)
             .map(|c| (c, self.indexes[c.index].input))
     }
+
+    /// The watermark of each label (µs): `--watermark`, else the spec's,
+    /// else the largest event time of the label's source (`latest` of its
+    /// input); `None` when that is empty.
+    pub fn label_watermarks(
+        &self,
+        latest: impl Fn(usize) -> Option<i64>,
+    ) -> Vec<(String, Option<i64>)> {
+        self.labels()
+            .map(|(column, input)| {
+                let w = (self.watermark.or(self.spec.watermark)).or_else(|| latest(input));
+                (column.derived.name.clone(), w)
+            })
+            .collect()
+    }
 }

@@ -367,18 +367,9 @@ fn watermarks(side: &IndexedSide, plan: &PitPlan) -> Result<Vec<(i64, i64)>> {
         .collect()
 }
 
-/// The watermark of each label (µs): `--watermark`, else the spec's, else
-/// the largest event time of the label's source; `None` when that is empty.
+/// The watermark of each label (µs), the latest events from `side`.
 pub(super) fn label_watermarks(side: &IndexedSide, plan: &PitPlan) -> Vec<(String, Option<i64>)> {
-    plan.labels()
-        .map(|(column, input)| {
-            let w = plan
-                .watermark
-                .or(plan.spec.watermark)
-                .or(side.latest[input].map(|l| l.time));
-            (column.derived.name.clone(), w)
-        })
-        .collect()
+    plan.label_watermarks(|input| side.latest[input].map(|l| l.time))
 }
 
 /// One output column being filled.

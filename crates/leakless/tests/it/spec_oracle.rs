@@ -1397,15 +1397,28 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
 // Running a build and reading it back
 // ---------------------------------------------------------------------------
 
-/// The builds each case runs: (partitions, split by key). Besides 1, 2 and
-/// 8 partitions, the plan split by key (`leakless::split`) on 3, unless
-/// the engine splits every build anyway (a cluster).
-fn builds(partitions: &[usize]) -> Vec<(usize, bool)> {
-    let mut builds: Vec<(usize, bool)> = partitions.iter().map(|&p| (p, false)).collect();
+/// The builds each case runs: (partitions, split by key with which hot
+/// keys). Besides 1, 2 and 8 partitions, the plan split by key
+/// (`leakless::split`) on 3, and on 2 with every key salted (two salts of
+/// a key often in one partition), unless the engine splits every build
+/// anyway (a cluster).
+fn builds(partitions: &[usize]) -> Vec<(usize, Option<leakless::HotKeys>)> {
+    let mut builds: Vec<_> = partitions.iter().map(|&p| (p, None)).collect();
     if !crate::engine().split_by_key() {
-        builds.push((3, true));
+        builds.push((3, Some(leakless::HotKeys::Auto)));
+        builds.push((2, Some(leakless::HotKeys::Every)));
     }
     builds
+}
+
+/// A build's name in the byte comparison: its partitions, plus 100 split
+/// by key, 200 split with every key salted.
+fn build_label(partitions: usize, split: Option<leakless::HotKeys>) -> usize {
+    match split {
+        None => partitions,
+        Some(leakless::HotKeys::Every) => partitions + 200,
+        Some(_) => partitions + 100,
+    }
 }
 
 /// Builds `spec_path` into `out` with `partitions` on the test binary's
@@ -1415,16 +1428,30 @@ fn run_build_split(
     spec_path: &Path,
     out: &Path,
     partitions: usize,
-    split: bool,
+    split: Option<leakless::HotKeys>,
 ) -> leakless::Result<(u64, u64)> {
     let build = leakless::Build::from_spec_file(spec_path, out)?;
     let summary = runtime().block_on(
         build
             .with_target_partitions(partitions)
-            .with_split_by_key(split)
+            .with_split_by_key(split.is_some())
+            .with_hot_keys(split.unwrap_or(leakless::HotKeys::Auto))
             .with_overwrite(true)
             .execute_on(crate::engine()),
     )?;
+    if split.is_some() || crate::engine().split_by_key() {
+        // Every task of every key group told its load; the first group's
+        // tasks probed every spine row that passed `where`.
+        let probed = summary.rows_written + summary.immature_held_back;
+        for (g, load) in summary.key_groups.iter().enumerate() {
+            assert_eq!(load.tasks, partitions, "key group {g}: {load:?}");
+            let total = (load.spine_rows_mean * load.tasks as f64).round() as u64;
+            match g {
+                0 => assert_eq!(total, probed, "key group 0: {load:?}"),
+                _ => assert!(total >= summary.rows_written, "key group {g}: {load:?}"),
+            }
+        }
+    }
     Ok((summary.rows_written, summary.immature_held_back))
 }
 
@@ -1570,13 +1597,14 @@ fn check(spec: &Spec, data: &Data) {
 
     let mut outputs = Vec::new();
     for (partitions, split) in builds(&[1, 2, 8]) {
-        let out = dir.path().join(format!("out-{partitions}-{split}"));
+        let out = dir
+            .path()
+            .join(format!("out-{}", build_label(partitions, split)));
         let (rows_written, held) = run_build_split(&spec_path, &out, partitions, split)
             .unwrap_or_else(|e| {
-                panic!("build with {partitions} partitions (split {split}) failed: {e}\n{toml}")
+                panic!("build with {partitions} partitions (split {split:?}) failed: {e}\n{toml}")
             });
-        // In the byte comparison, 100 + p stands for split on p.
-        let label = if split { partitions + 100 } else { partitions };
+        let label = build_label(partitions, split);
         let table = read_table(&out);
         if !table.names.is_empty() {
             assert_eq!(
@@ -1700,13 +1728,14 @@ fn build_fixture(files: &[(&str, &str)], spec: &str) -> (u64, u64, Table) {
     let mut outputs = Vec::new();
     let mut result = None;
     for (partitions, split) in builds(&[1, 8]) {
-        let out = dir.path().join(format!("out-{partitions}-{split}"));
+        let out = dir
+            .path()
+            .join(format!("out-{}", build_label(partitions, split)));
         let (rows, held) =
             run_build_split(&spec_path, &out, partitions, split).unwrap_or_else(|e| {
-                panic!("build with {partitions} partitions (split {split}) failed: {e}")
+                panic!("build with {partitions} partitions (split {split:?}) failed: {e}")
             });
-        // In the byte comparison, 100 + p stands for split on p.
-        let label = if split { partitions + 100 } else { partitions };
+        let label = build_label(partitions, split);
         let table = read_table(&out);
         outputs.push((label, file_bytes(&out)));
         if let Some((r, h, _)) = &result {
@@ -1714,7 +1743,7 @@ fn build_fixture(files: &[(&str, &str)], spec: &str) -> (u64, u64, Table) {
             assert_eq!(
                 (rows, held),
                 (*r, *h),
-                "{partitions} partitions, split {split}"
+                "{partitions} partitions, split {split:?}"
             );
         } else {
             result = Some((rows, held, table));
