@@ -363,7 +363,7 @@ impl Build {
         let mut key_groups = Vec::new();
         let (inputs, indexed, spine_max_time) = if split {
             let loads = crate::split::TaskLoad::read_all(&stats).map_err(Error::from)?;
-            key_groups = crate::split::GroupLoad::of(&plan, &loads);
+            key_groups = crate::split::GroupLoad::of(&plan, &loads, self.target_partitions);
             let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
             let spine = &self.spec.spine.source;
             let spine_rows: u64 = (scans.iter())

@@ -107,34 +107,45 @@ impl ScanStats {
     }
 }
 
-/// What one task of a key group did: its spine rows and the events it
-/// indexed (each once), and its seconds from start to last row.
+/// What one partition of a key group did: its spine rows and the events
+/// it indexed (each once), and its seconds from start to last row.
+///
+/// Named by what it holds (a digest of its spine rows, their count and
+/// the events'), since a partition does not know its number on a cluster
+/// (Ballista numbers a task's share of the partitions from 0): a
+/// partition run again writes the same name, two partitions never do
+/// (a spine row goes to one partition), and partitions without rows
+/// share one name, which costs nothing (they add nothing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskLoad {
     pub group: usize,
-    pub partition: usize,
+    /// The wrapping sum of a hash of each spine row.
+    pub digest: u64,
     pub spine_rows: u64,
     pub events: u64,
     pub seconds: f64,
 }
 
 impl TaskLoad {
-    /// Writes it under its fixed name, as [`ScanStats::write`].
+    /// Writes it under its name, as [`ScanStats::write`].
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let name = format!("load-{:04}-{:06}.json", self.group, self.partition);
+        let name = format!(
+            "load-{:04}-{:016x}-{}-{}.json",
+            self.group, self.digest, self.spine_rows, self.events
+        );
         write_fixed(dir, &name, self)
     }
 
-    /// Every task's load in `dir`, by group then partition.
+    /// Every partition's load in `dir`, by group, largest first.
     pub fn read_all(dir: &Path) -> Result<Vec<TaskLoad>> {
         let mut all: Vec<TaskLoad> = read_prefixed(dir, "load-")?;
-        all.sort_by_key(|l| (l.group, l.partition));
+        all.sort_by_key(|l| (l.group, std::cmp::Reverse(l.spine_rows), l.digest));
         Ok(all)
     }
 }
 
-/// How the tasks of one key group shared its work (from their
-/// [`TaskLoad`]s): the largest task's against the mean.
+/// How the partitions (tasks) of one key group shared its work (from
+/// their [`TaskLoad`]s): the largest against the mean.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupLoad {
     /// The group's spine key columns.
@@ -149,13 +160,14 @@ pub struct GroupLoad {
 }
 
 impl GroupLoad {
-    /// Per key group of `plan`, from the loads its tasks wrote.
-    pub fn of(plan: &PitPlan, loads: &[TaskLoad]) -> Vec<GroupLoad> {
+    /// Per key group of `plan`, from the loads its `partitions`
+    /// partitions wrote.
+    pub fn of(plan: &PitPlan, loads: &[TaskLoad], partitions: usize) -> Vec<GroupLoad> {
         let groups = key_groups(plan);
         (groups.iter().enumerate())
             .map(|(g, members)| {
                 let tasks: Vec<&TaskLoad> = loads.iter().filter(|l| l.group == g).collect();
-                let n = tasks.len().max(1) as f64;
+                let n = partitions.max(1) as f64;
                 let columns =
                     (plan.spec.source(&plan.spec.spine.source)).and_then(|s| s.columns.as_ref());
                 let key = (plan.indexes[members[0]].spine_key.iter())
@@ -166,7 +178,7 @@ impl GroupLoad {
                     .collect();
                 GroupLoad {
                     key,
-                    tasks: tasks.len(),
+                    tasks: partitions,
                     spine_rows_max: tasks.iter().map(|l| l.spine_rows).max().unwrap_or(0),
                     spine_rows_mean: tasks.iter().map(|l| l.spine_rows as f64).sum::<f64>() / n,
                     events_max: tasks.iter().map(|l| l.events).max().unwrap_or(0),

@@ -432,15 +432,16 @@ impl ExecutionPlan for PointInTimeExec {
         // A key group's task tells its load (see `crate::split::TaskLoad`).
         let started = std::time::Instant::now();
         let spine_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let digest = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let load = self.group.as_ref().map(|g| {
-            let (spine_rows, events) = (spine_rows.clone(), events.clone());
+            let (spine_rows, digest, events) = (spine_rows.clone(), digest.clone(), events.clone());
             let (number, stats) = (g.number, g.stats.clone());
             async move {
                 let ordering = std::sync::atomic::Ordering::Relaxed;
                 crate::split::TaskLoad {
                     group: number,
-                    partition,
+                    digest: digest.load(ordering),
                     spine_rows: spine_rows.load(ordering),
                     events: events.load(ordering),
                     seconds: started.elapsed().as_secs_f64(),
@@ -480,10 +481,11 @@ impl ExecutionPlan for PointInTimeExec {
             let mut prober = Prober::try_new(side, plan, output_schema, carried)?;
             Ok::<_, DataFusionError>(spine.map(move |batch| {
                 let batch = batch?;
-                spine_rows.fetch_add(
-                    batch.num_rows() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                if let Some(carried) = carried {
+                    let ordering = std::sync::atomic::Ordering::Relaxed;
+                    spine_rows.fetch_add(batch.num_rows() as u64, ordering);
+                    digest.fetch_add(rows_digest(&batch, carried)?, ordering);
+                }
                 let _timer = probe_time.timer();
                 let probed = prober.probe(&batch)?;
                 held_back.add(probed.immature);
@@ -503,4 +505,14 @@ impl ExecutionPlan for PointInTimeExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
+}
+
+/// The wrapping sum of a hash of each row's first `columns` columns: the
+/// same for the same rows in any order or batching.
+fn rows_digest(batch: &datafusion::arrow::array::RecordBatch, columns: usize) -> Result<u64> {
+    let mut hashes = vec![0u64; batch.num_rows()];
+    let state = datafusion::common::hash_utils::RandomState::with_seed(0);
+    let columns = &batch.columns()[..columns.min(batch.num_columns())];
+    datafusion::common::hash_utils::create_hashes(columns, &state, &mut hashes)?;
+    Ok(hashes.iter().fold(0u64, |sum, h| sum.wrapping_add(*h)))
 }
