@@ -81,10 +81,13 @@ def manifest_data(folder):
 
 
 class Sampler:
-    """Peak resident MB of each named process tree, sampled every 20 ms."""
+    """Peak resident MB of each named process tree, sampled every 20 ms,
+    and the peak bytes in the given folders (the executors' shuffle
+    files, which Ballista removes when a job ends), every 100 ms."""
 
-    def __init__(self):
+    def __init__(self, folders=()):
         self.procs, self.peaks, self.done = {}, {}, False
+        self.folders, self.folder_peak = list(folders), 0
         self.thread = threading.Thread(target=self.run)
 
     def add(self, name, proc):
@@ -92,22 +95,33 @@ class Sampler:
         self.peaks.setdefault(name, 0.0)
 
     def run(self):
+        tick = 0
         while not self.done:
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None:
                     self.peaks[name] = max(self.peaks[name], bench.tree_rss_mb(proc.pid))
+            if tick % 5 == 0 and self.folders:
+                self.folder_peak = max(self.folder_peak, sum(folder_bytes(f) for f in self.folders))
+            tick += 1
             time.sleep(0.02)
 
 
 def folder_bytes(folder):
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:  # removed while listed
+            pass
+    return total
 
 
 def cluster_run(cluster_bin, executors, partitions, build_args, work):
     """One build on a fresh loopback cluster: wall seconds of the build,
     the peak MB of each process, the bytes in the executors' work folders
     (shuffle files) and the build's summary."""
-    sampler = Sampler()
+    sampler = Sampler([work / f"executor-{i}" for i in range(executors)])
     procs = []
     import shutil
     shutil.rmtree(work, ignore_errors=True)
@@ -141,7 +155,7 @@ def cluster_run(cluster_bin, executors, partitions, build_args, work):
         if client.returncode != 0:
             raise RuntimeError("the cluster build failed")
         wall = time.perf_counter() - started
-        shuffled = sum(folder_bytes(work / f"executor-{i}") for i in range(executors))
+        shuffled = max(sampler.folder_peak, sum(folder_bytes(work / f"executor-{i}") for i in range(executors)))
         return wall, dict(sampler.peaks), shuffled, json.loads(out)
     finally:
         sampler.done = True
@@ -173,6 +187,7 @@ def main():
         csv_dir = bench.shuffled_copy(data / "csv", data / "csv-random")
     wm = json.loads((data / "csv" / "_generator.json").read_text())["totals"]["watermark"]
     out = HERE / "out" / f"cluster-{n}"
+    out.mkdir(parents=True, exist_ok=True)
     inputs = ["--impressions", csv_dir / "impressions.csv", "--clicks", csv_dir / "clicks.csv",
               "--listings", csv_dir / "listings.csv", "--watermark", wm, "--overwrite", "--quiet"]
     executors = [int(e) for e in args.executors.split(",")]

@@ -501,7 +501,12 @@ impl Build {
             let stats = crate::split::stats_dir(dir);
             std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
             hot = Some((
-                crate::split::hot_keys_plan(&plan, &sources, separate_partitions)?,
+                crate::split::hot_keys_plan(
+                    &plan,
+                    &sources,
+                    self.target_partitions,
+                    separate_partitions,
+                )?,
                 self.hot_keys(&plan, &sources, &Embedded).await?,
             ));
         }
@@ -529,7 +534,7 @@ impl Build {
         if mode == HotKeys::Off || n < 2 {
             return Ok(vec![Vec::new(); groups]);
         }
-        let hot = crate::split::hot_keys_plan(plan, sources, engine.separate_partitions())?;
+        let hot = crate::split::hot_keys_plan(plan, sources, n, engine.separate_partitions())?;
         let summaries = engine.run(hot).await?;
         Ok(crate::split::hot::choose(
             &summaries,

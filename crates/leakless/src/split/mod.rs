@@ -244,11 +244,13 @@ pub fn key_groups(plan: &PitPlan) -> Vec<Vec<usize>> {
     groups.into_iter().map(|(_, members)| members).collect()
 }
 
-/// The plan that finds the hot keys of each key group (see [`hot`]): one
-/// summary per spine file, for [`hot::choose`].
+/// The plan that finds the hot keys of each key group (see [`hot`]) for a
+/// build on `partitions` partitions: one summary per spine file, for
+/// [`hot::choose`].
 pub fn hot_keys_plan(
     plan: &PitPlan,
     sources: &[Source],
+    partitions: usize,
     errors_as_text: bool,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let spec = &plan.spec;
@@ -271,7 +273,7 @@ pub fn hot_keys_plan(
         Arc::new(scan),
         HotKeysOptions {
             keys,
-            counters: hot::COUNTERS_PER_PARTITION * files.max(1),
+            counters: hot::COUNTERS_PER_PARTITION * partitions.max(1),
             sample: hot::sample_per_file(files),
         },
     )?))

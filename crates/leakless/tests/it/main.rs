@@ -3,6 +3,7 @@
 mod common;
 mod exact_sum;
 mod golden;
+mod hot_keys;
 mod ingest;
 mod inputs;
 mod operator;
