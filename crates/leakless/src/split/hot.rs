@@ -14,7 +14,8 @@
 //! (a hash of the row's spine columns modulo `s`) and its events are
 //! copied once per salt; both shuffles hash on the key and the salt, so a
 //! spine row meets every event of its key in its partition, and no salt's
-//! share is more than half a fair share. Two salts of a key may land in
+//! share is more than half a fair share (`share / n` for a key above half
+//! the spine). Two salts of a key may land in
 //! one partition: the group's task then holds two copies of those events,
 //! and keeps one (`temporal::indexed`, by row id). The output does not
 //! depend on which keys are hot: only the work's spread does.
@@ -50,9 +51,9 @@ pub const COUNTERS_PER_PARTITION: usize = 8;
 /// Spine rows sampled over all files (each file's first rows).
 pub const SAMPLE_ROWS: usize = 1_000_000;
 
-/// Rows sampled from each of `files` files.
+/// Rows sampled from each of `files` files: a million in all.
 pub fn sample_per_file(files: usize) -> usize {
-    (SAMPLE_ROWS / files.max(1)).max(10_000)
+    SAMPLE_ROWS.div_ceil(files.max(1))
 }
 
 /// A hot key of a key group: its key columns in Arrow's row format (hex),
@@ -123,6 +124,12 @@ const SALT_SEED: u64 = 0x1ea6_1e55;
 
 impl Salter {
     pub(crate) fn new(options: SaltOptions) -> Result<Self> {
+        if let Some(h) = options.hot.iter().find(|h| h.salts == 0) {
+            return Err(DataFusionError::Internal(format!(
+                "a hot key with no salt: {}",
+                h.key
+            )));
+        }
         let hot = lookup(&options.hot)?;
         Ok(Salter { options, hot })
     }

@@ -110,16 +110,18 @@ impl ScanStats {
 /// What one partition of a key group did: its spine rows and the events
 /// it indexed (each once), and its seconds from start to last row.
 ///
-/// Named by what it holds (a digest of its spine rows, their count and
-/// the events'), since a partition does not know its number on a cluster
-/// (Ballista numbers a task's share of the partitions from 0): a
-/// partition run again writes the same name, two partitions never do
-/// (a spine row goes to one partition), and partitions without rows
-/// share one name, which costs nothing (they add nothing).
+/// Named by what it holds (a digest of its spine rows and of its events'
+/// row ids, and their counts), since a partition does not know its
+/// number on a cluster (Ballista numbers a task's share of the partitions
+/// from 0): a partition run again writes the same name, two partitions
+/// never do (a spine row goes to one partition, an event to one per
+/// salt), and partitions with neither share one name, which costs
+/// nothing (they add nothing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskLoad {
     pub group: usize,
-    /// The wrapping sum of a hash of each spine row.
+    /// The wrapping sum of a hash of each spine row and of each event's
+    /// row id.
     pub digest: u64,
     pub spine_rows: u64,
     pub events: u64,
@@ -178,7 +180,7 @@ impl GroupLoad {
                     .collect();
                 GroupLoad {
                     key,
-                    tasks: partitions,
+                    tasks: partitions.max(1),
                     spine_rows_max: tasks.iter().map(|l| l.spine_rows).max().unwrap_or(0),
                     spine_rows_mean: tasks.iter().map(|l| l.spine_rows as f64).sum::<f64>() / n,
                     events_max: tasks.iter().map(|l| l.events).max().unwrap_or(0),

@@ -467,6 +467,7 @@ impl ExecutionPlan for PointInTimeExec {
                     let side = side?;
                     let rows = side.rows.iter().sum::<usize>() as u64;
                     events.store(rows, std::sync::atomic::Ordering::Relaxed);
+                    digest.fetch_add(side.ids_digest, std::sync::atomic::Ordering::Relaxed);
                     side
                 }
                 None => {

@@ -480,6 +480,9 @@ pub(super) struct IndexedSide {
     pub latest: Vec<Option<Latest>>,
     /// Per input: rows read.
     pub rows: Vec<usize>,
+    /// A key group's partition: a digest of the row ids it indexes (see
+    /// `crate::split::TaskLoad`); 0 otherwise.
+    pub ids_digest: u64,
     pub collect_seconds: f64,
     pub index_seconds: f64,
     _reservation: MemoryReservation,
@@ -543,7 +546,8 @@ pub(super) async fn collect(
     let reservation =
         MemoryConsumer::new("PointInTimeExec[indexed side]").register(context.memory_pool());
     let mut tables = Vec::with_capacity(inputs.len());
-    for input in &inputs {
+    let mut ids_digest = 0u64;
+    for (i, input) in inputs.iter().enumerate() {
         let partitions: Vec<usize> = match &own {
             Some(own) => vec![own.partition],
             None => (0..input.output_partitioning().partition_count()).collect(),
@@ -568,6 +572,10 @@ pub(super) async fn collect(
         let mut table = concat_dropping(input.schema(), per_partition.into_iter().flatten())?;
         if own.is_some() {
             table = by_row_id(table)?;
+            let ids = table.column_by_name(crate::split::ROW_ID).expect("checked");
+            for &id in ids.as_primitive::<Int64Type>().values() {
+                ids_digest = ids_digest.wrapping_add(mix(id as u64 ^ ((i as u64) << 56)));
+            }
         }
         reservation.try_grow(table.get_array_memory_size())?;
         tables.push((table, rows_per_partition));
@@ -636,10 +644,18 @@ pub(super) async fn collect(
         symbols,
         latest,
         rows,
+        ids_digest,
         collect_seconds: (collected - started).as_secs_f64(),
         index_seconds: collected.elapsed().as_secs_f64(),
         _reservation: reservation,
     }))
+}
+
+/// SplitMix64's finalizer: a well-spread hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The rows of `table` in the order of its row id column (the embedded

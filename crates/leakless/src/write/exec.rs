@@ -109,8 +109,12 @@ pub struct WriteOptions {
 pub const TASK_ERROR: &str = "leakless task error: ";
 
 /// `error` told as text after [`TASK_ERROR`], for an engine that passes
-/// errors on as text.
+/// errors on as text; an error already told so (by an operator below in
+/// the same task) is passed on as it is.
 pub fn as_task_error(error: DataFusionError) -> DataFusionError {
+    if error.to_string().contains(TASK_ERROR) {
+        return error;
+    }
     DataFusionError::Execution(format!("{TASK_ERROR}{}", crate::Error::from(error)))
 }
 
@@ -496,5 +500,18 @@ mod tests {
             Some(told)
         );
         assert_eq!(task_error("query engine: something else"), None);
+    }
+
+    /// Two operators of one task that both tell errors as text (a scan
+    /// and the route over it) tell a bad row once: the client finds the
+    /// row's own message, not the first telling quoted in the second.
+    #[test]
+    fn an_error_told_twice_is_told_once() {
+        let once = as_task_error(DataFusionError::Execution("the row".into()));
+        let twice = as_task_error(as_task_error(DataFusionError::Execution("the row".into())));
+        assert_eq!(twice.to_string(), once.to_string());
+        let found = task_error(&twice.to_string()).unwrap();
+        assert!(!found.contains(TASK_ERROR), "{found}");
+        assert!(found.ends_with("the row"), "{found}");
     }
 }
