@@ -698,7 +698,8 @@ impl<'a> FileReader<'a> {
     }
 }
 
-pub(super) fn hex(digest: &[u8]) -> String {
+/// Bytes as lower-case hexadecimal.
+pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

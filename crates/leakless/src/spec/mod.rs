@@ -494,10 +494,7 @@ impl Spec {
     /// Hex SHA-256 of [`Spec::normalized`]: the feature-set version.
     pub fn feature_set_hash(&self) -> String {
         let bytes = serde_json::to_vec(&self.normalized()).expect("json");
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::ingest::hex(&Sha256::digest(&bytes))
     }
 
     /// Every output column with its definition in words.

@@ -41,6 +41,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::hex;
+
 /// The salt column the shuffles of a group with hot keys hash on, beside
 /// the key.
 pub const SALT: &str = "__leakless_salt";
@@ -72,14 +74,6 @@ pub(crate) fn key_rows(batch: &RecordBatch, key: &[usize]) -> Result<datafusion:
         .collect();
     let columns: Vec<ArrayRef> = key.iter().map(|&k| batch.column(k).clone()).collect();
     Ok(RowConverter::new(fields)?.convert_columns(&columns)?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>> {

@@ -199,13 +199,7 @@ impl GroupLoad {
 fn write_fixed(dir: &Path, name: &str, value: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| DataFusionError::Internal(format!("encoding {name}: {e}")))?;
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let hidden = dir.join(format!(
-        ".{name}.partial-{}-{}-{}",
-        std::process::id(),
-        crate::write::commit::process_token(),
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let hidden = crate::write::partial_path(&dir.join(name));
     let io = |e: std::io::Error| {
         DataFusionError::Execution(format!("writing {}: {e}", dir.join(name).display()))
     };

@@ -338,7 +338,7 @@ pub(crate) fn is_partial(name: &str) -> bool {
 
 /// Where the file to be named `path` is written: beside it, under a name
 /// unique to this writer (hidden, so that no reader takes it for data).
-fn partial_path(path: &Path) -> PathBuf {
+pub(crate) fn partial_path(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static OPENED: AtomicU64 = AtomicU64::new(0);
     let mut name = std::ffi::OsString::from(".");

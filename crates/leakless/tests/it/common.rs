@@ -202,3 +202,26 @@ pub fn oracle_clicks(clicks: &[(i64, i64)], listing: i64, t: i64) -> (i64, i64, 
     let clicked = on_listing().any(|ts| t <= ts && ts < t + DAY);
     (prior, last_24h, i8::from(clicked))
 }
+
+/// Every Parquet file of a dataset: (relative path, bytes).
+pub fn dataset_bytes(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    leakless::write::data_files(out)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let name = p.strip_prefix(out).unwrap().display().to_string();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// A build of the marketplace CSV files `leakless::synth::generate` wrote
+/// into `data`.
+pub fn generated_build(data: &Path, out: &Path) -> Build {
+    Build::new(
+        data.join("impressions.csv"),
+        data.join("clicks.csv"),
+        data.join("listings.csv"),
+        out,
+    )
+}

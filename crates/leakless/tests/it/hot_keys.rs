@@ -17,26 +17,18 @@ fn zipf_listings_are_spread_over_several_tasks() {
     leakless::synth::generate(&params, &data).unwrap();
     let build = |hot: Option<HotKeys>, name: &str| {
         let out = dir.path().join(name);
-        let build = leakless::Build::new(
-            data.join("impressions.csv"),
-            data.join("clicks.csv"),
-            data.join("listings.csv"),
-            &out,
-        )
-        .with_target_partitions(32)
-        .with_split_by_key(hot.is_some())
-        .with_hot_keys(hot.unwrap_or(HotKeys::Off));
+        let build = crate::common::generated_build(&data, &out)
+            .with_target_partitions(32)
+            .with_split_by_key(hot.is_some())
+            .with_hot_keys(hot.unwrap_or(HotKeys::Off));
         let summary = crate::common::runtime().block_on(build.execute()).unwrap();
-        (summary, crate::common::data_files(&out))
-    };
-    let bytes = |files: &[std::path::PathBuf]| -> Vec<Vec<u8>> {
-        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+        (summary, crate::common::dataset_bytes(&out))
     };
     let (_, embedded) = build(None, "embedded");
     let (off, off_files) = build(Some(HotKeys::Off), "off");
     let (auto, auto_files) = build(Some(HotKeys::Auto), "auto");
-    assert_eq!(bytes(&off_files), bytes(&embedded));
-    assert_eq!(bytes(&auto_files), bytes(&embedded));
+    assert!(off_files == embedded, "hot keys off: other bytes");
+    assert!(auto_files == embedded, "hot keys auto: other bytes");
     assert_eq!(off.hot_keys, 0);
     assert!(auto.hot_keys >= 3, "{} hot keys", auto.hot_keys);
     let (off, auto) = (&off.key_groups[0], &auto.key_groups[0]);

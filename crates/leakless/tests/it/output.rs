@@ -204,18 +204,6 @@ fn hourly_partitions_are_named_by_utc_date_and_hour() {
     }
 }
 
-/// Every Parquet file of a dataset: (relative path, bytes).
-fn dataset_bytes(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    leakless::write::data_files(out)
-        .unwrap()
-        .into_iter()
-        .map(|p| {
-            let name = p.strip_prefix(out).unwrap().display().to_string();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect()
-}
-
 /// The file's data lines in a seeded random order (header kept first).
 fn shuffle_lines(path: &std::path::Path, seed: u64) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -252,13 +240,7 @@ fn shuffled_inputs_give_the_same_bytes_at_every_partition_count() {
     leakless::synth::generate(&params, &data).unwrap();
     let build = |partitions: usize, name: &str| {
         let out = dir.path().join(name);
-        let build = leakless::Build::new(
-            data.join("impressions.csv"),
-            data.join("clicks.csv"),
-            data.join("listings.csv"),
-            &out,
-        )
-        .with_target_partitions(partitions);
+        let build = crate::common::generated_build(&data, &out).with_target_partitions(partitions);
         // With 2 partitions every batch of the spine is spilled to disk
         // and read back.
         let build = if partitions == 2 {
@@ -272,7 +254,7 @@ fn shuffled_inputs_give_the_same_bytes_at_every_partition_count() {
         let mut manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
         manifest.as_object_mut().unwrap().remove("settings");
-        (dataset_bytes(&out), manifest)
+        (crate::common::dataset_bytes(&out), manifest)
     };
     let (ordered, _) = build(1, "ordered");
     assert!(ordered.len() >= 4, "{} files", ordered.len());
