@@ -17,16 +17,23 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     if let Some(hint) = hint(err) {
         eprintln!("hint: {hint}");
     }
-    ExitCode::from(2)
+    match err.downcast_ref::<leakless::Error>() {
+        Some(leakless::Error::Quality(_)) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
 }
 
 /// What to do next, for the errors a user can fix.
 fn hint(err: &anyhow::Error) -> Option<String> {
     use leakless::Error;
     match err.downcast_ref::<Error>()? {
-        Error::BadRow(_) => {
-            Some("fix or remove the row; leakless reads nothing until every row is valid".into())
-        }
+        Error::BadRow(_) => Some(
+            "fix or remove the row, or pass --bad-rows quarantine to set bad rows aside and go on"
+                .into(),
+        ),
+        Error::Quality(_) => Some(
+            "nothing was published; fix the inputs, or raise the source's max_bad_rows (or --max-bad-rows) if they are expected".into(),
+        ),
         Error::OutputExists { why: None, .. } => Some("pass --overwrite to replace it".into()),
         Error::OutputExists { why: Some(_), .. } => {
             Some("choose another --out; leakless only replaces datasets it wrote".into())

@@ -94,6 +94,79 @@ fn a_malformed_row_exits_2_naming_file_line_column_and_value() {
     assert!(!out.exists());
 }
 
+/// The example's impressions with two bad rows among them.
+fn messy_impressions(dir: &Path) -> PathBuf {
+    let good = std::fs::read_to_string(examples().join("impressions.csv")).unwrap();
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(3, "90,ninety,1,2026-10-01T10:00:00Z");
+    lines.insert(6, "91,100,1,2026-13-01T10:00:00Z,extra");
+    let path = dir.join("impressions.csv");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn quarantine_sets_bad_rows_aside_and_the_gate_stops_above_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let impressions = messy_impressions(dir.path());
+    let clean = dir.path().join("clean");
+    assert!(
+        build(&examples().join("impressions.csv"), &clean, &[])
+            .status
+            .success()
+    );
+
+    // 2 bad rows of 12: above the default bound (0.1%), exit 1 and
+    // nothing published.
+    let out = dir.path().join("dataset");
+    let output = build(&impressions, &out, &["--bad-rows", "quarantine"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "source `impressions` has 2 bad rows of 12 read (16.7%), above max_bad_rows 0.001"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 x not a valid int64"), "{stderr}");
+    let place = format!(
+        "e.g. `{}` line 4, column `user_id`: not a valid int64: \"ninety\"",
+        impressions.display()
+    );
+    assert!(stderr.contains(&place), "{stderr}");
+    assert!(!out.exists(), "a failed gate published {}", out.display());
+
+    // Within the bound: the good rows' dataset, and the bad rows in the
+    // quarantine file.
+    let output = build(
+        &impressions,
+        &out,
+        &[
+            "--bad-rows",
+            "quarantine",
+            "--max-bad-rows",
+            "0.2",
+            "--json",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(parquet_files(&out), parquet_files(&clean));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = &summary["reconciliation"]["impressions"];
+    assert_eq!(rows["read"], 12);
+    assert_eq!(rows["quarantined"], 2);
+    assert_eq!(rows["spine"]["written"], 9);
+    assert_eq!(rows["spine"]["held_back_immature"], 1);
+    assert_eq!(summary["quarantined"]["impressions"]["rows"], 2);
+    assert!(out.join("_quarantine/impressions.parquet").is_file());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("impressions (spine): 12 = 2 quarantined + 0 dropped by [spine] where + 1 held back + 9 written"), "{stderr}");
+
+    // Strict (the default): the first bad row stops the run, exit 2.
+    let output = build(&impressions, &dir.path().join("strict"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
 #[test]
 fn an_existing_dataset_needs_overwrite() {
     let dir = tempfile::tempdir().unwrap();

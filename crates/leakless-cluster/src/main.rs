@@ -32,7 +32,7 @@ enum Command {
     /// `leakless build`. Every executor must see the inputs and the run's
     /// staging folder at the client's paths (one machine, or a shared file
     /// system; s3:// inputs are copied once into the staging).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
 }
 
 #[derive(Debug, clap::Args)]

@@ -52,6 +52,15 @@ impl std::fmt::Display for EventAfterSpine {
     }
 }
 
+impl Location {
+    /// The line or row number.
+    pub fn number(&self) -> u64 {
+        match self {
+            Location::Line(n) | Location::Row(n) => *n,
+        }
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -72,20 +81,80 @@ pub struct BadRow {
     pub value: Option<String>,
     /// What is wrong, e.g. "not a valid int64".
     pub reason: String,
+    /// The whole row as read: a CSV record's line(s), a Parquet row's
+    /// declared columns as `name=value` (shortened to 64 KiB).
+    pub raw: Option<String>,
 }
 
 impl std::fmt::Display for BadRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "`{}` {}", self.path.display(), self.location)?;
-        if let Some(column) = &self.column {
-            write!(f, ", column `{column}`")?;
-        }
-        write!(f, ": {}", self.reason)?;
-        if let Some(value) = &self.value {
-            write!(f, ": {value:?}")?;
+        let path = self.path.display().to_string();
+        let value = self.value.as_deref();
+        describe_bad_row(
+            f,
+            &path,
+            Some(&self.location),
+            self.column.as_deref(),
+            &self.reason,
+            value,
+        )
+    }
+}
+
+/// A bad row in words: `` `FILE` line N, column `C`: REASON: "VALUE" ``.
+pub(crate) fn describe_bad_row(
+    f: &mut std::fmt::Formatter<'_>,
+    path: &str,
+    location: Option<&Location>,
+    column: Option<&str>,
+    reason: &str,
+    value: Option<&str>,
+) -> std::fmt::Result {
+    write!(f, "`{path}`")?;
+    if let Some(location) = location {
+        write!(f, " {location}")?;
+    }
+    if let Some(column) = column {
+        write!(f, ", column `{column}`")?;
+    }
+    write!(f, ": {reason}")?;
+    if let Some(value) = value {
+        write!(f, ": {value:?}")?;
+    }
+    Ok(())
+}
+
+/// Why a data-quality gate stopped a build, told in full: what failed,
+/// with counts and the first examples and their places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityFailure {
+    /// One line per failed gate.
+    pub failed: Vec<String>,
+    /// What was found (counts per reason, examples), line by line.
+    pub details: Vec<String>,
+}
+
+impl std::fmt::Display for QualityFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data-quality gate failed: {}", self.failed.join("; "))?;
+        for line in &self.details {
+            write!(f, "\n  {line}")?;
         }
         Ok(())
     }
+}
+
+/// `text` cut to at most 64 KiB (at a character boundary), marked when cut.
+pub(crate) fn shorten_raw(text: &str) -> String {
+    const MAX: usize = 64 << 10;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut cut = MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..cut], text.len())
 }
 
 /// Everything that can go wrong in leakless.
@@ -94,6 +163,11 @@ pub enum Error {
     /// A row of an input file is malformed (strict mode).
     #[error("bad input row: {0}")]
     BadRow(Box<BadRow>),
+
+    /// A data-quality gate failed: too many bad rows, or a `[checks]`
+    /// bound not met. Nothing was published.
+    #[error("{0}")]
+    Quality(Box<QualityFailure>),
 
     /// The spec file is not valid: every mistake found, each with its place.
     #[error("{0}")]
@@ -270,6 +344,7 @@ impl Error {
     fn duplicate(&self) -> Error {
         match self {
             Error::BadRow(row) => Error::BadRow(row.clone()),
+            Error::Quality(e) => Error::Quality(e.clone()),
             Error::Spec(e) => Error::Spec(e.clone()),
             Error::MissingColumn {
                 source_name,

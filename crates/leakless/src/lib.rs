@@ -32,6 +32,7 @@ pub mod fuzz;
 pub mod ingest;
 pub mod order;
 pub mod pipeline;
+pub mod quality;
 pub mod spec;
 pub mod split;
 pub mod storage;

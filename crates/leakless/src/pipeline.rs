@@ -36,6 +36,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ingest::{BadRowPolicy, FileStats, Source};
 use crate::order::BucketSortExec;
+use crate::quality;
 use crate::spec::{self, Role, Spec};
 use crate::temporal::{PitPlan, PointInTimeExec};
 use crate::time::format_rfc3339;
@@ -48,7 +49,10 @@ use crate::{Reporter, Stage};
 /// local copies of inputs on object storage.
 const SPILL: &str = "_spill";
 const INPUTS: &str = "_inputs";
-const NOT_DATA: &[&str] = &[SPILL, INPUTS, crate::split::STATS];
+/// Each input file's bad rows under quarantine, before they are merged
+/// into the dataset's `_quarantine` folder.
+const BAD_ROWS: &str = "_bad_rows";
+const NOT_DATA: &[&str] = &[SPILL, INPUTS, BAD_ROWS, crate::split::STATS];
 
 /// How far after the spine's last time a label source's latest event may
 /// be when the watermark is inferred from it.
@@ -60,8 +64,12 @@ pub struct BuildSummary {
     pub out: PathBuf,
     /// The feature-set version (see `docs/semantics.md`).
     pub feature_set_hash: String,
-    /// Rows read per source.
+    /// Rows read per source (bad rows set aside included).
     pub rows_read: BTreeMap<String, u64>,
+    /// Where every row read went, per source.
+    pub reconciliation: BTreeMap<String, quality::SourceRows>,
+    /// Per source with bad rows set aside: its quarantine file and counts.
+    pub quarantined: BTreeMap<String, quality::Quarantined>,
     pub rows_written: u64,
     /// Spine rows dropped by `[spine] where`.
     pub spine_filtered_out: u64,
@@ -154,6 +162,7 @@ pub struct Build {
     split_by_key: bool,
     hot_keys: HotKeys,
     policy: BadRowPolicy,
+    max_bad_rows: Option<f64>,
     reporter: Arc<dyn Reporter>,
 }
 
@@ -184,6 +193,7 @@ impl Build {
             split_by_key: false,
             hot_keys: HotKeys::Auto,
             policy: BadRowPolicy::default(),
+            max_bad_rows: None,
             reporter: Arc::new(()),
         }
     }
@@ -256,6 +266,21 @@ impl Build {
         self
     }
 
+    /// What to do with a row that cannot be read (default
+    /// [`BadRowPolicy::Fail`]).
+    pub fn with_bad_rows(mut self, policy: BadRowPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Under quarantine, the largest fraction of each source's rows that
+    /// may be bad, over the spec's `max_bad_rows` of every source (`None`:
+    /// the spec's, else [`crate::quality::DEFAULT_MAX_BAD_ROWS`]).
+    pub fn with_max_bad_rows(mut self, fraction: Option<f64>) -> Self {
+        self.max_bad_rows = fraction;
+        self
+    }
+
     /// Runs the plan split by key (`crate::split`), as a cluster does,
     /// even on this machine; the output is the same.
     pub fn with_split_by_key(mut self, split: bool) -> Self {
@@ -299,7 +324,7 @@ impl Build {
         self.reporter.stage(Stage::Reading);
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         // Files on object storage are copied into the staging first.
-        let sources = self.open_sources(&plan, &staging.dir().join(INPUTS))?;
+        let sources = self.open_sources(&plan, staging.dir())?;
 
         let split = self.split_by_key || engine.split_by_key();
         let stats = crate::split::stats_dir(staging.dir());
@@ -394,14 +419,26 @@ impl Build {
         };
         let written = Instant::now();
         crate::write::commit::crash_point("after-data");
+        let inputs: BTreeMap<String, Vec<FileStats>> = inputs.into_iter().collect();
+        let quarantined = quality::collect(&staging.dir().join(BAD_ROWS), staging.dir(), &inputs)?;
+        let spine_rows = quality::SpineRows {
+            filtered_by_where: filtered_out,
+            held_back_immature: held_back,
+            written: rows,
+        };
+        let reconciliation =
+            quality::reconcile(&inputs, (&self.spec.spine.source, spine_rows), &plan.inputs)?;
+        quality::check_bad_rows(&reconciliation, &quarantined, |source| {
+            (self.max_bad_rows)
+                .or_else(|| self.spec.source(source).and_then(|d| d.max_bad_rows))
+                .unwrap_or(quality::DEFAULT_MAX_BAD_ROWS)
+        })?;
         if self.watermark.is_none() && self.spec.watermark.is_none() {
             self.check_inferred_watermarks(&sources, indexed.as_ref(), spine_max_time)?;
         }
 
-        let inputs: BTreeMap<String, Vec<FileStats>> = inputs.into_iter().collect();
-        let rows_read: BTreeMap<String, u64> = inputs
-            .iter()
-            .map(|(name, files)| (name.clone(), files.iter().map(|f| f.rows).sum()))
+        let rows_read: BTreeMap<String, u64> = (reconciliation.iter())
+            .map(|(name, rows)| (name.clone(), rows.read))
             .collect();
         let watermarks: BTreeMap<String, String> = indexed
             .as_ref()
@@ -431,6 +468,8 @@ impl Build {
             },
             inputs: inputs.into_iter().collect(),
             rows_read: rows_read.clone(),
+            reconciliation: reconciliation.clone(),
+            quarantine: quarantined.clone(),
             spine_filtered_out: filtered_out,
             watermarks: watermarks.clone(),
             watermark_source: match (self.watermark, self.spec.watermark) {
@@ -468,6 +507,8 @@ impl Build {
             out: self.out,
             feature_set_hash: manifest.feature_set_hash,
             rows_read,
+            reconciliation,
+            quarantined,
             rows_written: rows,
             spine_filtered_out: manifest.spine_filtered_out,
             positive_labels,
@@ -495,7 +536,7 @@ impl Build {
         separate_partitions: bool,
     ) -> Result<(Option<Arc<dyn ExecutionPlan>>, Arc<dyn ExecutionPlan>)> {
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
-        let sources = self.open_sources(&plan, &dir.join(INPUTS))?;
+        let sources = self.open_sources(&plan, dir)?;
         let mut hot = None;
         if self.split_by_key {
             let stats = crate::split::stats_dir(dir);
@@ -642,7 +683,9 @@ impl Build {
 
     /// The sources the plan reads: the indexed ones in plan order, then the
     /// spine (the spine source may also be indexed).
-    fn open_sources(&self, plan: &PitPlan, scratch: &Path) -> Result<Vec<Source>> {
+    /// The sources read, writing into the staging folder `dir`: copies of
+    /// files on object storage, and bad rows under quarantine.
+    fn open_sources(&self, plan: &PitPlan, dir: &Path) -> Result<Vec<Source>> {
         let mut names: Vec<&str> = plan.inputs.iter().map(String::as_str).collect();
         if !names.contains(&self.spec.spine.source.as_str()) {
             names.push(&self.spec.spine.source);
@@ -651,8 +694,10 @@ impl Build {
             .into_iter()
             .map(|name| {
                 let def = self.spec.source(name).expect("resolved source");
-                let mut source = Source::open(def, self.policy)?;
-                source.fetch(scratch)?;
+                let mut source = Source::open(def, self.policy)?
+                    .with_quarantine(dir.join(BAD_ROWS))
+                    .with_uses(plan.use_rules(name));
+                source.fetch(&dir.join(INPUTS))?;
                 Ok(source)
             })
             .collect()

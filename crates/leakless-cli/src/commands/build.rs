@@ -55,6 +55,15 @@ pub struct Args {
     /// When another run is writing --out, wait for it instead of failing
     #[arg(long)]
     wait: bool,
+    /// A row that cannot be read: `fail` stops the run naming it;
+    /// `quarantine` sets it aside in DATASET/_quarantine/SOURCE.parquet and
+    /// goes on (exit 1, nothing published, above --max-bad-rows)
+    #[arg(long, value_name = "POLICY", default_value = "fail", value_parser = ["fail", "quarantine"])]
+    bad_rows: String,
+    /// Under quarantine, the largest fraction of each source's rows that
+    /// may be bad (default: each source's `max_bad_rows`, else 0.001)
+    #[arg(long, value_name = "FRACTION")]
+    max_bad_rows: Option<f64>,
     /// Spill the sorted spine to disk past this many bytes (for tests)
     #[arg(long, value_name = "BYTES", hide = true)]
     spill_bytes: Option<usize>,
@@ -109,6 +118,13 @@ pub async fn run_on(
     if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
+    if let Some(f) = args.max_bad_rows.filter(|f| !(0.0..=1.0).contains(f)) {
+        bail!("--max-bad-rows {f} is not a fraction of a source's rows (0 to 1)");
+    }
+    let bad_rows = match args.bad_rows.as_str() {
+        "quarantine" => leakless::ingest::BadRowPolicy::Quarantine,
+        _ => leakless::ingest::BadRowPolicy::Fail,
+    };
     let build = match (&args.spec, &args.impressions, &args.clicks, &args.listings) {
         (Some(spec), _, _, _) => {
             let overrides = parse_overrides(&args.sources)?;
@@ -126,6 +142,8 @@ pub async fn run_on(
         .with_wait(args.wait)
         .with_watermark_margin(margin)
         .with_ignore(&args.ignore)
+        .with_bad_rows(bad_rows)
+        .with_max_bad_rows(args.max_bad_rows)
         .with_reporter(progress.clone());
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
@@ -164,10 +182,45 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
         s.files
     );
     eprintln!("  rows read: {}", read.join(", "));
-    if s.spine_filtered_out > 0 {
+    for (source, rows) in &s.reconciliation {
+        let mut terms = Vec::new();
+        if rows.quarantined > 0 {
+            terms.push(format!("{} quarantined", rows.quarantined));
+        }
+        if let Some(spine) = rows.spine {
+            let mut spine_terms = terms.clone();
+            spine_terms.push(format!(
+                "{} dropped by [spine] where",
+                spine.filtered_by_where
+            ));
+            spine_terms.push(format!("{} held back", spine.held_back_immature));
+            spine_terms.push(format!("{} written", spine.written));
+            eprintln!(
+                "    {source} (spine): {} = {}",
+                rows.read,
+                spine_terms.join(" + ")
+            );
+        }
+        if let Some(uses) = rows.indexed {
+            terms.push(format!("{} indexed", uses.indexed));
+            terms.push(format!("{} without key or time", uses.no_key_or_time));
+            terms.push(format!("{} dropped by where", uses.filtered_by_where));
+            eprintln!(
+                "    {source} (events): {} = {}",
+                rows.read,
+                terms.join(" + ")
+            );
+        }
+    }
+    for (source, q) in &s.quarantined {
+        let reasons: Vec<String> = (q.summary.reasons.iter())
+            .map(|(reason, n)| format!("{n} x {reason}"))
+            .collect();
         eprintln!(
-            "  spine rows dropped by [spine] where: {}",
-            s.spine_filtered_out
+            "  quarantined: {} rows of {source} in {} ({})",
+            q.summary.rows,
+            q.path,
+            reasons.join(", ")
         );
     }
     if !s.watermarks.is_empty() {

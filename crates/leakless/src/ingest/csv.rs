@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -402,6 +402,7 @@ impl Input {
                     "a record longer than {} MiB (an unterminated quoted value?)",
                     MAX_RECORD >> 20
                 ),
+                raw: None,
             })));
         }
         self.fills += 1;
@@ -554,13 +555,15 @@ impl Records<'_> {
     ) -> Result<(Stop, usize, u64)> {
         let reader = self.reader;
         let path = &reader.file.name;
-        let bad_row = |line: u64, column: Option<&str>, value: &[u8], reason: String| BadRow {
-            path: path.clone(),
-            location: Location::Line(line),
-            column: column.map(str::to_owned),
-            value: Some(shorten(value)),
-            reason,
-        };
+        let bad_row =
+            |line: u64, column: Option<&str>, value: &[u8], raw: &[u8], reason: String| BadRow {
+                path: path.clone(),
+                location: Location::Line(line),
+                column: column.map(str::to_owned),
+                value: Some(shorten(value)),
+                reason,
+                raw: Some(crate::error::shorten_raw(&String::from_utf8_lossy(raw))),
+            };
         let mut fields = Vec::new();
         let mut values = Vec::with_capacity(self.wanted.len());
         let mut pos = 0;
@@ -576,9 +579,10 @@ impl Records<'_> {
                         newlines,
                         at_newline,
                     } => {
-                        reader.policy.route(bad_row(
+                        reader.route(bad_row(
                             line + at_newline,
                             None,
+                            trim_line(&rest[..end]),
                             trim_line(&rest[..end]),
                             reason.to_owned(),
                         ))?;
@@ -604,9 +608,10 @@ impl Records<'_> {
                         *pending += 1;
                         *rows += 1;
                     }
-                    Err(RowFault::FieldCount(found)) => reader.policy.route(bad_row(
+                    Err(RowFault::FieldCount(found)) => reader.route(bad_row(
                         line,
                         None,
+                        trim_line(&rest[..end]),
                         trim_line(&rest[..end]),
                         format!("expected {} fields, found {found}", self.width),
                     ))?,
@@ -614,10 +619,11 @@ impl Records<'_> {
                         column,
                         field,
                         reason,
-                    }) => reader.policy.route(bad_row(
+                    }) => reader.route(bad_row(
                         line,
                         Some(&self.wanted[column].1.name),
                         &field_bytes(rest, &fields[field]),
+                        trim_line(&rest[..end]),
                         reason.to_owned(),
                     ))?,
                 }
@@ -677,6 +683,8 @@ struct Parsed {
     batches: Vec<RecordBatch>,
     rows: u64,
     inside: Option<(usize, u64)>,
+    /// The rows it set aside (quarantine).
+    bad: Vec<BadRow>,
 }
 
 /// Appends up to `n` bytes of `file` to `buf`; `true` at end of file.
@@ -782,10 +790,21 @@ fn read_blocks(
                 let handle = std::thread::Builder::new()
                     .spawn_scoped(scope, move || {
                         let bytes = block;
-                        let mut builders = records.builders();
+                        // Its bad rows are its own until the block is taken
+                        // (a block after a cut inside a quote is dropped).
+                        let block_reader = FileReader {
+                            bad: Mutex::new(Vec::new()),
+                            ..*reader
+                        };
+                        let block_records = Records {
+                            reader: &block_reader,
+                            wanted: records.wanted.clone(),
+                            width: records.width,
+                        };
+                        let mut builders = block_records.builders();
                         let (mut pending, mut n) = (0usize, 0u64);
                         let mut batches = Vec::new();
-                        let (stop, _, _) = records.parse(
+                        let (stop, _, _) = block_records.parse(
                             &bytes,
                             at_eof,
                             first_line,
@@ -798,16 +817,21 @@ fn read_blocks(
                             },
                         )?;
                         if pending > 0 {
-                            batches.push(finish(records.reader, &mut builders)?);
+                            batches.push(finish(reader, &mut builders)?);
                         }
                         let inside = match stop {
                             Stop::Inside { at, line } => Some((at, line)),
                             _ => None,
                         };
+                        drop(block_records);
                         Ok(Parsed {
                             batches,
                             rows: n,
                             inside,
+                            bad: block_reader
+                                .bad
+                                .into_inner()
+                                .unwrap_or_else(|e| e.into_inner()),
                         })
                     })
                     .map_err(|e| Error::io("starting a thread to read", path, e))?;
@@ -825,6 +849,7 @@ fn read_blocks(
                 }
             }
             rows += parsed.rows;
+            (reader.bad.lock().unwrap_or_else(|e| e.into_inner())).extend(parsed.bad);
             if let Some((at, inside_line)) = parsed.inside {
                 // The cut fell inside a quoted value: from the record that
                 // spans it, read on sequentially.
@@ -904,6 +929,7 @@ fn read_header(
                 column: None,
                 value: None,
                 reason: format!("header: {reason}"),
+                raw: None,
             })));
         }
         _ => {
@@ -1030,15 +1056,29 @@ mod tests {
             layout,
             batch_rows: 3,
             policy: BadRowPolicy::Fail,
+            bad: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Every batch of a read of `text` (columns `id` int64, `s` string,
     /// `ts` timestamp) as rows of text, or the error, with `blocks`.
     fn read_text(text: &str, blocks: Option<Blocks>) -> std::result::Result<Vec<String>, String> {
+        read_text_with(text, blocks, BadRowPolicy::Fail).map(|(rows, _)| rows)
+    }
+
+    /// [`read_text`] under `policy`, with the rows set aside (line, column,
+    /// reason, raw), in line order.
+    fn read_text_with(
+        text: &str,
+        blocks: Option<Blocks>,
+        policy: BadRowPolicy,
+    ) -> std::result::Result<(Vec<String>, Vec<String>), String> {
         let dir = tempfile::tempdir().unwrap();
         let (layout, file) = file_of(dir.path(), text.as_bytes());
-        let reader = reader_of(&layout, &file);
+        let reader = FileReader {
+            policy,
+            ..reader_of(&layout, &file)
+        };
         let mut rows = Vec::new();
         let read = read_with(&reader, blocks, &mut |batch| {
             push_rows(&batch, &mut rows);
@@ -1050,7 +1090,13 @@ mod tests {
                 // A read in blocks hashes the whole file on the way.
                 let expected = blocks.map(|_| super::super::hex(&Sha256::digest(text.as_bytes())));
                 assert_eq!(hash, expected);
-                Ok(rows)
+                let mut bad = reader.bad.into_inner().unwrap();
+                bad.sort_by_key(|row| row.location.number());
+                let bad = bad
+                    .iter()
+                    .map(|b| format!("{} {:?} {} {:?}", b.location, b.column, b.reason, b.raw))
+                    .collect();
+                Ok((rows, bad))
             }
             Err(e) => Err(e
                 .to_string()
@@ -1091,6 +1137,12 @@ mod tests {
             }
             let sequential = read_text(&text, None);
             let blocks = read_text(&text, Some(Blocks { threads, bytes: block }));
+            prop_assert_eq!(blocks, sequential);
+            // Under quarantine: the same good rows and the same bad rows,
+            // none from a block parsed ahead and dropped.
+            let quarantine = BadRowPolicy::Quarantine;
+            let sequential = read_text_with(&text, None, quarantine);
+            let blocks = read_text_with(&text, Some(Blocks { threads, bytes: block }), quarantine);
             prop_assert_eq!(blocks, sequential);
         }
     }

@@ -19,12 +19,15 @@
 pub(crate) mod columns;
 mod csv;
 mod parquet;
+pub mod quarantine;
 pub mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::error::DataFusionError;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -159,18 +162,105 @@ impl Format {
 
 /// What to do with a row that cannot be ingested.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BadRowPolicy {
     /// Stop the run with [`Error::BadRow`].
     #[default]
     Fail,
+    /// Set the row aside with its place and reason (a file's bad rows go
+    /// to [`Source::with_quarantine`]'s folder when the file is read) and
+    /// read on without it.
+    Quarantine,
 }
 
-impl BadRowPolicy {
-    /// Routes one bad row; `Ok` means the row is dropped and reading goes on.
-    pub(crate) fn route(self, row: BadRow) -> Result<()> {
-        match self {
-            BadRowPolicy::Fail => Err(Error::BadRow(Box::new(row))),
+/// How the indexes take a source's rows, for counting them: a row is
+/// taken when every `columns` value is non-null and `filter` is true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UseRule {
+    /// Positions in the source's batches (key parts, time).
+    pub columns: Vec<usize>,
+    /// A `where` over the source's declared columns.
+    pub filter: Option<String>,
+}
+
+/// What became of a file's good rows on their way into the indexes, by
+/// [`UseRule`]s (see `docs/semantics.md`, "Reconciliation").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowUses {
+    /// Taken by at least one index.
+    pub indexed: u64,
+    /// Taken by none: some index's `where` passes but a key part or the
+    /// time is null.
+    pub no_key_or_time: u64,
+    /// Taken by none: the `where` of every index is false or null.
+    pub filtered_by_where: u64,
+}
+
+impl RowUses {
+    pub fn add(&mut self, other: RowUses) {
+        self.indexed += other.indexed;
+        self.no_key_or_time += other.no_key_or_time;
+        self.filtered_by_where += other.filtered_by_where;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.indexed + self.no_key_or_time + self.filtered_by_where
+    }
+}
+
+/// [`UseRule`]s compiled against a source's schema.
+struct Uses {
+    rules: Vec<(Vec<usize>, Option<crate::temporal::FilterExpr>)>,
+}
+
+impl Uses {
+    fn compile(rules: &[UseRule], schema: &SchemaRef) -> Result<Self> {
+        let rules = rules
+            .iter()
+            .map(|rule| {
+                let filter = (rule.filter.as_deref())
+                    .map(|sql| crate::temporal::FilterExpr::for_schema(sql, schema.clone()))
+                    .transpose()?;
+                Ok((rule.columns.clone(), filter))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Uses { rules })
+    }
+
+    /// Counts the rows of `batch` by what the rules make of them.
+    fn count(&self, batch: &RecordBatch) -> Result<RowUses> {
+        use datafusion::arrow::compute::{and, is_not_null, or};
+        let n = batch.num_rows() as u64;
+        let (mut taken, mut passed): (Option<BooleanArray>, Option<BooleanArray>) = (None, None);
+        let either = |a: Option<BooleanArray>, b: &BooleanArray| -> Result<BooleanArray> {
+            Ok(match a {
+                None => b.clone(),
+                Some(a) => or(&a, b).map_err(DataFusionError::from)?,
+            })
+        };
+        for (columns, filter) in &self.rules {
+            let pass = match filter {
+                None => BooleanArray::from(vec![true; batch.num_rows()]),
+                Some(filter) => filter.evaluate(batch)?,
+            };
+            let mut take = pass.clone();
+            for &c in columns {
+                let column = batch.column(c);
+                if column.null_count() > 0 {
+                    let valid = is_not_null(column).map_err(DataFusionError::from)?;
+                    take = and(&take, &valid).map_err(DataFusionError::from)?;
+                }
+            }
+            passed = Some(either(passed, &pass)?);
+            taken = Some(either(taken, &take)?);
         }
+        let count = |mask: Option<BooleanArray>| mask.map_or(0, |m| m.true_count() as u64);
+        let (taken, passed) = (count(taken), count(passed));
+        Ok(RowUses {
+            indexed: taken,
+            no_key_or_time: passed - taken,
+            filtered_by_where: n - passed,
+        })
     }
 }
 
@@ -199,7 +289,19 @@ pub struct FileStats {
     pub bytes: u64,
     /// Hex SHA-256 of the file's bytes (as stored, compressed).
     pub sha256: String,
+    /// Rows read and kept (bad rows set aside are not among them).
     pub rows: u64,
+    /// Bad rows set aside (`--bad-rows quarantine`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quarantined: u64,
+    /// What the indexes made of the kept rows (a source the operator
+    /// indexes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<RowUses>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Finds the input files of a table: `path` itself, or every file below
@@ -481,6 +583,11 @@ pub struct Source {
     pub layout: Arc<Layout>,
     pub files: Vec<InputFile>,
     pub policy: BadRowPolicy,
+    /// Where each file's bad rows go under quarantine (see
+    /// [`quarantine::Part`]).
+    pub quarantine: Option<PathBuf>,
+    /// How the indexes take this source's rows (none: not counted).
+    pub uses: Vec<UseRule>,
     stats: Arc<Mutex<Vec<Option<FileStats>>>>,
 }
 
@@ -491,8 +598,24 @@ impl Source {
             layout: Arc::new(layout),
             files,
             policy,
+            quarantine: None,
+            uses: Vec::new(),
             stats,
         }
+    }
+
+    /// Under [`BadRowPolicy::Quarantine`], each file's bad rows are written
+    /// into `dir` when the file has been read.
+    pub fn with_quarantine(mut self, dir: PathBuf) -> Self {
+        self.quarantine = Some(dir);
+        self
+    }
+
+    /// Counts each file's rows by what `rules` (one per index over this
+    /// source) take of them, into [`FileStats::uses`].
+    pub fn with_uses(mut self, rules: Vec<UseRule>) -> Self {
+        self.uses = rules;
+        self
     }
 
     /// Discovers the files of `def` and makes a source of them.
@@ -559,7 +682,7 @@ impl Source {
         Ok(Arc::new(scan::ScanExec::new(self.clone())))
     }
 
-    /// Rows read so far, over the files read to the end.
+    /// Rows kept so far, over the files read to the end.
     pub fn rows(&self) -> u64 {
         self.stats().iter().map(|f| f.rows).sum()
     }
@@ -597,6 +720,7 @@ impl Source {
             layout: &self.layout,
             batch_rows: batch_rows.max(1),
             policy: self.policy,
+            bad: Mutex::new(Vec::new()),
         }
     }
 
@@ -621,6 +745,29 @@ impl Source {
         emit: &mut dyn FnMut(datafusion::arrow::record_batch::RecordBatch) -> bool,
     ) -> Result<()> {
         let (file, reader) = (&self.files[index], self.reader(index, batch_rows));
+        if self.policy == BadRowPolicy::Quarantine && self.quarantine.is_none() {
+            return Err(Error::Invalid(format!(
+                "source `{}`: quarantine without a folder for the bad rows",
+                self.name()
+            )));
+        }
+        let uses = (!self.uses.is_empty())
+            .then(|| Uses::compile(&self.uses, &self.layout.schema))
+            .transpose()?;
+        let mut counted = RowUses::default();
+        let mut count_error = None;
+        let mut emit = |batch: RecordBatch| -> bool {
+            if let Some(uses) = &uses {
+                match uses.count(&batch) {
+                    Ok(n) => counted.add(n),
+                    Err(e) => {
+                        count_error = Some(e);
+                        return false;
+                    }
+                }
+            }
+            emit(batch)
+        };
         // The hash is computed beside the parse, on its own thread, so that
         // it does not lengthen the read (bench/RESULTS.md: about 0.25 s of
         // a 400 MB file); a CSV read in blocks hashes its blocks itself.
@@ -629,8 +776,8 @@ impl Source {
             let hasher =
                 (!hashed_by_read).then(|| scope.spawn(|| hash_file(&file.path, &file.name)));
             let done = match file.format {
-                Format::Csv => csv::read(&reader, emit),
-                Format::Parquet => parquet::read(&reader, emit).map(|rows| (rows, None)),
+                Format::Csv => csv::read(&reader, &mut emit),
+                Format::Parquet => parquet::read(&reader, &mut emit).map(|rows| (rows, None)),
             };
             let sha256 = match hasher {
                 Some(hasher) => hasher.join().unwrap_or_else(|_| {
@@ -647,8 +794,22 @@ impl Source {
             };
             (done.map(|(rows, _)| rows), sha256)
         });
+        if let Some(e) = count_error {
+            return Err(e);
+        }
         if let Some(rows) = done? {
             let sha256 = sha256?;
+            let mut bad = reader.bad.into_inner().unwrap_or_else(|e| e.into_inner());
+            // Blocks of a parallel read set rows aside in any order.
+            bad.sort_by_key(|row| row.location.number());
+            if let (Some(dir), false) = (&self.quarantine, bad.is_empty()) {
+                quarantine::Part {
+                    source: self.name().to_owned(),
+                    file: index,
+                    rows: bad.iter().map(quarantine::BadRowRecord::from).collect(),
+                }
+                .write(dir)?;
+            }
             let stats = FileStats {
                 path: file.name.display().to_string(),
                 format: file.format,
@@ -656,6 +817,8 @@ impl Source {
                 bytes: file.bytes,
                 sha256,
                 rows,
+                quarantined: bad.len() as u64,
+                uses: uses.is_some().then_some(counted),
             };
             self.stats.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(stats);
         }
@@ -669,9 +832,24 @@ struct FileReader<'a> {
     layout: &'a Layout,
     batch_rows: usize,
     policy: BadRowPolicy,
+    /// Bad rows set aside so far (several blocks of a parallel read add
+    /// theirs at once).
+    bad: Mutex<Vec<BadRow>>,
 }
 
 impl<'a> FileReader<'a> {
+    /// Routes one bad row by the policy; `Ok` means the row is dropped
+    /// and reading goes on.
+    fn route(&self, row: BadRow) -> Result<()> {
+        match self.policy {
+            BadRowPolicy::Fail => Err(Error::BadRow(Box::new(row))),
+            BadRowPolicy::Quarantine => {
+                self.bad.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+                Ok(())
+            }
+        }
+    }
+
     /// Where each required column is among the file's `names`, in
     /// canonical order; a missing one is an error naming file and column.
     fn locate_columns(&self, names: &[String]) -> Result<Vec<(usize, &'a ColumnSpec)>> {

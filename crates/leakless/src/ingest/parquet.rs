@@ -304,6 +304,22 @@ fn convert(
     Ok(Arc::new(micros.with_timezone("UTC")))
 }
 
+/// Row `row` of `columns` as `name=value, ...` (null as `null`).
+fn raw_row(reader: &FileReader<'_>, columns: &[ArrayRef], row: usize) -> String {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let fields: Vec<String> = (reader.layout.columns.iter())
+        .zip(columns)
+        .map(|(spec, column)| {
+            let value = match column.is_null(row) {
+                true => "null".to_owned(),
+                false => array_value_to_string(column, row).unwrap_or_else(|e| format!("<{e}>")),
+            };
+            format!("{}={value}", spec.name)
+        })
+        .collect();
+    crate::error::shorten_raw(&fields.join(", "))
+}
+
 /// Routes rows with a null in a required column or a non-finite float.
 fn validate(
     reader: &FileReader<'_>,
@@ -342,13 +358,16 @@ fn validate(
             } else {
                 None
             };
-            if let Some((reason, value)) = fault {
-                reader.policy.route(BadRow {
+            // A row is set aside once, for its first bad column.
+            let kept = keep.as_ref().is_none_or(|keep| keep[row]);
+            if let (Some((reason, value)), true) = (fault, kept) {
+                reader.route(BadRow {
                     path: reader.file.name.clone(),
                     location: Location::Row(first_row + row as u64 + 1),
                     column: Some(spec.name.clone()),
                     value,
                     reason: reason.to_owned(),
+                    raw: Some(raw_row(reader, &columns, row)),
                 })?;
                 keep.get_or_insert_with(|| vec![true; num_rows])[row] = false;
             }
@@ -424,6 +443,7 @@ mod tests {
             layout: &layout,
             batch_rows: 4,
             policy: BadRowPolicy::Fail,
+            bad: std::sync::Mutex::new(Vec::new()),
         };
         let run = |parallel: bool| {
             let mut rows = Vec::new();

@@ -18,7 +18,7 @@ use datafusion::physical_plan::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{BadRowPolicy, ColumnSpec, InputFile, Layout, Source};
+use super::{BadRowPolicy, ColumnSpec, InputFile, Layout, Source, UseRule};
 use crate::spec::CsvOptions;
 
 /// Reads a [`Source`]: partition `i` streams file `i` (parsed on a blocking
@@ -38,6 +38,10 @@ struct Wire {
     csv: CsvOptions,
     files: Vec<InputFile>,
     policy: BadRowPolicy,
+    #[serde(default)]
+    quarantine: Option<std::path::PathBuf>,
+    #[serde(default)]
+    uses: Vec<UseRule>,
 }
 
 impl ScanExec {
@@ -66,6 +70,8 @@ impl ScanExec {
             csv: layout.csv.clone(),
             files: self.source.files.clone(),
             policy: self.source.policy,
+            quarantine: self.source.quarantine.clone(),
+            uses: self.source.uses.clone(),
         })
         .map_err(|e| DataFusionError::Internal(format!("encoding a ScanExec: {e}")))
     }
@@ -74,7 +80,9 @@ impl ScanExec {
         let wire: Wire = serde_json::from_slice(bytes)
             .map_err(|e| DataFusionError::Internal(format!("decoding a ScanExec: {e}")))?;
         let layout = Layout::from_parts(wire.name, wire.columns, wire.csv);
-        Ok(ScanExec::new(Source::new(layout, wire.files, wire.policy)))
+        let mut source = Source::new(layout, wire.files, wire.policy).with_uses(wire.uses);
+        source.quarantine = wire.quarantine;
+        Ok(ScanExec::new(source))
     }
 }
 

@@ -156,7 +156,7 @@ pub enum SourceKind {
 }
 
 /// One input source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceDef {
     pub name: String,
     /// A file, a folder or a glob, resolved against the spec's folder.
@@ -172,6 +172,11 @@ pub struct SourceDef {
     /// Events become visible this long after their time (µs, >= 0).
     pub delay_micros: i64,
     pub csv: CsvOptions,
+    /// Under `--bad-rows quarantine`, the largest fraction of the source's
+    /// rows that may be bad (`None`: the build's default); not part of the
+    /// definitions.
+    #[serde(skip)]
+    pub max_bad_rows: Option<f64>,
 }
 
 impl SourceDef {

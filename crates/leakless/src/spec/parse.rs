@@ -89,6 +89,7 @@ struct RawSource {
     required: Option<Vec<S<String>>>,
     delimiter: Option<S<String>>,
     null_values: Option<Vec<S<String>>>,
+    max_bad_rows: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +355,18 @@ fn resolve_source(
             0
         })
     });
+    let max_bad_rows = raw.max_bad_rows.as_ref().and_then(|m| {
+        let fraction = *m.get_ref();
+        if (0.0..=1.0).contains(&fraction) {
+            return Some(fraction);
+        }
+        errors.at(
+            Some(m.span()),
+            &context,
+            format!("max_bad_rows {fraction} is not a fraction of the source's rows (0 to 1)"),
+        );
+        None
+    });
     let mut csv = CsvOptions::default();
     if let Some(d) = &raw.delimiter {
         match d.get_ref().as_bytes() {
@@ -430,6 +443,7 @@ fn resolve_source(
         kind,
         delay_micros,
         csv,
+        max_bad_rows,
     };
     let mut columns: Vec<ColumnDef> = Vec::new();
     match &raw.columns {

@@ -480,6 +480,8 @@ mod tests {
                 bytes: 10,
                 sha256: "00".repeat(32),
                 rows: 3,
+                quarantined: 0,
+                uses: None,
             },
             filtered: 1,
             latest,

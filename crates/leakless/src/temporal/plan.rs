@@ -249,6 +249,19 @@ impl PitPlan {
             .map(|c| (c, self.indexes[c.index].input))
     }
 
+    /// How the indexes over source `name` take its rows: each index takes
+    /// the rows whose key parts and time are all non-null and whose
+    /// `where` is true.
+    pub fn use_rules(&self, name: &str) -> Vec<crate::ingest::UseRule> {
+        (self.indexes.iter())
+            .filter(|index| self.inputs[index.input] == name)
+            .map(|index| crate::ingest::UseRule {
+                columns: index.source_key.iter().copied().chain(index.time).collect(),
+                filter: index.filter.clone(),
+            })
+            .collect()
+    }
+
     /// The watermark of each label (µs): `--watermark`, else the spec's,
     /// else the largest event time of the label's source (`latest` of its
     /// input); `None` when that is empty.

@@ -46,7 +46,13 @@ pub struct Manifest {
     pub feature_set_hash: String,
     pub settings: Settings,
     pub inputs: BTreeMap<String, Vec<FileStats>>,
+    /// Rows read per source (bad rows set aside included).
     pub rows_read: BTreeMap<String, u64>,
+    /// Where every row read went, per source (`docs/semantics.md`).
+    pub reconciliation: BTreeMap<String, crate::quality::SourceRows>,
+    /// Per source with bad rows set aside: its quarantine file and counts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub quarantine: BTreeMap<String, crate::quality::Quarantined>,
     /// Spine rows dropped by `[spine] where`.
     pub spine_filtered_out: u64,
     /// Per label, the watermark in force (RFC 3339, UTC), and where the

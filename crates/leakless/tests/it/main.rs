@@ -9,6 +9,7 @@ mod inputs;
 mod operator;
 mod oracle;
 mod output;
+mod quality;
 mod spec_oracle;
 mod synth;
 

@@ -1633,6 +1633,238 @@ fn check(spec: &Spec, data: &Data) {
         outputs.push((label, file_bytes(&out)));
     }
     assert_same_bytes(&outputs, &toml);
+    check_quarantine(spec, data, &outputs[0], expected.len() as u64, held_back);
+}
+
+// ---------------------------------------------------------------------------
+// Bad rows under quarantine
+// ---------------------------------------------------------------------------
+
+/// A valid text of a column of the inputs (by its name), and a bad one of
+/// each class the strict mode refuses for its type.
+fn column_texts(name: &str) -> (&'static str, Vec<(&'static str, &'static str)>) {
+    match name {
+        "id" | "k" | "j" | "n" => ("1", vec![("12x", "not a valid int64")]),
+        "amount" | "price" => (
+            "1.5",
+            vec![
+                ("1.2.3", "not a valid float64"),
+                ("inf", "not a finite float64"),
+            ],
+        ),
+        "b" | "active" => ("true", vec![("maybe", "not a valid bool")]),
+        "ts" | "vf" | "created" => (
+            "2026-10-01T00:00:00Z",
+            vec![
+                ("noon", "not a valid timestamp"),
+                ("1800-01-01T00:00:00Z", "a time outside the years"),
+            ],
+        ),
+        _ => ("a", vec![("\"a\"x", "characters after a closing quote")]),
+    }
+}
+
+/// Writes bad rows of every class into every CSV file below `dir`: between
+/// its rows and at its end (an unterminated quote last). Returns, per file
+/// (relative path), the line and the expected reason of each.
+fn add_bad_rows(dir: &Path) -> Vec<(String, Vec<(u64, &'static str)>)> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|x| x == "csv") {
+            files.push(entry);
+        }
+    }
+    files.sort();
+    let mut all = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap().to_owned();
+        let names: Vec<&str> = header.split(',').collect();
+        let good: Vec<&str> = names.iter().map(|n| column_texts(n).0).collect();
+        let mut bad: Vec<(String, &'static str)> = Vec::new();
+        let mut extra = good.clone();
+        extra.push("1");
+        bad.push((extra.join(","), "expected"));
+        bad.push((good[0].to_owned(), "expected"));
+        for (i, name) in names.iter().enumerate() {
+            let mut variants = column_texts(name).1;
+            // A required column left empty (the time of events and of
+            // versions, the spine's `id`).
+            if matches!(*name, "ts" | "vf" | "id") {
+                variants.push(("", "missing value"));
+            }
+            for (value, reason) in variants {
+                let mut row = good.clone();
+                row[i] = value;
+                bad.push((row.join(","), reason));
+            }
+        }
+        let rows: Vec<&str> = lines.collect();
+        let mut out = vec![header.clone()];
+        let mut injected = Vec::new();
+        let mut next_bad = bad.into_iter();
+        for (n, row) in rows.iter().enumerate() {
+            if n % 2 == 0
+                && let Some((line, reason)) = next_bad.next()
+            {
+                out.push(line);
+                injected.push((out.len() as u64, reason));
+            }
+            out.push(row.to_string());
+        }
+        for (line, reason) in next_bad {
+            out.push(line);
+            injected.push((out.len() as u64, reason));
+        }
+        let mut last = good.clone();
+        let string_column = names.iter().position(|n| column_texts(n).0 == "a").unwrap();
+        last[string_column] = "\"a";
+        out.push(last.join(","));
+        injected.push((out.len() as u64, "unterminated quoted value"));
+        std::fs::write(&path, out.join("\n") + "\n").unwrap();
+        let relative = path
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        all.push((relative, injected));
+    }
+    all
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
+
+/// The source a file of the inputs belongs to.
+fn source_of(relative: &str) -> &'static str {
+    match relative {
+        r if r.starts_with("spine") => "spine_src",
+        r if r.starts_with("ev/") => "ev",
+        "ev2.csv" => "ev2",
+        "dim.csv" => "dim",
+        "dimv.csv" => "dimv",
+        other => panic!("unknown input {other}"),
+    }
+}
+
+/// (file, line, reason) of every row of a quarantine file.
+fn quarantined_rows(path: &Path) -> Vec<(String, u64, String)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let files = batch.column_by_name("file").unwrap().as_string::<i32>();
+        let lines = (batch.column_by_name("line").unwrap())
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        let reasons = batch.column_by_name("reason").unwrap().as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            rows.push((
+                files.value(i).to_owned(),
+                lines.value(i),
+                reasons.value(i).to_owned(),
+            ));
+        }
+    }
+    rows
+}
+
+/// The case's inputs again with bad rows of every class in every file,
+/// built with quarantine (on 2 partitions, and split by key with every key
+/// salted): the dataset's files are `expected`'s, byte for byte; each bad
+/// row is in its source's quarantine file with its place and reason, in
+/// file and line order; the spine's rows add up to the oracle's counts.
+fn check_quarantine(
+    spec: &Spec,
+    data: &Data,
+    expected: &(usize, Files),
+    oracle_rows: u64,
+    held_back: u64,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), data, spec.spine_folder);
+    let injected = add_bad_rows(dir.path());
+    let toml = spec.toml();
+    let spec_path = dir.path().join("spec.toml");
+    std::fs::write(&spec_path, &toml).unwrap();
+    let filtered = (data.spine.iter())
+        .filter(|r| spec.spine_where.is_some_and(|w| !w.holds(r)))
+        .count() as u64;
+    let mut builds = vec![(2, None)];
+    if !crate::engine().split_by_key() {
+        builds.push((2, Some(leakless::HotKeys::Every)));
+    }
+    for (partitions, split) in builds {
+        let out = dir
+            .path()
+            .join(format!("out-{}", build_label(partitions, split)));
+        let build = leakless::Build::from_spec_file(&spec_path, &out).unwrap();
+        let summary = runtime()
+            .block_on(
+                build
+                    .with_target_partitions(partitions)
+                    .with_split_by_key(split.is_some())
+                    .with_hot_keys(split.unwrap_or(leakless::HotKeys::Auto))
+                    .with_bad_rows(leakless::ingest::BadRowPolicy::Quarantine)
+                    .with_max_bad_rows(Some(1.0))
+                    .execute_on(crate::engine()),
+            )
+            .unwrap_or_else(|e| panic!("quarantine build (split {split:?}) failed: {e}\n{toml}"));
+        let context = format!("quarantine, {partitions} partitions, split {split:?}\n{toml}");
+        assert_same_bytes(&[expected.clone(), (0, file_bytes(&out))], &context);
+        for (source, rows) in &summary.reconciliation {
+            let want: Vec<(String, u64, &str)> = (injected.iter())
+                .filter(|(file, _)| source_of(file) == source)
+                .flat_map(|(file, lines)| {
+                    let name = dir.path().join(file).display().to_string();
+                    lines
+                        .iter()
+                        .map(move |&(line, reason)| (name.clone(), line, reason))
+                })
+                .collect();
+            assert_eq!(rows.quarantined, want.len() as u64, "{source}: {context}");
+            let got = quarantined_rows(&out.join(format!("_quarantine/{source}.parquet")));
+            assert_eq!(got.len(), want.len(), "{source}: {context}");
+            for ((file, line, reason), (want_file, want_line, want_reason)) in got.iter().zip(&want)
+            {
+                assert_eq!((file, line), (want_file, want_line), "{source}: {context}");
+                assert!(
+                    reason.starts_with(want_reason),
+                    "{file} line {line}: {reason:?}, expected {want_reason:?}\n{context}"
+                );
+            }
+            if source == "spine_src" {
+                let spine = rows.spine.expect("the spine's terms");
+                assert_eq!(
+                    (
+                        spine.filtered_by_where,
+                        spine.held_back_immature,
+                        spine.written
+                    ),
+                    (filtered, held_back, oracle_rows),
+                    "{context}"
+                );
+                assert_eq!(
+                    rows.read,
+                    data.spine.len() as u64 + rows.quarantined,
+                    "{context}"
+                );
+            }
+        }
+    }
 }
 
 proptest! {
