@@ -32,7 +32,7 @@ fn hint(err: &anyhow::Error) -> Option<String> {
                 .into(),
         ),
         Error::Quality(_) => Some(
-            "nothing was published; fix the inputs, or raise the source's max_bad_rows (or --max-bad-rows) if they are expected".into(),
+            "nothing was published: fix the inputs, or loosen the bound if the data is right (a source's max_bad_rows or --max-bad-rows, a [checks] entry); --publish-on-failed-checks publishes despite failed checks".into(),
         ),
         Error::OutputExists { why: None, .. } => Some("pass --overwrite to replace it".into()),
         Error::OutputExists { why: Some(_), .. } => {

@@ -30,6 +30,9 @@ enum Command {
     /// Generate a realistic, seeded marketplace: impressions, clicks and
     /// listings in the schemas `build` reads.
     Generate(commands::generate::Args),
+    /// Write an HTML report of a dataset with its drift (against a
+    /// baseline, or its latest partition against the ones before).
+    Report(commands::report::Args),
     /// Generate a marketplace, build its training dataset and show the result.
     Demo(commands::demo::Args),
     /// Fuzz the readers and the spec parser (bench/fuzz.sh).
@@ -56,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => commands::check::explain(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
+        Command::Report(args) => commands::report::run(args),
         #[cfg(feature = "fuzz")]
         Command::Fuzz(args) => commands::fuzz::run_all(args),
     }

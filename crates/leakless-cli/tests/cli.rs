@@ -167,6 +167,87 @@ fn quarantine_sets_bad_rows_aside_and_the_gate_stops_above_its_bound() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// The example spec and inputs in `dir`, with `checks` appended.
+fn example_with_checks(dir: &Path, checks: &str) -> PathBuf {
+    for name in [
+        "impressions.csv",
+        "clicks.csv",
+        "listings.csv",
+        "leakless.toml",
+    ] {
+        std::fs::copy(examples().join(name), dir.join(name)).unwrap();
+    }
+    let spec = dir.join("leakless.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, format!("{text}\n[checks]\n{checks}\n")).unwrap();
+    spec
+}
+
+fn build_spec(spec: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    leakless()
+        .args(["build", "--spec"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn checks_pass_fail_with_exit_1_naming_check_partition_and_value_or_publish_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // The days have 2, 5 and 2 rows, clicked at rates 1, 0.6 and 0.5;
+    // one price of 10-02 is null.
+    let spec = example_with_checks(
+        dir.path(),
+        "clicked.rate = [0.5, 1.0]\nprice.null_rate = \"<= 0.2\"\nrows_per_day = { min = 2 }",
+    );
+    let out = dir.path().join("dataset");
+    let output = build_spec(&spec, &out, &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checks = summary["checks"].as_array().unwrap();
+    assert!(
+        !checks.is_empty() && checks.iter().all(|c| c["passed"] == true),
+        "{checks:?}"
+    );
+    assert!(out.join("_profile.json").is_file());
+
+    let spec = example_with_checks(dir.path(), "rows_per_day = { min = 3 }");
+    let failed = dir.path().join("failed");
+    let output = build_spec(&spec, &failed, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("check `rows_per_partition >= 3` failed in dt=2026-10-01: 2"),
+        "{stderr}"
+    );
+    assert!(!failed.exists());
+
+    let output = build_spec(&spec, &failed, &["--publish-on-failed-checks"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(failed.join("_manifest.json").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(failed.join("_manifest.json")).unwrap()).unwrap();
+    let outcomes = manifest["checks"].as_array().unwrap();
+    let failed_days: Vec<&str> = (outcomes.iter())
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed_days, ["dt=2026-10-01", "dt=2026-10-03"]);
+
+    // A mistake in [checks] is a spec error with its place.
+    let spec = example_with_checks(dir.path(), "prices.null_rate = [0, 1]");
+    let output = build_spec(&spec, &dir.path().join("x"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("`prices` is not an output column"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 #[test]
 fn an_existing_dataset_needs_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +281,7 @@ fn two_runs_write_identical_bytes() {
     assert!(build(&impressions, &out, &["--overwrite"]).status.success());
     let first = snapshot();
     assert!(build(&impressions, &out, &["--overwrite"]).status.success());
-    assert_eq!(first.len(), 4);
+    assert_eq!(first.len(), 5, "3 data files, the manifest and the profile");
     assert!(first == snapshot(), "the second run wrote different bytes");
 }
 

@@ -70,6 +70,9 @@ pub struct BuildSummary {
     pub reconciliation: BTreeMap<String, quality::SourceRows>,
     /// Per source with bad rows set aside: its quarantine file and counts.
     pub quarantined: BTreeMap<String, quality::Quarantined>,
+    /// Every `[checks]` bound in every partition (failed ones only reach
+    /// a summary with [`Build::with_publish_on_failed_checks`]).
+    pub checks: Vec<quality::checks::Outcome>,
     pub rows_written: u64,
     /// Spine rows dropped by `[spine] where`.
     pub spine_filtered_out: u64,
@@ -118,6 +121,8 @@ pub struct Timings {
     pub probe: f64,
     /// Encoding Parquet (CPU, summed over partitions).
     pub encode: f64,
+    /// Profiling the rows written (CPU, summed over partitions).
+    pub profile: f64,
     /// Manifest and rename (wall).
     pub commit: f64,
     pub total: f64,
@@ -163,6 +168,8 @@ pub struct Build {
     hot_keys: HotKeys,
     policy: BadRowPolicy,
     max_bad_rows: Option<f64>,
+    profile: bool,
+    publish_on_failed_checks: bool,
     reporter: Arc<dyn Reporter>,
 }
 
@@ -194,6 +201,8 @@ impl Build {
             hot_keys: HotKeys::Auto,
             policy: BadRowPolicy::default(),
             max_bad_rows: None,
+            profile: true,
+            publish_on_failed_checks: false,
             reporter: Arc::new(()),
         }
     }
@@ -281,6 +290,21 @@ impl Build {
         self
     }
 
+    /// Publish the dataset even when a `[checks]` bound fails (the
+    /// summary's `checks` say which); by default a failed check is an
+    /// [`Error::Quality`] and nothing is published.
+    pub fn with_publish_on_failed_checks(mut self, publish: bool) -> Self {
+        self.publish_on_failed_checks = publish;
+        self
+    }
+
+    /// Write `_profile.json` (default `true`; see
+    /// [`crate::quality::profile`]); `false` only to measure its cost.
+    pub fn with_profile(mut self, profile: bool) -> Self {
+        self.profile = profile;
+        self
+    }
+
     /// Runs the plan split by key (`crate::split`), as a cluster does,
     /// even on this machine; the output is the same.
     pub fn with_split_by_key(mut self, split: bool) -> Self {
@@ -364,7 +388,13 @@ impl Build {
         let mut partitions: Vec<PartitionWritten> = Vec::new();
         let (mut encode_seconds, mut sort_seconds, mut probe_seconds) = (0.0, 0.0, 0.0);
         let (mut held_back, mut filtered_out) = (0u64, 0u64);
+        let mut profile_seconds = 0.0;
+        let mut profiles = Vec::new();
+        let mut held_back_buckets: Vec<(i64, u64)> = Vec::new();
         for report in &reports {
+            profiles.extend(report.profiles.iter().cloned());
+            profile_seconds += report.profile_seconds;
+            held_back_buckets.extend(&report.held_back_buckets);
             rows += report.rows;
             for (total, p) in positive.iter_mut().zip(&report.positive) {
                 *total += p;
@@ -388,6 +418,7 @@ impl Build {
         let mut key_groups = Vec::new();
         let (inputs, indexed, spine_max_time) = if split {
             let loads = crate::split::TaskLoad::read_all(&stats).map_err(Error::from)?;
+            held_back_buckets = loads.iter().flat_map(|l| l.held_back.clone()).collect();
             key_groups = crate::split::GroupLoad::of(&plan, &loads, self.target_partitions);
             let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
             let spine = &self.spec.spine.source;
@@ -436,6 +467,33 @@ impl Build {
         if self.watermark.is_none() && self.spec.watermark.is_none() {
             self.check_inferred_watermarks(&sources, indexed.as_ref(), spine_max_time)?;
         }
+        let profile = match self.profile || !self.spec.checks.is_empty() {
+            true => {
+                let folder = |bucket| crate::write::folder_name(self.spec.partition, bucket);
+                let profile = quality::profile::DatasetProfile::assemble(
+                    self.spec.feature_set_hash(),
+                    profiles,
+                    held_back_buckets.iter().map(|&(b, n)| (folder(b), n)),
+                )?;
+                if profile.held_back() != held_back {
+                    return Err(Error::Invalid(format!(
+                        "the profile holds back {} rows, the build {held_back}",
+                        profile.held_back()
+                    )));
+                }
+                profile.write(staging.dir())?;
+                Some(profile)
+            }
+            false => None,
+        };
+        let checks = match &profile {
+            Some(profile) => quality::checks::evaluate(&self.spec.checks, profile),
+            None => Vec::new(),
+        };
+        let failed: Vec<&quality::checks::Outcome> = checks.iter().filter(|c| !c.passed).collect();
+        if !failed.is_empty() && !self.publish_on_failed_checks {
+            return Err(Error::Quality(Box::new(quality::checks::failure(&failed))));
+        }
 
         let rows_read: BTreeMap<String, u64> = (reconciliation.iter())
             .map(|(name, rows)| (name.clone(), rows.read))
@@ -470,6 +528,7 @@ impl Build {
             rows_read: rows_read.clone(),
             reconciliation: reconciliation.clone(),
             quarantine: quarantined.clone(),
+            checks: checks.clone(),
             spine_filtered_out: filtered_out,
             watermarks: watermarks.clone(),
             watermark_source: match (self.watermark, self.spec.watermark) {
@@ -500,6 +559,7 @@ impl Build {
             sort: sort_seconds,
             probe: probe_seconds,
             encode: encode_seconds,
+            profile: profile_seconds,
             commit: written.elapsed().as_secs_f64(),
             total: started.elapsed().as_secs_f64(),
         };
@@ -509,6 +569,7 @@ impl Build {
             rows_read,
             reconciliation,
             quarantined,
+            checks,
             rows_written: rows,
             spine_filtered_out: manifest.spine_filtered_out,
             positive_labels,
@@ -636,6 +697,7 @@ impl Build {
             delta_columns,
             labels: self.label_columns(),
             errors_as_text: separate_partitions,
+            profile: self.profile,
         };
         Ok(WriteExec::new(pit, options)?)
     }

@@ -64,6 +64,13 @@ pub struct Args {
     /// may be bad (default: each source's `max_bad_rows`, else 0.001)
     #[arg(long, value_name = "FRACTION")]
     max_bad_rows: Option<f64>,
+    /// Publish the dataset even when a `[checks]` bound fails (the exit
+    /// code is still 1)
+    #[arg(long)]
+    publish_on_failed_checks: bool,
+    /// Write no _profile.json (to measure its cost; [checks] still profile)
+    #[arg(long, hide = true)]
+    no_profile: bool,
     /// Spill the sorted spine to disk past this many bytes (for tests)
     #[arg(long, value_name = "BYTES", hide = true)]
     spill_bytes: Option<usize>,
@@ -144,6 +151,8 @@ pub async fn run_on(
         .with_ignore(&args.ignore)
         .with_bad_rows(bad_rows)
         .with_max_bad_rows(args.max_bad_rows)
+        .with_publish_on_failed_checks(args.publish_on_failed_checks)
+        .with_profile(!args.no_profile)
         .with_reporter(progress.clone());
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
@@ -164,6 +173,15 @@ pub async fn run_on(
         let mut value = serde_json::to_value(&summary)?;
         value["seconds"] = serde_json::json!((seconds * 1000.0).round() / 1000.0);
         println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    let failed: Vec<&leakless::quality::checks::Outcome> =
+        summary.checks.iter().filter(|c| !c.passed).collect();
+    if !failed.is_empty() {
+        // Published anyway (--publish-on-failed-checks); still a failure.
+        let failure = leakless::quality::checks::failure(&failed);
+        eprintln!("error: {failure}");
+        eprintln!("  (published because of --publish-on-failed-checks)");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -206,7 +224,7 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
             terms.push(format!("{} without key or time", uses.no_key_or_time));
             terms.push(format!("{} dropped by where", uses.filtered_by_where));
             eprintln!(
-                "    {source} (events): {} = {}",
+                "    {source} (indexed): {} = {}",
                 rows.read,
                 terms.join(" + ")
             );
@@ -233,6 +251,13 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
             "  held back: {} rows whose label windows are still open at the watermark ({})",
             s.immature_held_back,
             watermarks.join(", ")
+        );
+    }
+    if !s.checks.is_empty() {
+        let passed = s.checks.iter().filter(|c| c.passed).count();
+        eprintln!(
+            "  checks: {passed} of {} passed (every check, every partition)",
+            s.checks.len()
         );
     }
     if s.stale_removed > 0 {

@@ -4,3 +4,4 @@ pub mod demo;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod generate;
+pub mod report;

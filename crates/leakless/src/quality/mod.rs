@@ -2,6 +2,11 @@
 //! quarantine set aside and the gate on them (`docs/semantics.md`, "Data
 //! quality").
 
+pub mod checks;
+pub mod drift;
+pub mod profile;
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -391,6 +391,9 @@ pub struct Spec {
     /// The folder relative paths are resolved against.
     #[serde(skip)]
     pub base: PathBuf,
+    /// `[checks]`: bounds on the profile (not part of the definitions).
+    #[serde(skip)]
+    pub checks: Vec<crate::quality::checks::Check>,
 }
 
 /// A spec as it travels to another process (a cluster's executors): every
@@ -403,6 +406,10 @@ struct Wire {
     ignore: Vec<Vec<String>>,
     watermark: Option<i64>,
     base: PathBuf,
+    #[serde(default)]
+    checks: Vec<crate::quality::checks::Check>,
+    #[serde(default)]
+    max_bad_rows: Vec<Option<f64>>,
 }
 
 impl Spec {
@@ -415,6 +422,8 @@ impl Spec {
             ignore: self.sources.iter().map(|s| s.ignore.clone()).collect(),
             watermark: self.watermark,
             base: self.base.clone(),
+            checks: self.checks.clone(),
+            max_bad_rows: self.sources.iter().map(|s| s.max_bad_rows).collect(),
         };
         serde_json::to_vec(&wire)
             .map_err(|e| crate::Error::Invalid(format!("a spec for the wire: {e}")))
@@ -436,6 +445,10 @@ impl Spec {
         }
         spec.watermark = wire.watermark;
         spec.base = wire.base;
+        spec.checks = wire.checks;
+        for (source, max) in spec.sources.iter_mut().zip(wire.max_bad_rows) {
+            source.max_bad_rows = max;
+        }
         Ok(spec)
     }
 }

@@ -75,6 +75,8 @@ struct RawSpec {
     #[serde(default)]
     labels: IndexMap<String, S<RawDerived>>,
     output: Option<S<RawOutput>>,
+    #[serde(default)]
+    checks: IndexMap<String, S<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +316,20 @@ fn resolve(
             }
         }
     }
+    let mut checks = Vec::new();
+    let column = |name: &str| {
+        let derived = derived.iter().find(|d| d.name == name);
+        match derived {
+            Some(d) => Some(d.role == Role::Label),
+            None => names.iter().any(|n| n == name).then_some(false),
+        }
+    };
+    for (key, value) in &raw.checks {
+        match crate::quality::checks::parse_entry(key, value.get_ref(), &column) {
+            Ok(found) => checks.extend(found),
+            Err(message) => errors.at(Some(value.span()), &format!("checks.{key}"), message),
+        }
+    }
     Some(Spec {
         version: 1,
         sources,
@@ -322,6 +338,7 @@ fn resolve(
         watermark,
         partition,
         base: base.to_owned(),
+        checks,
     })
 }
 

@@ -126,6 +126,9 @@ pub struct TaskLoad {
     pub spine_rows: u64,
     pub events: u64,
     pub seconds: f64,
+    /// Spine rows held back as immature, per output bucket.
+    #[serde(default)]
+    pub held_back: Vec<(i64, u64)>,
 }
 
 impl TaskLoad {

@@ -56,7 +56,12 @@ pub struct PointInTimeExec {
     /// The whole plan, when `plan` is a group's.
     whole: Arc<PitPlan>,
     metrics: ExecutionPlanMetricsSet,
+    /// Per output partition, its immature rows per output bucket.
+    held_back: Arc<std::sync::Mutex<HeldBack>>,
 }
+
+/// Immature rows per output partition, then per output bucket.
+type HeldBack = std::collections::BTreeMap<usize, std::collections::BTreeMap<i64, u64>>;
 
 /// How a [`PointInTimeExec`] computes one key group of a build split by
 /// key (see `crate::split`): output partition `k` indexes partition `k` of
@@ -140,6 +145,7 @@ impl PointInTimeExec {
             group,
             whole,
             metrics: ExecutionPlanMetricsSet::new(),
+            held_back: Default::default(),
         })
     }
 
@@ -241,6 +247,16 @@ impl PointInTimeExec {
             of("spine_filtered"),
             of("probe_time") as f64 / 1e9,
         )
+    }
+
+    /// Spine rows of output partition `partition` dropped as immature, per
+    /// output bucket of their time.
+    pub fn partition_held_back(&self, partition: usize) -> Vec<(i64, u64)> {
+        let held_back = self.held_back.lock().unwrap_or_else(|e| e.into_inner());
+        held_back
+            .get(&partition)
+            .map(|buckets| buckets.iter().map(|(&b, &n)| (b, n)).collect())
+            .unwrap_or_default()
     }
 
     /// Spine rows dropped as immature, over all partitions run so far.
@@ -434,17 +450,24 @@ impl ExecutionPlan for PointInTimeExec {
         let spine_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let digest = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let held_back_buckets = self.held_back.clone();
         let load = self.group.as_ref().map(|g| {
             let (spine_rows, digest, events) = (spine_rows.clone(), digest.clone(), events.clone());
             let (number, stats) = (g.number, g.stats.clone());
+            let held_back = held_back_buckets.clone();
             async move {
                 let ordering = std::sync::atomic::Ordering::Relaxed;
+                let held_back = (held_back.lock().unwrap_or_else(|e| e.into_inner()))
+                    .get(&partition)
+                    .map(|b| b.iter().map(|(&b, &n)| (b, n)).collect())
+                    .unwrap_or_default();
                 crate::split::TaskLoad {
                     group: number,
                     digest: digest.load(ordering),
                     spine_rows: spine_rows.load(ordering),
                     events: events.load(ordering),
                     seconds: started.elapsed().as_secs_f64(),
+                    held_back,
                 }
                 .write(&stats)
             }
@@ -491,6 +514,13 @@ impl ExecutionPlan for PointInTimeExec {
                 let probed = prober.probe(&batch)?;
                 held_back.add(probed.immature);
                 filtered.add(probed.filtered);
+                if !probed.immature_buckets.is_empty() {
+                    let mut all = held_back_buckets.lock().unwrap_or_else(|e| e.into_inner());
+                    let mine = all.entry(partition).or_default();
+                    for (bucket, n) in probed.immature_buckets {
+                        *mine.entry(bucket).or_default() += n;
+                    }
+                }
                 Ok(probed.batch)
             }))
         };

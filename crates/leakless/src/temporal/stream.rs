@@ -51,6 +51,8 @@ pub(super) struct Probed {
     pub batch: RecordBatch,
     pub filtered: usize,
     pub immature: usize,
+    /// The immature rows per output bucket of their time.
+    pub immature_buckets: Vec<(i64, u64)>,
 }
 
 impl Prober {
@@ -127,6 +129,7 @@ impl Prober {
             )));
         }
         let mut immature = 0;
+        let mut immature_buckets: Vec<(i64, u64)> = Vec::new();
         let batch = if self.maturity.is_empty() {
             batch
         } else {
@@ -142,6 +145,14 @@ impl Prober {
                 })
                 .collect();
             immature = mature.len() - mature.true_count();
+            let partitioning = self.plan.spec.partition;
+            for (&t, _) in (times.values().iter().zip(mature.values().iter())).filter(|(_, m)| !m) {
+                let bucket = crate::order::bucket_of(partitioning, t);
+                match immature_buckets.last_mut() {
+                    Some((b, n)) if *b == bucket => *n += 1,
+                    _ => immature_buckets.push((bucket, 1)),
+                }
+            }
             if immature == 0 {
                 batch
             } else {
@@ -199,6 +210,7 @@ impl Prober {
             batch: RecordBatch::try_new(self.schema.clone(), arrays)?,
             filtered,
             immature,
+            immature_buckets,
         })
     }
 }

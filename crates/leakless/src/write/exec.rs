@@ -18,10 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int8Type, Int64Type, Schema, SchemaRef, UInt32Type,
-};
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -53,7 +51,15 @@ pub struct TaskReport {
     /// Per label (in the writer's label order), rows neither 0 nor null.
     pub positive: Vec<u64>,
     pub written: Vec<PartitionWritten>,
+    /// The profile of each partition folder written.
+    #[serde(default)]
+    pub profiles: Vec<crate::quality::profile::PartitionProfile>,
+    /// Spine rows held back as immature, per output bucket.
+    #[serde(default)]
+    pub held_back_buckets: Vec<(i64, u64)>,
     pub encode_seconds: f64,
+    #[serde(default)]
+    pub profile_seconds: f64,
     /// Spine rows held back as immature, and dropped by `[spine] where`.
     pub held_back: u64,
     pub filtered: u64,
@@ -97,6 +103,9 @@ pub struct WriteOptions {
     pub partitioning: Partitioning,
     /// Leading sorted integer columns, delta-encoded.
     pub delta_columns: Vec<String>,
+    /// Profile each partition folder written.
+    #[serde(default)]
+    pub profile: bool,
     /// Output positions of the labels.
     pub labels: Vec<usize>,
     /// Fail with the error's text after [`TASK_ERROR`] (for a cluster,
@@ -377,13 +386,16 @@ async fn write(
         options.partitioning,
         options.delta_columns.clone(),
     );
+    if options.profile {
+        writer = writer.with_profile(options.labels.clone());
+    }
     let mut rows = 0u64;
     let mut positive = vec![0u64; options.labels.len()];
     while let Some(batch) = stream.try_next().await? {
         let n = batch.num_rows() as u64;
         rows += n;
         for (count, &i) in positive.iter_mut().zip(&options.labels) {
-            *count += positives(&batch, i);
+            *count += crate::quality::profile::positives(batch.column(i));
         }
         if let Some(progress) = progress {
             let before = progress.produced.fetch_add(n, Ordering::Relaxed);
@@ -399,15 +411,8 @@ async fn write(
         // may steal it, until this task yields).
         tokio::task::yield_now().await;
     }
-    let (written, encode_seconds) = writer.finish()?;
-    Ok(report(
-        input,
-        partition,
-        rows,
-        positive,
-        written,
-        encode_seconds,
-    ))
+    let written = writer.finish()?;
+    Ok(report(input, partition, rows, positive, written))
 }
 
 /// Partition `partition`'s report, with what the plan's nodes counted.
@@ -416,15 +421,17 @@ fn report(
     partition: usize,
     rows: u64,
     positive: Vec<u64>,
-    written: Vec<PartitionWritten>,
-    encode_seconds: f64,
+    written: crate::write::Written,
 ) -> TaskReport {
     let mut report = TaskReport {
         partition,
         rows,
         positive,
-        written,
-        encode_seconds,
+        written: written.partitions,
+        profiles: written.profiles,
+        held_back_buckets: Vec::new(),
+        encode_seconds: written.encode_seconds,
+        profile_seconds: written.profile_seconds,
         held_back: 0,
         filtered: 0,
         probe_seconds: 0.0,
@@ -439,6 +446,9 @@ fn report(
         if let Some(pit) = node.downcast_ref::<PointInTimeExec>() {
             let (held_back, filtered, probe) = pit.partition_counts(partition);
             report.held_back += held_back;
+            report
+                .held_back_buckets
+                .extend(pit.partition_held_back(partition));
             report.filtered += filtered;
             report.probe_seconds += probe;
             report.indexed = report.indexed.take().or_else(|| pit.indexed_summary());
@@ -457,30 +467,6 @@ fn report(
         nodes.extend(node.children().into_iter().rev().cloned());
     }
     report
-}
-
-/// Rows of column `i` that are neither 0 nor null.
-fn positives(batch: &RecordBatch, i: usize) -> u64 {
-    let column = batch.column(i);
-    let nonzero = match column.data_type() {
-        DataType::Int8 => column
-            .as_primitive::<Int8Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0))
-            .count(),
-        DataType::Int64 => column
-            .as_primitive::<Int64Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0))
-            .count(),
-        DataType::Float64 => column
-            .as_primitive::<Float64Type>()
-            .iter()
-            .filter(|v| v.is_some_and(|v| v != 0.0))
-            .count(),
-        _ => column.len() - column.null_count(),
-    };
-    nonzero as u64
 }
 
 #[cfg(test)]

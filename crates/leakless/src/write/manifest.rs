@@ -53,6 +53,9 @@ pub struct Manifest {
     /// Per source with bad rows set aside: its quarantine file and counts.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub quarantine: BTreeMap<String, crate::quality::Quarantined>,
+    /// Every `[checks]` bound in every partition, with its value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::quality::checks::Outcome>,
     /// Spine rows dropped by `[spine] where`.
     pub spine_filtered_out: u64,
     /// Per label, the watermark in force (RFC 3339, UTC), and where the

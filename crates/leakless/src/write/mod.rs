@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::order::bucket_of;
+use crate::quality::profile::{PartitionProfile, Profiler};
 use crate::spec::Partitioning;
 use crate::time::{MICROS_PER_DAY, utc_date};
 
@@ -168,12 +169,27 @@ pub struct PartitionWriter {
     current: Option<OpenBucket>,
     written: Vec<PartitionWritten>,
     encode_seconds: f64,
+    /// Profile each bucket, with these label positions (`None`: no profile).
+    profile_labels: Option<Vec<usize>>,
+    profiles: Vec<PartitionProfile>,
+    profile_seconds: f64,
 }
 
 struct OpenBucket {
     bucket: i64,
     partition: PartitionWritten,
     file: Option<OpenFile>,
+    profile: Option<Profiler>,
+}
+
+/// What a [`PartitionWriter`] wrote.
+pub struct Written {
+    pub partitions: Vec<PartitionWritten>,
+    /// One per partition folder written, when profiling.
+    pub profiles: Vec<PartitionProfile>,
+    /// CPU seconds encoding Parquet, and profiling.
+    pub encode_seconds: f64,
+    pub profile_seconds: f64,
 }
 
 impl PartitionWriter {
@@ -195,7 +211,17 @@ impl PartitionWriter {
             current: None,
             written: Vec::new(),
             encode_seconds: 0.0,
+            profile_labels: None,
+            profiles: Vec::new(),
+            profile_seconds: 0.0,
         }
+    }
+
+    /// Profiles each partition folder as it is written
+    /// ([`crate::quality::profile`]); `labels`: the label columns.
+    pub fn with_profile(mut self, labels: Vec<usize>) -> Self {
+        self.profile_labels = Some(labels);
+        self
     }
 
     pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -230,7 +256,15 @@ impl PartitionWriter {
                     files: Vec::new(),
                 },
                 file: None,
+                profile: (self.profile_labels.as_ref()).map(|l| Profiler::new(&self.schema, l)),
             });
+        }
+        let mut profiled = 0.0;
+        if let Some(profile) = self.current.as_mut().and_then(|c| c.profile.as_mut()) {
+            let profiling = std::time::Instant::now();
+            profile.push(batch);
+            profiled = profiling.elapsed().as_secs_f64();
+            self.profile_seconds += profiled;
         }
         let mut offset = 0;
         while offset < batch.num_rows() {
@@ -274,27 +308,34 @@ impl PartitionWriter {
                 close_file(open.file.take())?;
             }
         }
-        self.encode_seconds += started.elapsed().as_secs_f64();
+        self.encode_seconds += started.elapsed().as_secs_f64() - profiled;
         Ok(())
     }
 
     fn close_bucket(&mut self) -> Result<()> {
         if let Some(mut open) = self.current.take() {
             close_file(open.file.take())?;
+            if let Some(profile) = open.profile.take() {
+                let profiling = std::time::Instant::now();
+                let folder = open.partition.partition.clone();
+                self.profiles.push(profile.finish(folder));
+                self.profile_seconds += profiling.elapsed().as_secs_f64();
+            }
             self.written.push(open.partition);
         }
         Ok(())
     }
 
-    /// Closes the last file: the partitions written and the CPU seconds
-    /// spent encoding.
-    pub fn finish(mut self) -> Result<(Vec<PartitionWritten>, f64)> {
+    /// Closes the last file: what was written.
+    pub fn finish(mut self) -> Result<Written> {
         let started = std::time::Instant::now();
         self.close_bucket()?;
-        Ok((
-            self.written,
-            self.encode_seconds + started.elapsed().as_secs_f64(),
-        ))
+        Ok(Written {
+            partitions: self.written,
+            profiles: self.profiles,
+            encode_seconds: self.encode_seconds + started.elapsed().as_secs_f64(),
+            profile_seconds: self.profile_seconds,
+        })
     }
 }
 
@@ -352,7 +393,7 @@ pub(crate) fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// The folder of bucket `bucket`.
-fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
+pub(crate) fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
     match partitioning {
         Partitioning::Day => format!("dt={}", utc_date(bucket.saturating_mul(MICROS_PER_DAY))),
         Partitioning::Hour => {

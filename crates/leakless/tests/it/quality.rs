@@ -205,3 +205,267 @@ fn parquet_bad_rows_are_set_aside_and_every_event_is_accounted_for() {
     }
     assert!(raw.as_string::<i32>().value(0).ends_with("ts=null"));
 }
+
+/// A column's values in row order, as f64 (numbers, times in µs, bools as
+/// 0/1) or text; `None` for a null.
+enum Values {
+    Numbers(Vec<Option<f64>>, Vec<Option<i64>>),
+    Texts(Vec<Option<String>>),
+}
+
+fn column_values(batches: &[RecordBatch], name: &str) -> Values {
+    use datafusion::arrow::datatypes::{
+        DataType, Float64Type, Int8Type, Int64Type, TimestampMicrosecondType,
+    };
+    let columns: Vec<&ArrayRef> = batches
+        .iter()
+        .map(|b| b.column_by_name(name).unwrap())
+        .collect();
+    let data_type = columns[0].data_type().clone();
+    if data_type == DataType::Utf8 {
+        return Values::Texts(
+            (columns.iter())
+                .flat_map(|c| {
+                    c.as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(str::to_owned))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        );
+    }
+    let mut ints: Vec<Option<i64>> = Vec::new();
+    let mut floats: Vec<Option<f64>> = Vec::new();
+    for c in columns {
+        match &data_type {
+            DataType::Int8 => ints.extend(
+                c.as_primitive::<Int8Type>()
+                    .iter()
+                    .map(|v| v.map(i64::from)),
+            ),
+            DataType::Int64 => ints.extend(c.as_primitive::<Int64Type>().iter()),
+            DataType::Timestamp(..) => {
+                ints.extend(c.as_primitive::<TimestampMicrosecondType>().iter())
+            }
+            DataType::Float64 => floats.extend(c.as_primitive::<Float64Type>().iter()),
+            DataType::Boolean => floats.extend(
+                c.as_boolean()
+                    .iter()
+                    .map(|v| v.map(|b| f64::from(u8::from(b)))),
+            ),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    if floats.is_empty() {
+        floats = ints.iter().map(|v| v.map(|v| v as f64)).collect();
+    }
+    Values::Numbers(floats, ints)
+}
+
+/// Nearest-rank quantiles over the sample the profile defines: every
+/// `s`-th non-null value, `s` the smallest power of two that leaves fewer
+/// than `2 * SAMPLE` of them.
+fn sampled_quantiles(values: &[f64]) -> Vec<f64> {
+    use leakless::quality::profile::{QUANTILES, SAMPLE};
+    let mut stride = 1;
+    while values.len().div_ceil(stride) >= 2 * SAMPLE {
+        stride *= 2;
+    }
+    let mut sample: Vec<f64> = values.iter().copied().step_by(stride).collect();
+    sample.sort_by(f64::total_cmp);
+    QUANTILES
+        .iter()
+        .map(|&p| sample[(p as usize * sample.len()).div_ceil(100).max(1) - 1])
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn the_profile_matches_a_brute_force_computation() {
+    use leakless::quality::profile::{DatasetProfile, QUANTILES};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut params = leakless::synth::Params::new(60_000);
+    params.format = leakless::synth::OutputFormat::Csv;
+    params.days = 3;
+    leakless::synth::generate(&params, &data).unwrap();
+    let out = dir.path().join("dataset");
+    let build = crate::common::generated_build(&data, &out).with_target_partitions(2);
+    let summary = runtime().block_on(build.execute()).unwrap();
+    let profile = DatasetProfile::read(&out).unwrap();
+
+    // Held back per day, from the impressions and the watermark.
+    let watermark =
+        leakless::time::parse_timestamp_micros(summary.watermarks["clicked"].as_bytes()).unwrap();
+    let mut held_back: std::collections::BTreeMap<String, u64> = Default::default();
+    let impressions = std::fs::read_to_string(data.join("impressions.csv")).unwrap();
+    for line in impressions.lines().skip(1) {
+        let t = leakless::time::parse_timestamp_micros(line.rsplit(',').next().unwrap().as_bytes())
+            .unwrap();
+        if t + 86_400_000_000 > watermark {
+            let day = leakless::time::format_rfc3339(t)[..10].to_owned();
+            *held_back.entry(format!("dt={day}")).or_default() += 1;
+        }
+    }
+    assert!(!held_back.is_empty());
+
+    let folders: Vec<String> = profile
+        .partitions
+        .iter()
+        .map(|p| p.partition.clone())
+        .collect();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
+    let written = manifest["partitions"].as_array().unwrap().iter();
+    let mut expected_folders: Vec<String> = written
+        .map(|p| p["partition"].as_str().unwrap().to_owned())
+        .chain(held_back.keys().cloned())
+        .collect();
+    expected_folders.sort();
+    expected_folders.dedup();
+    assert_eq!(folders, expected_folders);
+    let mut strided = false;
+    for partition in &profile.partitions {
+        assert_eq!(
+            partition.held_back,
+            held_back.get(&partition.partition).copied().unwrap_or(0),
+            "{}",
+            partition.partition
+        );
+        if partition.rows == 0 {
+            continue;
+        }
+        let files = leakless::write::data_files(&out.join(&partition.partition)).unwrap();
+        let batches: Vec<RecordBatch> = files
+            .iter()
+            .flat_map(|f| {
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .map(Result::unwrap)
+            })
+            .collect();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(partition.rows, rows as u64);
+        let context = &partition.partition;
+        for column in &partition.columns {
+            let name = &column.name;
+            match column_values(&batches, name) {
+                Values::Numbers(floats, ints) => {
+                    let values: Vec<f64> = floats.iter().flatten().copied().collect();
+                    assert_eq!(
+                        column.nulls,
+                        (rows - values.len()) as u64,
+                        "{context} {name}"
+                    );
+                    if values.is_empty() {
+                        assert!(column.mean.is_none());
+                        continue;
+                    }
+                    let n = values.len() as f64;
+                    let mean = values.iter().sum::<f64>() / n;
+                    let std =
+                        (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+                    assert!(
+                        close(column.mean.unwrap(), mean),
+                        "{context} {name} mean {column:?} {mean}"
+                    );
+                    assert!(
+                        close(column.std.unwrap(), std),
+                        "{context} {name} std {column:?} {std}"
+                    );
+                    let ints: Vec<i64> = ints.iter().flatten().copied().collect();
+                    let (min, max) = match ints.is_empty() {
+                        false => (
+                            *ints.iter().min().unwrap() as f64,
+                            *ints.iter().max().unwrap() as f64,
+                        ),
+                        true => values
+                            .iter()
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                                (a.min(v), b.max(v))
+                            }),
+                    };
+                    if let Some(min_value) = column.min.as_ref().and_then(|v| v.as_f64()) {
+                        assert_eq!(
+                            (min_value, column.max.as_ref().unwrap().as_f64().unwrap()),
+                            (min, max),
+                            "{context} {name}"
+                        );
+                    } else {
+                        // A time: RFC 3339.
+                        let text = |v: f64| leakless::time::format_rfc3339(v as i64);
+                        assert_eq!(column.min.as_ref().unwrap().as_str().unwrap(), text(min));
+                        assert_eq!(column.max.as_ref().unwrap().as_str().unwrap(), text(max));
+                    }
+                    let quantiles = column.quantiles.as_ref().unwrap();
+                    let expected = sampled_quantiles(&values);
+                    for (p, want) in QUANTILES.iter().zip(expected) {
+                        assert_eq!(quantiles[&format!("p{p}")], want, "{context} {name} p{p}");
+                    }
+                    strided |= values.len() >= 2 * leakless::quality::profile::SAMPLE;
+                    let mut distinct: Vec<u64> = values
+                        .iter()
+                        .map(|v| if *v == 0.0 { 0 } else { v.to_bits() })
+                        .collect();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    let exact = distinct.len() as f64;
+                    assert!(
+                        (column.distinct as f64 - exact).abs() <= 0.05 * exact + 1.0,
+                        "{context} {name} distinct {} vs {exact}",
+                        column.distinct
+                    );
+                }
+                Values::Texts(texts) => {
+                    let values: Vec<&String> = texts.iter().flatten().collect();
+                    assert_eq!(
+                        column.nulls,
+                        (rows - values.len()) as u64,
+                        "{context} {name}"
+                    );
+                    let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+                    for v in &values {
+                        *counts.entry(v.as_str()).or_default() += 1;
+                    }
+                    let exact = counts.len() as f64;
+                    assert!(
+                        (column.distinct as f64 - exact).abs() <= 0.05 * exact + 1.0,
+                        "{context} {name}"
+                    );
+                    let top = column.top.as_ref().unwrap();
+                    let bound =
+                        values.len() as u64 / (leakless::quality::profile::COUNTERS as u64 + 1);
+                    for (value, count) in top {
+                        let truth = counts[value.as_str()];
+                        assert!(
+                            *count <= truth && truth - count <= bound,
+                            "{context} {name} {value}"
+                        );
+                    }
+                    if counts.len() <= leakless::quality::profile::COUNTERS {
+                        let mut want: Vec<(&str, u64)> = counts.into_iter().collect();
+                        want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                        want.truncate(leakless::quality::profile::TOP);
+                        let got: Vec<(&str, u64)> =
+                            top.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+                        assert_eq!(got, want, "{context} {name}");
+                    }
+                }
+            }
+        }
+        let clicked = column_values(&batches, "clicked");
+        let Values::Numbers(values, _) = clicked else {
+            panic!()
+        };
+        let positive = values.iter().flatten().filter(|v| **v != 0.0).count() as u64;
+        assert_eq!(partition.labels["clicked"].positive, positive, "{context}");
+    }
+    assert!(strided, "no partition took the sampled path");
+    let held: u64 = profile.partitions.iter().map(|p| p.held_back).sum();
+    assert_eq!(held, summary.immature_held_back);
+}

@@ -1472,9 +1472,13 @@ fn parquet_files(out: &Path) -> Vec<PathBuf> {
 /// Each Parquet file's name and bytes, in name order.
 type Files = Vec<(String, Vec<u8>)>;
 
+/// The Parquet files, then the profile (which must not depend on the
+/// plan either).
 fn file_bytes(out: &Path) -> Files {
+    let profile = out.join(leakless::quality::profile::FILE_NAME);
     parquet_files(out)
         .into_iter()
+        .chain(profile.is_file().then_some(profile))
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             (name, std::fs::read(p).unwrap())
