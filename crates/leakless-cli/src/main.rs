@@ -30,6 +30,9 @@ enum Command {
     /// Generate a realistic, seeded marketplace: impressions, clicks and
     /// listings in the schemas `build` reads.
     Generate(commands::generate::Args),
+    /// Recompute a sample of any dataset's rows from the raw sources and
+    /// diagnose leakage (exit 1 when a column leaks or differs).
+    Audit(commands::audit::Args),
     /// Write an HTML report of a dataset with its drift (against a
     /// baseline, or its latest partition against the ones before).
     Report(commands::report::Args),
@@ -60,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Demo(args) => runtime.block_on(commands::demo::run(args)),
         Command::Report(args) => commands::report::run(args),
+        Command::Audit(args) => runtime.block_on(commands::audit::run(args)),
         #[cfg(feature = "fuzz")]
         Command::Fuzz(args) => commands::fuzz::run_all(args),
     }

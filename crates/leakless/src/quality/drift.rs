@@ -30,6 +30,23 @@ const BINS: usize = 10;
 /// String bins: the reference's most frequent values, and the rest.
 const TOP_VALUES: usize = 10;
 
+/// Every batch of the Parquet file `path`.
+pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let parquet = |source| Error::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet)?
+        .build()
+        .map_err(parquet)?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Engine(Box::new(e.into())))
+}
+
 /// A dataset's rows, per partition folder (in folder order).
 pub struct Rows {
     pub columns: Vec<String>,
@@ -39,25 +56,13 @@ pub struct Rows {
 impl Rows {
     /// Reads every data file of the local dataset `dataset`.
     pub fn read(dataset: &Path) -> Result<Rows> {
-        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let mut partitions: Vec<(String, Vec<RecordBatch>)> = Vec::new();
         let mut columns = Vec::new();
         for path in crate::write::data_files(dataset)? {
             let folder = (path.parent().and_then(|p| p.strip_prefix(dataset).ok()))
                 .map(|p| p.to_string_lossy().replace('\\', "/"))
                 .unwrap_or_default();
-            let file = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
-            let parquet = |source| Error::Parquet {
-                path: path.clone(),
-                source,
-            };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(parquet)?
-                .build()
-                .map_err(parquet)?;
-            let batches = reader
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Engine(Box::new(e.into())))?;
+            let batches = read_parquet(&path)?;
             if columns.is_empty()
                 && let Some(b) = batches.first()
             {

@@ -2,6 +2,7 @@
 //! quarantine set aside and the gate on them (`docs/semantics.md`, "Data
 //! quality").
 
+pub mod audit;
 pub mod checks;
 pub mod drift;
 pub mod profile;

@@ -283,6 +283,8 @@ struct ColumnAcc {
     hll: Vec<u8>,
     exact: SmallSet,
     top: MisraGries,
+    /// A batch's non-null values (reused).
+    values: Vec<f64>,
 }
 
 impl ColumnAcc {
@@ -306,39 +308,38 @@ impl ColumnAcc {
             hll: vec![0; 1 << HLL_BITS],
             exact: SmallSet::default(),
             top: MisraGries::default(),
+            values: Vec::new(),
         }
     }
 
     fn push(&mut self, column: &ArrayRef) {
         self.nulls += column.null_count() as u64;
-        let valid = |i: usize| column.is_valid(i);
-        let mut values: Vec<f64> = Vec::new();
-        match self.kind {
+        // The non-null values as f64, in a buffer kept from batch to batch.
+        let mut values = std::mem::take(&mut self.values);
+        values.clear();
+        let kind = self.kind;
+        match kind {
             Kind::Int8 | Kind::Int64 | Kind::Time => {
-                let ints: Vec<i64> = match self.kind {
-                    Kind::Int8 => collect(column.as_primitive::<Int8Type>(), i64::from),
-                    Kind::Int64 => collect(column.as_primitive::<Int64Type>(), |v| v),
-                    _ => collect(column.as_primitive::<TimestampMicrosecondType>(), |v| v),
-                };
-                for &v in &ints {
+                let mut int = |v: i64| {
                     self.min_int = self.min_int.min(v);
                     self.max_int = self.max_int.max(v);
                     self.distinct(mix(v as u64));
-                }
-                values = ints.iter().map(|&v| v as f64).collect();
-            }
-            Kind::Float64 => {
-                values = collect(column.as_primitive::<Float64Type>(), |v| v);
-                for &v in &values {
-                    // -0.0 and 0.0 are one value.
-                    let bits = if v == 0.0 { 0 } else { v.to_bits() };
-                    self.distinct(mix(bits));
+                    values.push(v as f64);
+                };
+                match kind {
+                    Kind::Int8 => each(column.as_primitive::<Int8Type>(), |v| int(i64::from(v))),
+                    Kind::Int64 => each(column.as_primitive::<Int64Type>(), int),
+                    _ => each(column.as_primitive::<TimestampMicrosecondType>(), int),
                 }
             }
+            Kind::Float64 => each(column.as_primitive::<Float64Type>(), |v| {
+                // -0.0 and 0.0 are one value.
+                let bits = if v == 0.0 { 0 } else { v.to_bits() };
+                self.distinct(mix(bits));
+                values.push(v);
+            }),
             Kind::Bool => {
-                let bools = column.as_boolean();
-                for i in (0..column.len()).filter(|&i| valid(i)) {
-                    let v = bools.value(i);
+                for v in column.as_boolean().iter().flatten() {
                     values.push(f64::from(u8::from(v)));
                     self.distinct(mix(u64::from(v)));
                 }
@@ -356,11 +357,20 @@ impl ColumnAcc {
             self.moments.add(&values);
             self.sample.add(&values);
         }
+        self.values = values;
     }
 
+    /// Counts `hash` exactly while the set holds it; once it overflows,
+    /// every hash it held goes to the HyperLogLog, which counts from then.
     fn distinct(&mut self, hash: u64) {
-        hll_add(&mut self.hll, hash);
-        self.exact.insert(hash);
+        if self.exact.overflowed {
+            hll_add(&mut self.hll, hash);
+        } else if !self.exact.insert(hash) {
+            for &h in self.exact.held.iter().chain([&hash]) {
+                hll_add(&mut self.hll, h);
+            }
+            self.exact.held = Vec::new();
+        }
     }
 
     fn finish(self, name: String) -> ColumnProfile {
@@ -397,17 +407,14 @@ fn number(x: f64) -> Option<serde_json::Value> {
     serde_json::Number::from_f64(x).map(serde_json::Value::Number)
 }
 
-/// The non-null values of `array`, converted.
-fn collect<T, U>(
-    array: &datafusion::arrow::array::PrimitiveArray<T>,
-    f: impl Fn(T::Native) -> U,
-) -> Vec<U>
+/// Calls `f` with each non-null value of `array`, in order.
+fn each<T>(array: &datafusion::arrow::array::PrimitiveArray<T>, mut f: impl FnMut(T::Native))
 where
     T: datafusion::arrow::datatypes::ArrowPrimitiveType,
 {
     match array.null_count() {
-        0 => array.values().iter().map(|&v| f(v)).collect(),
-        _ => array.iter().flatten().map(f).collect(),
+        0 => array.values().iter().for_each(|&v| f(v)),
+        _ => array.iter().flatten().for_each(f),
     }
 }
 
@@ -474,19 +481,27 @@ impl Default for Sample {
 }
 
 impl Sample {
+    /// Takes the values at positions (counted from the partition's first
+    /// non-null value) that are multiples of the stride.
     fn add(&mut self, values: &[f64]) {
-        for &v in values {
-            if self.seen.is_multiple_of(self.stride) {
-                self.values.push(v);
-                if self.values.len() == 2 * SAMPLE {
-                    // Keep the values at multiples of the doubled stride.
-                    let kept: Vec<f64> = self.values.iter().copied().step_by(2).collect();
-                    self.values = kept;
-                    self.stride *= 2;
-                }
+        let end = self.seen + values.len() as u64;
+        // The first multiple of the stride at or after `seen`.
+        let mut next = self.seen.div_ceil(self.stride) * self.stride;
+        while next < end {
+            self.values.push(values[(next - self.seen) as usize]);
+            if self.values.len() == 2 * SAMPLE {
+                // Keep the values at multiples of the doubled stride.
+                let kept: Vec<f64> = self.values.iter().copied().step_by(2).collect();
+                self.values = kept;
+                self.stride *= 2;
+                // `next` was an odd multiple of the old stride: the next
+                // multiple of the new one follows it.
+                next = next.div_ceil(self.stride) * self.stride;
+                continue;
             }
-            self.seen += 1;
+            next += self.stride;
         }
+        self.seen = end;
     }
 
     fn quantiles(mut self) -> BTreeMap<String, f64> {
@@ -548,6 +563,8 @@ fn hll_estimate(registers: &[u8]) -> u64 {
 /// addressing over twice as many slots; 0 marks an empty slot).
 struct SmallSet {
     slots: Vec<u64>,
+    /// The hashes held, as given (for the HyperLogLog at overflow).
+    held: Vec<u64>,
     len: usize,
     overflowed: bool,
 }
@@ -556,6 +573,7 @@ impl Default for SmallSet {
     fn default() -> Self {
         SmallSet {
             slots: vec![0; 2 * EXACT_DISTINCT],
+            held: Vec::new(),
             len: 0,
             overflowed: false,
         }
@@ -563,27 +581,28 @@ impl Default for SmallSet {
 }
 
 impl SmallSet {
-    fn insert(&mut self, hash: u64) {
-        if self.overflowed {
-            return;
-        }
-        let hash = hash.max(1);
+    /// Adds `hash`; `false` when the set has overflowed (with this hash
+    /// not added).
+    fn insert(&mut self, hash: u64) -> bool {
+        let key = hash.max(1);
         let mask = self.slots.len() - 1;
-        let mut at = (hash as usize) & mask;
+        let mut at = (key as usize) & mask;
         loop {
             match self.slots[at] {
                 0 => break,
-                h if h == hash => return,
+                h if h == key => return true,
                 _ => at = (at + 1) & mask,
             }
         }
         if self.len == EXACT_DISTINCT {
             self.overflowed = true;
             self.slots = Vec::new();
-            return;
+            return false;
         }
-        self.slots[at] = hash;
+        self.slots[at] = key;
+        self.held.push(hash);
         self.len += 1;
+        true
     }
 }
 
