@@ -307,5 +307,6 @@ fn print_timings(s: &BuildSummary) {
     eprintln!("      sort (cpu)       {:>8.3}", t.sort);
     eprintln!("      probe (cpu)      {:>8.3}", t.probe);
     eprintln!("      encode (cpu)     {:>8.3}", t.encode);
+    eprintln!("      profile (cpu)    {:>8.3}", t.profile);
     eprintln!("    commit             {:>8.3}", t.commit);
 }

@@ -671,6 +671,8 @@ async fn run_variant(
     }
     spec.sources.push(def);
     spec.spine.source = "__audit_spine".into();
+    // The spec's gates are the dataset's, not the sample's.
+    spec.checks.clear();
     let out = scratch.join(format!("out-{name}"));
     let summary = crate::Build::from_spec(spec, &out)
         .with_watermark(watermark)

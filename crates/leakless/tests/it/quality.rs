@@ -84,6 +84,45 @@ window = "lifetime"
 where = "kind = 'b'"
 "#;
 
+/// The spine source's `max_bad_rows` in the spec decides the gate when
+/// no flag overrides it.
+#[test]
+fn a_sources_max_bad_rows_in_the_spec_is_its_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spine.csv"),
+        "id,k,ts\n1,1,2026-09-22T00:00:00Z\nx,2,2026-09-22T00:00:00Z\n3,,2026-09-22T00:00:00Z\n4,1,2026-09-23T00:00:00Z\n",
+    )
+    .unwrap();
+    write_events(
+        &dir.path().join("ev.parquet"),
+        &[(Some(1), Some(1.0), Some("a"), Some(T0))],
+    );
+    let run = |max: &str| {
+        let spec = SPEC.replace(
+            "[sources.sp]\n",
+            &format!("[sources.sp]\nmax_bad_rows = {max}\n"),
+        );
+        std::fs::write(dir.path().join("spec.toml"), spec).unwrap();
+        let build =
+            leakless::Build::from_spec_file(dir.path().join("spec.toml"), dir.path().join("out"))?
+                .with_bad_rows(BadRowPolicy::Quarantine)
+                .with_overwrite(true);
+        runtime().block_on(build.execute())
+    };
+    // 1 bad row of 4: a quarter.
+    let summary = run("0.25").unwrap();
+    assert_eq!(summary.reconciliation["sp"].quarantined, 1);
+    let err = run("0.2").unwrap_err();
+    assert!(matches!(err, leakless::Error::Quality(_)), "{err}");
+    assert!(err.to_string().contains("above max_bad_rows 0.2"), "{err}");
+    let err = run("2").unwrap_err();
+    assert!(
+        err.to_string().contains("max_bad_rows 2 is not a fraction"),
+        "{err}"
+    );
+}
+
 fn build(dir: &Path, out: &str, policy: BadRowPolicy) -> leakless::Result<leakless::BuildSummary> {
     let build = leakless::Build::from_spec_file(dir.join("spec.toml"), dir.join(out))?
         .with_bad_rows(policy)
