@@ -162,6 +162,24 @@ fn quarantine_sets_bad_rows_aside_and_the_gate_stops_above_its_bound() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("impressions (spine): 12 = 2 quarantined + 0 dropped by [spine] where + 1 held back + 9 written"), "{stderr}");
 
+    // A quote no later `"` closes swallows the rest of the file: it stops
+    // the run even under quarantine.
+    let stray = dir.path().join("stray.csv");
+    let mut text_in = std::fs::read_to_string(examples().join("impressions.csv")).unwrap();
+    text_in = text_in.replacen(",100,1,", ",\"100,1,", 1);
+    std::fs::write(&stray, text_in).unwrap();
+    let output = build(
+        &stray,
+        &dir.path().join("stray"),
+        &["--bad-rows", "quarantine", "--max-bad-rows", "1"],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("unterminated quoted value"),
+        "{}",
+        text(&output.stderr)
+    );
+
     // Strict (the default): the first bad row stops the run, exit 2.
     let output = build(&impressions, &dir.path().join("strict"), &[]);
     assert_eq!(output.status.code(), Some(2));
@@ -236,6 +254,20 @@ fn checks_pass_fail_with_exit_1_naming_check_partition_and_value_or_publish_on_r
         .map(|c| c["partition"].as_str().unwrap())
         .collect();
     assert_eq!(failed_days, ["dt=2026-10-01", "dt=2026-10-03"]);
+
+    // `--no-profile` does not skip the checks.
+    let output = build_spec(&spec, &dir.path().join("unprofiled"), &["--no-profile"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+
+    // A day all held back has a held-back rate of 1.
+    let spec = example_with_checks(dir.path(), "held_back_rate = \"<= 0.5\"");
+    let output = build_spec(&spec, &dir.path().join("held"), &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("check `held_back_rate <= 0.5` failed in dt=2026-10-04: 1"),
+        "{}",
+        text(&output.stderr)
+    );
 
     // A mistake in [checks] is a spec error with its place.
     let spec = example_with_checks(dir.path(), "prices.null_rate = [0, 1]");

@@ -523,6 +523,9 @@ impl Build {
                 out: self.out.display().to_string(),
                 watermark: self.watermark.map(format_rfc3339),
                 overwrite: self.overwrite,
+                bad_rows: self.policy,
+                max_bad_rows: self.max_bad_rows,
+                publish_on_failed_checks: self.publish_on_failed_checks,
             },
             inputs: inputs.into_iter().collect(),
             rows_read: rows_read.clone(),
@@ -697,7 +700,7 @@ impl Build {
             delta_columns,
             labels: self.label_columns(),
             errors_as_text: separate_partitions,
-            profile: self.profile,
+            profile: self.profile || !self.spec.checks.is_empty(),
         };
         Ok(WriteExec::new(pit, options)?)
     }

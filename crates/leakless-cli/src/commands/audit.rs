@@ -53,6 +53,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => bail!("--column {c:?} is not NAME=THEIRS"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, (ours, theirs)) in columns.iter().enumerate() {
+        if let Some((other, _)) = columns[..i].iter().find(|(o, t)| o == ours || t == theirs) {
+            bail!("--column {ours}={theirs}: `{other}` is mapped already, or to the same column");
+        }
+    }
     let watermark = match &args.watermark {
         None => None,
         Some(text) => match leakless::time::parse_timestamp_micros(text.as_bytes()) {

@@ -579,13 +579,19 @@ impl Records<'_> {
                         newlines,
                         at_newline,
                     } => {
-                        reader.route(bad_row(
+                        let row = bad_row(
                             line + at_newline,
                             None,
                             trim_line(&rest[..end]),
                             trim_line(&rest[..end]),
                             reason.to_owned(),
-                        ))?;
+                        );
+                        // A quote no later `"` closes swallows the rest of
+                        // the file: never one row set aside.
+                        if reason.starts_with("unterminated") {
+                            return Err(Error::BadRow(Box::new(row)));
+                        }
+                        reader.route(row)?;
                         pos += end;
                         line += newlines;
                         continue;

@@ -210,7 +210,9 @@ fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn read_batches(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>> {
+/// The columns `columns` of every batch of `path`, in that order (a
+/// column named twice comes twice).
+fn read_batches(path: &Path, columns: &[String]) -> Result<Vec<Vec<ArrayRef>>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let parquet = |source| Error::Parquet {
         path: path.to_owned(),
@@ -230,12 +232,22 @@ fn read_batches(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>> {
             ))
         })?);
     }
+    // A projection keeps the file's order: the columns are found by name.
     let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder.with_projection(mask).build().map_err(parquet)?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Engine(Box::new(e.into())))?;
-    Ok(batches)
+    let mut all = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::Engine(Box::new(e.into())))?;
+        let picked = (columns.iter())
+            .map(|name| {
+                batch.column_by_name(name).cloned().ok_or_else(|| {
+                    Error::Invalid(format!("`{}`: column `{name}` not read", path.display()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        all.push(picked);
+    }
+    Ok(all)
 }
 
 fn file_rows(path: &Path) -> Result<u64> {
@@ -349,32 +361,35 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
             continue;
         }
         for batch in read_batches(file, &wanted)? {
+            let rows_in_batch = batch.first().map_or(0, |c| c.len());
             let columns: Vec<Vec<Cell>> = (0..wanted.len())
                 .map(|i| {
                     let ty = match i < key_names.len() {
                         true => key_types[i],
                         false => compared[i - key_names.len()].ty,
                     };
-                    cells(batch.column(i), ty)
+                    cells(&batch[i], ty)
                 })
                 .collect::<Result<_>>()?;
             let (key_columns, value_columns) = columns.split_at(key_names.len());
-            let rows = (0..batch.num_rows()).filter(|&r| chosen.contains(&(first + r as u64)));
+            let rows = (0..rows_in_batch).filter(|&r| chosen.contains(&(first + r as u64)));
             for row in rows {
                 let key_cells: Vec<Cell> = key_columns.iter().map(|c| c[row].clone()).collect();
                 let key: Vec<String> = key_cells.iter().map(Cell::key).collect();
                 let values = value_columns.iter().map(|c| c[row].clone()).collect();
                 sampled.push((key.join("|"), key_cells, values));
             }
-            first += batch.num_rows() as u64;
+            first += rows_in_batch as u64;
         }
     }
 
     // 2. The spine source's rows with those keys.
     let wanted_keys: HashSet<&str> = sampled.iter().map(|(k, _, _)| k.as_str()).collect();
     let spine_def = spec.spine_source();
-    let mut source = Source::open(spine_def, BadRowPolicy::Fail)?;
+    // Bad rows are set aside, as a build that quarantined them did.
     let scratch = Scratch::new()?;
+    let mut source = Source::open(spine_def, BadRowPolicy::Quarantine)?
+        .with_quarantine(scratch.path().join("_bad_rows"));
     source.fetch(&scratch.path().join("_inputs"))?;
     let layout = source.layout.clone();
     let position = |name: &str| layout.columns.iter().position(|c| c.name == name);
@@ -675,6 +690,8 @@ async fn run_variant(
     spec.checks.clear();
     let out = scratch.join(format!("out-{name}"));
     let summary = crate::Build::from_spec(spec, &out)
+        .with_bad_rows(BadRowPolicy::Quarantine)
+        .with_max_bad_rows(Some(1.0))
         .with_watermark(watermark)
         .with_watermark_margin(i64::MAX / 4)
         .with_profile(false)

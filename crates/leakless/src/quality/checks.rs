@@ -197,7 +197,10 @@ pub struct Outcome {
 pub fn evaluate(checks: &[Check], profile: &DatasetProfile) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for check in checks {
-        for partition in profile.partitions.iter().filter(|p| p.rows > 0) {
+        // A partition all held back has no rows to measure, but its
+        // held-back rate is 1.
+        let measured = |p: &&PartitionProfile| p.rows > 0 || check.metric == Metric::HeldBackRate;
+        for partition in profile.partitions.iter().filter(measured) {
             let value = measure(&check.metric, partition);
             // No value (a mean of nothing) passes only an unbounded side.
             let passed = value.is_some_and(|v| {

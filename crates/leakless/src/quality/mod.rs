@@ -166,7 +166,9 @@ pub fn check_bad_rows(
     };
     for (source, rows) in reconciliation {
         let limit = max(source);
-        if rows.quarantined == 0 || rows.quarantined as f64 <= limit * rows.read as f64 {
+        // The share against the bound (both rounded alike: exactly at the
+        // bound passes).
+        if rows.quarantined == 0 || rows.quarantined as f64 / rows.read as f64 <= limit {
             continue;
         }
         failure.failed.push(format!(
@@ -280,6 +282,9 @@ mod tests {
             ("b".to_owned(), rows(1000, 2)),
         ]);
         check_bad_rows(&all, &BTreeMap::new(), |_| 0.002).unwrap();
+        // Exactly at the bound passes (0.29 x 100 rounds below 29).
+        let at = BTreeMap::from([("c".to_owned(), rows(100, 29))]);
+        check_bad_rows(&at, &BTreeMap::new(), |_| 0.29).unwrap();
         let err = check_bad_rows(&all, &BTreeMap::new(), |_| 0.001).unwrap_err();
         let Error::Quality(failure) = err else {
             panic!("{err}")

@@ -30,6 +30,11 @@ pub struct Settings {
     /// The `--watermark` given, if any (RFC 3339, UTC).
     pub watermark: Option<String>,
     pub overwrite: bool,
+    /// `--bad-rows`, `--max-bad-rows` and `--publish-on-failed-checks`.
+    pub bad_rows: crate::ingest::BadRowPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bad_rows: Option<f64>,
+    pub publish_on_failed_checks: bool,
 }
 
 /// The manifest, in the order its keys are written.

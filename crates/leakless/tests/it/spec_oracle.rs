@@ -1669,7 +1669,8 @@ fn column_texts(name: &str) -> (&'static str, Vec<(&'static str, &'static str)>)
 }
 
 /// Writes bad rows of every class into every CSV file below `dir`: between
-/// its rows and at its end (an unterminated quote last). Returns, per file
+/// its rows and at its end (an unterminated quote, which swallows the rest
+/// of its file, stops a build even under quarantine: not here). Returns, per file
 /// (relative path), the line and the expected reason of each.
 fn add_bad_rows(dir: &Path) -> Vec<(String, Vec<(u64, &'static str)>)> {
     let mut files: Vec<PathBuf> = Vec::new();
@@ -1721,11 +1722,6 @@ fn add_bad_rows(dir: &Path) -> Vec<(String, Vec<(u64, &'static str)>)> {
             out.push(line);
             injected.push((out.len() as u64, reason));
         }
-        let mut last = good.clone();
-        let string_column = names.iter().position(|n| column_texts(n).0 == "a").unwrap();
-        last[string_column] = "\"a";
-        out.push(last.join(","));
-        injected.push((out.len() as u64, "unterminated quoted value"));
         std::fs::write(&path, out.join("\n") + "\n").unwrap();
         let relative = path
             .strip_prefix(dir)
