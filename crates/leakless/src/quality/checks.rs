@@ -79,17 +79,30 @@ impl std::fmt::Display for Check {
     }
 }
 
+/// What `[checks]` needs to know of an output column: whether it is a
+/// label, and its type.
+pub type ColumnInfo = (bool, crate::spec::ValueType);
+
 /// Parses the `[checks]` entry `key = value`. `column` tells whether a
-/// name is an output column and whether it is a label. Returns the checks
-/// or a message.
+/// name is an output column, whether it is a label and its type;
+/// `partition` is the spec's. Returns the checks or a message.
 pub fn parse_entry(
     key: &str,
     value: &toml::Value,
-    column: &dyn Fn(&str) -> Option<bool>,
+    column: &dyn Fn(&str) -> Option<ColumnInfo>,
+    partition: crate::spec::Partitioning,
 ) -> Result<Vec<Check>, String> {
-    let dataset = match key {
-        "rows_per_day" | "rows_per_hour" | "rows_per_partition" => Some(Metric::Rows),
-        "held_back_rate" => Some(Metric::HeldBackRate),
+    use crate::spec::Partitioning;
+    let dataset = match (key, partition) {
+        ("rows_per_day", Partitioning::Day)
+        | ("rows_per_hour", Partitioning::Hour)
+        | ("rows_per_partition", _) => Some(Metric::Rows),
+        ("rows_per_day" | "rows_per_hour", _) => {
+            return Err(format!(
+                "`{key}` does not fit the output's partitioning ({partition:?}); rows_per_partition checks each partition folder"
+            ));
+        }
+        ("held_back_rate", _) => Some(Metric::HeldBackRate),
         _ => None,
     };
     if let Some(metric) = dataset {
@@ -111,9 +124,14 @@ pub fn parse_entry(
             }
         },
     };
-    let Some(is_label) = column(name) else {
+    let Some((is_label, ty)) = column(name) else {
         return Err(format!("`{name}` is not an output column"));
     };
+    use crate::spec::ValueType;
+    let numeric = matches!(
+        ty,
+        ValueType::Int64 | ValueType::Int8 | ValueType::Float64 | ValueType::Bool
+    );
     let mut checks = Vec::new();
     for (stat, value) in stats {
         let Some(&(_, stat)) = Stat::NAMES.iter().find(|(n, _)| *n == stat) else {
@@ -126,6 +144,13 @@ pub fn parse_entry(
         if stat == Stat::Rate && !is_label {
             return Err(format!(
                 "`{name}.rate`: a rate is a label's; use null_rate or mean for a feature"
+            ));
+        }
+        if matches!(stat, Stat::Mean | Stat::Min | Stat::Max) && !numeric {
+            return Err(format!(
+                "`{name}.{}`: `{name}` is {}, not a number; use null_rate or distinct",
+                stat.name(),
+                ty.name()
             ));
         }
         let (min, max) = bounds(value).map_err(|e| format!("`{name}.{}`: {e}", stat.name()))?;
@@ -265,14 +290,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Check>, String> {
         let table: toml::Table = toml::from_str(text).unwrap();
+        use crate::spec::{Partitioning, ValueType};
         let column = |name: &str| match name {
-            "clicked" => Some(true),
-            "price" => Some(false),
+            "clicked" => Some((true, ValueType::Int8)),
+            "price" => Some((false, ValueType::Float64)),
+            "category" => Some((false, ValueType::String)),
             _ => None,
         };
         let mut all = Vec::new();
         for (key, value) in &table {
-            all.extend(parse_entry(key, value, &column)?);
+            all.extend(parse_entry(key, value, &column, Partitioning::Day)?);
         }
         Ok(all)
     }
@@ -304,6 +331,14 @@ mod tests {
             ("\"price.mean\" = [2, 1]", "min 2 is above max 1"),
             ("\"price.mean\" = \"== 1\"", "expected [min, max]"),
             ("rows = 5", "neither a dataset check"),
+            (
+                "rows_per_hour = { min = 1 }",
+                "does not fit the output's partitioning",
+            ),
+            (
+                "\"category.mean\" = [0, 1]",
+                "`category` is string, not a number",
+            ),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(error), "{text}: {err}");

@@ -317,20 +317,8 @@ fn resolve(
         }
     }
     let mut checks = Vec::new();
-    let column = |name: &str| {
-        let derived = derived.iter().find(|d| d.name == name);
-        match derived {
-            Some(d) => Some(d.role == Role::Label),
-            None => names.iter().any(|n| n == name).then_some(false),
-        }
-    };
-    for (key, value) in &raw.checks {
-        match crate::quality::checks::parse_entry(key, value.get_ref(), &column) {
-            Ok(found) => checks.extend(found),
-            Err(message) => errors.at(Some(value.span()), &format!("checks.{key}"), message),
-        }
-    }
-    Some(Spec {
+    // Output column types need the whole spec: known once it is made.
+    let mut spec = Spec {
         version: 1,
         sources,
         spine,
@@ -338,8 +326,22 @@ fn resolve(
         watermark,
         partition,
         base: base.to_owned(),
-        checks,
-    })
+        checks: Vec::new(),
+    };
+    let outputs = spec.output_columns();
+    let column = |name: &str| {
+        let ty = outputs.iter().find(|c| c.name == name)?.ty;
+        let label = (spec.derived.iter()).any(|d| d.name == name && d.role == Role::Label);
+        Some((label, ty))
+    };
+    for (key, value) in &raw.checks {
+        match crate::quality::checks::parse_entry(key, value.get_ref(), &column, partition) {
+            Ok(found) => checks.extend(found),
+            Err(message) => errors.at(Some(value.span()), &format!("checks.{key}"), message),
+        }
+    }
+    spec.checks = checks;
+    Some(spec)
 }
 
 fn resolve_source(
