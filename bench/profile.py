@@ -8,7 +8,8 @@ spec (8 output columns) and of bench/rich.toml (16 columns), each with the
 profile and with the hidden `--no-profile`, in rounds (every variant once
 per round), and reports per spec the median wall of each, their ratio, the
 profile's CPU seconds from `--json` (`timings.profile`) and the peak memory
-of the process tree. Writes bench/PROFILE.md and bench/profile.json.
+of the process tree. Writes bench/profile-ORDER.json and bench/PROFILE.md
+(every order measured).
 """
 import argparse
 import json
@@ -56,18 +57,28 @@ def main():
                                 "encode_cpu": summary["timings"]["encode"], "rows": summary["rows_written"]})
             print(f"{v}: {wall:.2f} s, {peak:.0f} MB, profile {summary['timings']['profile']:.2f} s CPU", flush=True)
     result = {"impressions": args.impressions, "order": args.order, "runs": measured}
-    (HERE / "profile.json").write_text(json.dumps(result, indent=1) + "\n")
+    (HERE / f"profile-{args.order}.json").write_text(json.dumps(result, indent=1) + "\n")
+    render()
+
+
+def render():
+    """bench/PROFILE.md from every bench/profile-ORDER.json."""
     lines = ["# The profile's cost", "",
-             f"`python3 bench/profile.py --impressions {args.impressions} --runs {args.runs} --order {args.order}` "
-             "(2 cores; variants in rounds; medians).", "",
-             "| spec | with profile (s) | `--no-profile` (s) | ratio | profile CPU (s) | peak MB with / without |",
-             "|---|---|---|---|---|---|"]
-    for name in specs:
-        a, b = measured[f"{name} with profile"], measured[f"{name} --no-profile"]
-        wa, wb = statistics.median(r["wall"] for r in a), statistics.median(r["wall"] for r in b)
-        cpu = statistics.median(r["profile_cpu"] for r in a)
-        lines.append(f"| {name} | {wa:.2f} | {wb:.2f} | {wa / wb:.3f} | {cpu:.2f} | "
-                     f"{max(r['peak_mb'] for r in a):.0f} / {max(r['peak_mb'] for r in b):.0f} |")
+             "`python3 bench/profile.py --impressions N --runs R --order ORDER` (2 cores; variants in rounds; "
+             "medians; `--no-profile` is the reference, measured in the same rounds)."]
+    for path in sorted(HERE.glob("profile-*.json")):
+        result = json.loads(path.read_text())
+        measured = result["runs"]
+        runs = len(next(iter(measured.values())))
+        lines += ["", f"## {result['order']} order, {result['impressions']:,} impressions, {runs} runs", "",
+                  "| spec | with profile (s) | `--no-profile` (s) | ratio | profile CPU (s) | peak MB with / without |",
+                  "|---|---|---|---|---|---|"]
+        for name in ("marketplace", "rich"):
+            a, b = measured[f"{name} with profile"], measured[f"{name} --no-profile"]
+            wa, wb = statistics.median(r["wall"] for r in a), statistics.median(r["wall"] for r in b)
+            cpu = statistics.median(r["profile_cpu"] for r in a)
+            lines.append(f"| {name} | {wa:.2f} | {wb:.2f} | {wa / wb:.3f} | {cpu:.2f} | "
+                         f"{max(r['peak_mb'] for r in a):.0f} / {max(r['peak_mb'] for r in b):.0f} |")
     (HERE / "PROFILE.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -95,9 +95,7 @@ impl Part {
         let path = dir.join(Part::name(&self.source, self.file));
         let bytes = serde_json::to_vec(self)
             .map_err(|e| Error::Invalid(format!("encoding {}: {e}", path.display())))?;
-        let hidden = crate::write::partial_path(&path);
-        std::fs::write(&hidden, bytes).map_err(|e| Error::io("writing", &hidden, e))?;
-        std::fs::rename(&hidden, &path).map_err(|e| Error::io("renaming", &hidden, e))
+        crate::write::write_whole(&path, &bytes)
     }
 
     /// Every part in `dir` (none when it does not exist), by source then

@@ -451,7 +451,7 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     )
     .await?;
     let far = crate::time::parse_timestamp_micros(b"2199-01-01T00:00:00Z").expect("a valid time");
-    let spine_max = spine_max_time(&spine)?;
+    let spine_max = spine_max_time(&spine);
     let mut variants: Vec<(String, Variant)> = Vec::new();
     let every = Some(i64::MAX / 4);
     variants.push((
@@ -615,7 +615,7 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     })
 }
 
-fn spine_max_time(spine: &SpineSample) -> Result<Option<i64>> {
+fn spine_max_time(spine: &SpineSample) -> Option<i64> {
     let mut max = None;
     for batch in &spine.batches {
         let times = batch
@@ -625,7 +625,7 @@ fn spine_max_time(spine: &SpineSample) -> Result<Option<i64>> {
             max = Some(max.map_or(t, |m: i64| m.max(t)));
         }
     }
-    Ok(max)
+    max
 }
 
 /// Builds `spec` with the sampled spine rows, their time moved by `shift`,

@@ -154,9 +154,7 @@ impl DatasetProfile {
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| crate::Error::Invalid(format!("encoding the profile: {e}")))?;
         bytes.push(b'\n');
-        let hidden = crate::write::partial_path(&path);
-        std::fs::write(&hidden, bytes).map_err(|e| crate::Error::io("writing", &hidden, e))?;
-        std::fs::rename(&hidden, &path).map_err(|e| crate::Error::io("renaming", &hidden, e))
+        crate::write::write_whole(&path, &bytes)
     }
 
     /// Reads a dataset's profile (a local dataset).

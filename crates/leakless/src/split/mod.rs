@@ -202,12 +202,7 @@ impl GroupLoad {
 fn write_fixed(dir: &Path, name: &str, value: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| DataFusionError::Internal(format!("encoding {name}: {e}")))?;
-    let hidden = crate::write::partial_path(&dir.join(name));
-    let io = |e: std::io::Error| {
-        DataFusionError::Execution(format!("writing {}: {e}", dir.join(name).display()))
-    };
-    std::fs::write(&hidden, bytes).map_err(io)?;
-    std::fs::rename(&hidden, dir.join(name)).map_err(io)
+    crate::write::write_whole(&dir.join(name), &bytes).map_err(DataFusionError::from)
 }
 
 /// Every `PREFIX*.json` in `dir`, read as `T` (hidden files left out).

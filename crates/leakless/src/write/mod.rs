@@ -371,6 +371,14 @@ struct OpenFile {
     rows: u64,
 }
 
+/// Writes `bytes` to `path` whole or not at all: under [`partial_path`]
+/// first, then renamed (a retried task writes the same name again).
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let hidden = partial_path(path);
+    std::fs::write(&hidden, bytes).map_err(|e| Error::io("writing", &hidden, e))?;
+    std::fs::rename(&hidden, path).map_err(|e| Error::io("renaming", &hidden, e))
+}
+
 /// Whether a file named `name` is one still being written ([`partial_path`]):
 /// never part of a dataset, whoever wrote it.
 pub(crate) fn is_partial(name: &str) -> bool {
