@@ -644,3 +644,63 @@ fn the_rich_example_builds() {
     assert_eq!(summary["rows_read"]["views"], 10);
     assert_eq!(summary["rows_written"], 10);
 }
+
+/// `--incremental` after a file lands: `--dry-run` says what it would do
+/// and changes nothing; the build does it and equals a full build.
+#[test]
+fn an_incremental_build_after_a_new_file_equals_a_full_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let impressions = dir.path().join("impressions");
+    std::fs::create_dir(&impressions).unwrap();
+    let all = std::fs::read_to_string(examples().join("impressions.csv")).unwrap();
+    let (header, rows) = all.split_once('\n').unwrap();
+    let (early, late): (Vec<&str>, Vec<&str>) = rows
+        .lines()
+        .partition(|r| !r.contains("2026-10-03") && !r.contains("2026-10-04"));
+    std::fs::write(
+        impressions.join("a.csv"),
+        format!("{header}\n{}\n", early.join("\n")),
+    )
+    .unwrap();
+    let out = dir.path().join("dataset");
+    let first = build(&impressions, &out, &["--incremental", "--quiet"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("a full build (there is no dataset yet)"));
+
+    std::fs::write(
+        impressions.join("b.csv"),
+        format!("{header}\n{}\n", late.join("\n")),
+    )
+    .unwrap();
+    let manifest = std::fs::read(out.join("_manifest.json")).unwrap();
+    let dry = build(
+        &impressions,
+        &out,
+        &["--incremental", "--dry-run", "--quiet"],
+    );
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let said = text(&dry.stderr);
+    assert!(
+        said.contains("b.csv (new)") && said.contains("dt=2026-10-03: a new partition"),
+        "{said}"
+    );
+    let unchanged = std::fs::read(out.join("_manifest.json")).unwrap() == manifest;
+    assert!(unchanged, "the dry run changed the dataset");
+
+    let incremental = build(&impressions, &out, &["--incremental", "--quiet", "--json"]);
+    assert!(
+        incremental.status.success(),
+        "{}",
+        text(&incremental.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&incremental.stdout).unwrap();
+    let recomputed = summary["increment"]["recompute"].as_object().unwrap().len();
+    assert!(recomputed >= 2, "{summary}");
+    let full = dir.path().join("full");
+    assert!(build(&impressions, &full, &["--quiet"]).status.success());
+    let same = parquet_files(&out) == parquet_files(&full);
+    assert!(same, "the incremental build differs from the full build");
+
+    let usage = build(&impressions, &out, &["--dry-run"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
+}

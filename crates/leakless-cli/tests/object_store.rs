@@ -114,7 +114,8 @@ fn build(server: &Server, overrides: &[String], out: &str, extra: &[&str]) -> st
     command.output().unwrap()
 }
 
-/// The manifest without what names paths (settings, inputs' paths, data).
+/// The manifest without what names paths (settings, inputs' paths, data)
+/// or a local file's modification time.
 fn manifest_data(manifest: &[u8]) -> serde_json::Value {
     let mut m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
     let m = m.as_object_mut().unwrap();
@@ -123,6 +124,7 @@ fn manifest_data(manifest: &[u8]) -> serde_json::Value {
     for files in m["inputs"].as_object_mut().unwrap().values_mut() {
         for file in files.as_array_mut().unwrap() {
             file.as_object_mut().unwrap().remove("path");
+            file.as_object_mut().unwrap().remove("modified_ns");
         }
     }
     serde_json::Value::Object(m.clone())

@@ -29,6 +29,7 @@ pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod incremental;
 pub mod ingest;
 pub mod order;
 pub mod pipeline;

@@ -22,7 +22,7 @@
 //! - memory holds at most twice [`SPILL_BYTES`] of pending rows (one spill
 //!   being written while the next gathers) plus the buckets being sorted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -91,6 +91,8 @@ pub struct BucketSortExec {
     /// is `p` modulo `n` (so that a partition run alone, as a cluster task,
     /// emits exactly its own), instead of the next bucket when it asks.
     fixed_buckets: bool,
+    /// Only these buckets are kept (an incremental build's), when given.
+    keep: Option<Arc<BTreeSet<i64>>>,
     cache: Arc<PlanProperties>,
     drained: Arc<Shared<Arc<Drained>>>,
     metrics: ExecutionPlanMetricsSet,
@@ -105,6 +107,8 @@ struct Wire {
     spill_dir: PathBuf,
     spill_bytes: usize,
     fixed_buckets: bool,
+    #[serde(default)]
+    keep: Option<BTreeSet<i64>>,
 }
 
 impl BucketSortExec {
@@ -137,6 +141,7 @@ impl BucketSortExec {
             spill_dir,
             spill_bytes: SPILL_BYTES,
             fixed_buckets: false,
+            keep: None,
             cache,
             drained: Arc::new(Shared::new()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -158,6 +163,13 @@ impl BucketSortExec {
         self
     }
 
+    /// Keeps only the rows of these buckets (`None`: every row); the
+    /// others are dropped as they are read.
+    pub fn with_buckets(mut self, keep: Option<BTreeSet<i64>>) -> Self {
+        self.keep = keep.map(Arc::new);
+        self
+    }
+
     /// The node on the wire (an error for a spill folder that is not UTF-8).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(&Wire {
@@ -167,6 +179,7 @@ impl BucketSortExec {
             spill_dir: self.spill_dir.clone(),
             spill_bytes: self.spill_bytes,
             fixed_buckets: self.fixed_buckets,
+            keep: self.keep.as_deref().cloned(),
         })
         .map_err(|e| DataFusionError::Internal(format!("encoding a BucketSortExec: {e}")))
     }
@@ -182,7 +195,8 @@ impl BucketSortExec {
             wire.spill_dir,
         )
         .with_spill_bytes(wire.spill_bytes)
-        .with_fixed_buckets(wire.fixed_buckets))
+        .with_fixed_buckets(wire.fixed_buckets)
+        .with_buckets(wire.keep))
     }
 
     /// A new instance over `input`, with no state.
@@ -196,6 +210,7 @@ impl BucketSortExec {
         )
         .with_spill_bytes(self.spill_bytes)
         .with_fixed_buckets(self.fixed_buckets)
+        .with_buckets(self.keep.as_deref().cloned())
     }
 
     fn time(&self) -> usize {
@@ -308,12 +323,13 @@ impl ExecutionPlan for BucketSortExec {
         let spill_bytes = self.spill_bytes;
         let workers = self.cache.output_partitioning().partition_count();
         let fixed = self.fixed_buckets.then_some((partition, workers));
+        let keep = self.keep.clone();
         let stream = futures::stream::once(async move {
             let drained = shared(&drained, || {
                 drain(
                     input,
                     time,
-                    partitioning,
+                    (partitioning, keep),
                     workers,
                     (spill_dir, spill_bytes),
                     context,
@@ -389,7 +405,7 @@ impl Drop for SpillFile {
 async fn drain(
     input: Arc<dyn ExecutionPlan>,
     time: usize,
-    partitioning: spec::Partitioning,
+    (partitioning, keep): (spec::Partitioning, Option<Arc<BTreeSet<i64>>>),
     workers: usize,
     (spill_dir, spill_bytes): (PathBuf, usize),
     context: Arc<TaskContext>,
@@ -426,6 +442,7 @@ async fn drain(
             spill: None,
             spilled: 0,
             max_time: None,
+            keep: keep.clone(),
         };
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
         let failed = failed.clone();
@@ -509,6 +526,7 @@ struct Bucketer {
     spilled: usize,
     /// The latest time pushed.
     max_time: Option<i64>,
+    keep: Option<Arc<BTreeSet<i64>>>,
 }
 
 impl Bucketer {
@@ -555,6 +573,13 @@ impl Bucketer {
 
     /// Holds `batch` (about `bytes` of memory) pending for `bucket`.
     fn add(&mut self, bucket: i64, batch: RecordBatch, bytes: usize) {
+        if self
+            .keep
+            .as_ref()
+            .is_some_and(|keep| !keep.contains(&bucket))
+        {
+            return;
+        }
         self.pending_bytes += bytes;
         self.pending.entry(bucket).or_default().push(batch);
     }

@@ -52,7 +52,10 @@ const INPUTS: &str = "_inputs";
 /// Each input file's bad rows under quarantine, before they are merged
 /// into the dataset's `_quarantine` folder.
 const BAD_ROWS: &str = "_bad_rows";
-const NOT_DATA: &[&str] = &[SPILL, INPUTS, BAD_ROWS, crate::split::STATS];
+/// Bad rows of the files an incremental build reads ahead (to learn their
+/// times); not the dataset's.
+const PREPASS: &str = "_prepass";
+const NOT_DATA: &[&str] = &[SPILL, INPUTS, BAD_ROWS, PREPASS, crate::split::STATS];
 
 /// How far after the spine's last time a label source's latest event may
 /// be when the watermark is inferred from it.
@@ -95,6 +98,9 @@ pub struct BuildSummary {
     pub stale_removed: usize,
     /// DataFusion partitions the plan ran with.
     pub target_partitions: usize,
+    /// An incremental build: what it computed again and why, what it
+    /// carried over (`None`: not incremental).
+    pub increment: Option<crate::incremental::Increment>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -170,6 +176,7 @@ pub struct Build {
     max_bad_rows: Option<f64>,
     profile: bool,
     publish_on_failed_checks: bool,
+    incremental: bool,
     reporter: Arc<dyn Reporter>,
 }
 
@@ -203,6 +210,7 @@ impl Build {
             max_bad_rows: None,
             profile: true,
             publish_on_failed_checks: false,
+            incremental: false,
             reporter: Arc::new(()),
         }
     }
@@ -305,6 +313,56 @@ impl Build {
         self
     }
 
+    /// Adds to the dataset at the destination instead of building it
+    /// whole: only the partitions whose inputs changed, that are new, or
+    /// whose labels matured since are computed, the others carried over
+    /// (`crate::incremental`); the same bytes as a full build. Without a
+    /// dataset there, a full build.
+    pub fn with_incremental(mut self, incremental: bool) -> Self {
+        self.incremental = incremental;
+        self
+    }
+
+    /// What an incremental build would compute again and why, without
+    /// building (reads the files whose size or modification time changed).
+    pub async fn dry_run(&self) -> Result<crate::incremental::Increment> {
+        let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
+        let scratch = crate::storage::Scratch::new("dry-run")?;
+        let sources = self.open_sources(&plan, scratch.dir())?;
+        self.increment(&plan, &sources, scratch.dir()).await
+    }
+
+    /// [`crate::incremental::plan`] against the dataset at the destination,
+    /// reading changed files into `dir`.
+    async fn increment(
+        &self,
+        plan: &Arc<PitPlan>,
+        sources: &[Source],
+        dir: &Path,
+    ) -> Result<crate::incremental::Increment> {
+        if crate::storage::Remote::parse(&self.out)?.is_some() {
+            return Err(Error::Invalid(
+                "an incremental build adds to a local dataset (object storage: build in full)"
+                    .into(),
+            ));
+        }
+        let previous = crate::incremental::Previous::read(&self.out)?;
+        let (plan, sources, dir) = (plan.clone(), sources.to_vec(), dir.join(PREPASS));
+        let (policy, profile) = (self.policy, self.profile || !self.spec.checks.is_empty());
+        tokio::task::spawn_blocking(move || {
+            let prepass = |source: &Source, files: &[usize]| -> Result<Vec<FileStats>> {
+                let subset = source.subset(files).with_quarantine(dir.clone());
+                for i in 0..subset.files.len() {
+                    subset.read_file(i, crate::order::BATCH_ROWS, &mut |_| true)?;
+                }
+                Ok(subset.stats())
+            };
+            crate::incremental::plan(&plan, &sources, previous, policy, profile, &prepass)
+        })
+        .await
+        .map_err(|e| Error::Engine(Box::new(DataFusionError::External(Box::new(e)))))?
+    }
+
     /// Runs the plan split by key (`crate::split`), as a cluster does,
     /// even on this machine; the output is the same.
     pub fn with_split_by_key(mut self, split: bool) -> Self {
@@ -341,16 +399,37 @@ impl Build {
         // Locks (locally) and checks the destination before any work; the
         // staging folder is removed again on failure (see `write::commit`
         // and, on object storage, `write::remote`).
-        let destination = Output::acquire(&self.out, self.overwrite, self.wait)?;
+        let split = self.split_by_key || engine.split_by_key();
+        if self.incremental && (split || engine.separate_partitions()) {
+            return Err(Error::Invalid(
+                "an incremental build runs on this machine, not split by key or on a cluster"
+                    .into(),
+            ));
+        }
+        let destination =
+            Output::acquire(&self.out, self.overwrite || self.incremental, self.wait)?;
         let staging = destination.stage()?;
         crate::write::commit::crash_point("after-staging");
         let started = Instant::now();
         self.reporter.stage(Stage::Reading);
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         // Files on object storage are copied into the staging first.
-        let sources = self.open_sources(&plan, staging.dir())?;
+        let mut sources = self.open_sources(&plan, staging.dir())?;
+        // An incremental build decides under the lock what it computes,
+        // and reads only the spine files it needs.
+        let increment = match self.incremental {
+            true => Some(self.increment(&plan, &sources, staging.dir()).await?),
+            false => None,
+        };
+        let spine_files = increment.as_ref().and_then(|i| i.spine_files.clone());
+        if let Some(files) = &spine_files {
+            let spine = (sources.iter_mut())
+                .find(|s| s.name() == self.spec.spine.source)
+                .expect("the spine is read");
+            *spine = spine.subset(files);
+        }
+        let keep = increment.as_ref().and_then(|i| i.buckets());
 
-        let split = self.split_by_key || engine.split_by_key();
         let stats = crate::split::stats_dir(staging.dir());
         if split {
             std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
@@ -368,6 +447,7 @@ impl Build {
                 staging.dir(),
                 engine.separate_partitions(),
                 split.then_some(hot.as_slice()),
+                keep,
             )?
             .with_progress(Progress::new(self.reporter.clone()));
         let labels = self.label_columns();
@@ -448,9 +528,86 @@ impl Build {
                 first.spine_max_time,
             )
         };
+        let mut inputs: BTreeMap<String, Vec<FileStats>> = inputs.into_iter().collect();
+        let mut spine_max_time = spine_max_time;
+        // Each folder's held-back rows, folders all held back included.
+        for &(bucket, n) in &held_back_buckets {
+            let folder = crate::write::folder_name(self.spec.partition, bucket);
+            match partitions.iter_mut().find(|p| p.partition == folder) {
+                Some(p) => p.held_back += n,
+                None => partitions.push(PartitionWritten {
+                    held_back: n,
+                    ..PartitionWritten::empty(folder)
+                }),
+            }
+        }
+        if let Some(increment) = &increment
+            && let Some(previous) = &increment.previous
+        {
+            let carried = |p: &str| increment.carried.iter().any(|c| c == p);
+            for p in previous.partitions.iter().filter(|p| carried(&p.partition)) {
+                crate::write::link_partition(&self.out, staging.dir(), p)?;
+                partitions.push(p.clone());
+            }
+            if let Some(profile) = &previous.profile {
+                let kept = profile.partitions.iter().filter(|p| carried(&p.partition));
+                profiles.extend(kept.cloned());
+            }
+            let spine = &self.spec.spine.source;
+            if let Some(read) = &spine_files {
+                let fresh = inputs.remove(spine).unwrap_or_default();
+                let mut all = vec![None; read.len() + increment.spine_carried.len()];
+                for (&i, stats) in read.iter().zip(fresh) {
+                    all[i] = Some(stats);
+                }
+                for (i, stats) in &increment.spine_carried {
+                    all[*i] = Some(stats.clone());
+                }
+                let all: Option<Vec<FileStats>> = all.into_iter().collect();
+                let all = all.ok_or_else(|| {
+                    Error::Invalid("an incremental build lost a spine file's statistics".into())
+                })?;
+                inputs.insert(spine.clone(), all);
+            }
+            spine_max_time = (inputs.get(spine).into_iter().flatten())
+                .filter_map(|f| f.time_range().map(|r| r.1))
+                .max();
+            let now: BTreeMap<String, Option<i64>> =
+                indexed.iter().flat_map(|s| s.watermarks.clone()).collect();
+            if now != increment.watermarks {
+                return Err(Error::Invalid(format!(
+                    "an incremental build planned with watermarks {:?} but the labels have {now:?}",
+                    increment.watermarks
+                )));
+            }
+        }
+        partitions.sort_by(|a, b| a.partition.cmp(&b.partition));
+        if let Some(indexed) = &indexed {
+            crate::incremental::mark_completeness(&mut partitions, &plan, &indexed.watermarks);
+        }
+        // The totals are the partitions' sums (an incremental build's
+        // include the partitions carried over).
+        let written_rows: u64 = partitions.iter().map(|p| p.rows).sum();
+        let written_held_back: u64 = partitions.iter().map(|p| p.held_back).sum();
+        let mut positive_labels = positive_labels;
+        match &increment {
+            Some(i) if i.full.is_none() => {
+                (rows, held_back) = (written_rows, written_held_back);
+                for (label, n) in positive_labels.iter_mut() {
+                    *n = (partitions.iter())
+                        .map(|p| p.positive_labels.get(label).copied().unwrap_or(0))
+                        .sum();
+                }
+            }
+            _ if (written_rows, written_held_back) != (rows, held_back) => {
+                return Err(Error::Invalid(format!(
+                    "the partitions hold {written_rows} rows and {written_held_back} held back, the build counted {rows} and {held_back}"
+                )));
+            }
+            _ => {}
+        }
         let written = Instant::now();
         crate::write::commit::crash_point("after-data");
-        let inputs: BTreeMap<String, Vec<FileStats>> = inputs.into_iter().collect();
         let quarantined = quality::collect(&staging.dir().join(BAD_ROWS), staging.dir(), &inputs)?;
         let spine_rows = quality::SpineRows {
             filtered_by_where: filtered_out,
@@ -526,6 +683,7 @@ impl Build {
                 bad_rows: self.policy,
                 max_bad_rows: self.max_bad_rows,
                 publish_on_failed_checks: self.publish_on_failed_checks,
+                incremental: self.incremental,
             },
             inputs: inputs.into_iter().collect(),
             rows_read: rows_read.clone(),
@@ -551,7 +709,12 @@ impl Build {
                 .collect(),
             spec: self.spec.normalized(),
         };
-        destination.publish(staging, NOT_DATA, &manifest.to_json(), self.overwrite)?;
+        destination.publish(
+            staging,
+            NOT_DATA,
+            &manifest.to_json(),
+            self.overwrite || self.incremental,
+        )?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
             hot_keys: hot_seconds,
@@ -580,11 +743,12 @@ impl Build {
             watermarks,
             hot_keys: hot.iter().map(Vec::len).sum(),
             key_groups,
-            partitions: partitions.len(),
+            partitions: partitions.iter().filter(|p| !p.files.is_empty()).count(),
             files: partitions.iter().map(|p| p.files.len()).sum(),
             stale_removed: destination.stale_removed(),
             target_partitions: self.target_partitions,
             timings,
+            increment,
         })
     }
 
@@ -621,6 +785,7 @@ impl Build {
             dir,
             separate_partitions,
             hot.as_ref().map(|(_, keys)| keys.as_slice()),
+            None,
         )?;
         Ok((hot.map(|(plan, _)| plan), Arc::new(write)))
     }
@@ -666,6 +831,7 @@ impl Build {
         dir: &Path,
         separate_partitions: bool,
         split: Option<&[Vec<crate::split::hot::HotKey>]>,
+        keep: Option<std::collections::BTreeSet<i64>>,
     ) -> Result<WriteExec> {
         let pit = match split {
             Some(hot) => crate::split::plan(
@@ -677,7 +843,9 @@ impl Build {
                 separate_partitions,
                 hot,
             )?,
-            None => self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions)?,
+            None => {
+                self.physical_plan(plan, sources, &dir.join(SPILL), separate_partitions, keep)?
+            }
         };
         let time_column = self.spec.spine.columns.len();
         // The time and the first spine column, when it is an integer, are
@@ -776,6 +944,7 @@ impl Build {
         sources: &[Source],
         spill: &Path,
         fixed_buckets: bool,
+        keep: Option<std::collections::BTreeSet<i64>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let scan = |name: &str| -> Result<Arc<dyn ExecutionPlan>> {
             sources
@@ -802,7 +971,8 @@ impl Build {
                 spill.to_owned(),
             )
             .with_spill_bytes(self.spill_bytes)
-            .with_fixed_buckets(fixed_buckets),
+            .with_fixed_buckets(fixed_buckets)
+            .with_buckets(keep),
         );
         Ok(Arc::new(PointInTimeExec::try_new(
             inputs,

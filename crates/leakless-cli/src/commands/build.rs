@@ -68,6 +68,15 @@ pub struct Args {
     /// code is still 1)
     #[arg(long)]
     publish_on_failed_checks: bool,
+    /// Add to the dataset at --out (built from the same spec): compute only
+    /// the partitions whose inputs changed, that are new, or whose labels
+    /// matured since; carry the others over. The same bytes as a full build
+    #[arg(long)]
+    incremental: bool,
+    /// With --incremental: list the partitions that would be computed again
+    /// and why, and build nothing
+    #[arg(long, requires = "incremental")]
+    dry_run: bool,
     /// Write no _profile.json (to measure its cost; [checks] still profile)
     #[arg(long, hide = true)]
     no_profile: bool,
@@ -153,6 +162,7 @@ pub async fn run_on(
         .with_max_bad_rows(args.max_bad_rows)
         .with_publish_on_failed_checks(args.publish_on_failed_checks)
         .with_profile(!args.no_profile)
+        .with_incremental(args.incremental)
         .with_reporter(progress.clone());
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
@@ -160,12 +170,25 @@ pub async fn run_on(
     if let Some(bytes) = args.spill_bytes {
         build = build.with_spill_bytes(bytes);
     }
+    if args.dry_run {
+        let increment = build.dry_run().await;
+        progress.finish();
+        let increment = increment.with_context(|| format!("planning `{}`", args.out.display()))?;
+        print_increment(&increment, true);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&increment)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let started = Instant::now();
     let result = build.execute_on(engine).await;
     progress.finish();
     let summary = result.with_context(|| format!("building `{}`", args.out.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     print_summary(&summary, seconds);
+    if let Some(increment) = &summary.increment {
+        print_increment(increment, false);
+    }
     if args.timings {
         print_timings(&summary);
     }
@@ -184,6 +207,32 @@ pub async fn run_on(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an incremental build computes again and why (every partition
+/// with its reasons when `all`, else the first few).
+fn print_increment(increment: &leakless::incremental::Increment, all: bool) {
+    if let Some(why) = &increment.full {
+        eprintln!("incremental: a full build ({why})");
+        return;
+    }
+    eprintln!(
+        "incremental: {} partitions computed again, {} carried over",
+        increment.recompute.len(),
+        increment.carried.len()
+    );
+    for (source, files) in &increment.changed_files {
+        for file in files {
+            eprintln!("  {source}: {file}");
+        }
+    }
+    let shown = if all { usize::MAX } else { 10 };
+    for r in increment.recompute.values().take(shown) {
+        eprintln!("  {}: {}", r.partition, r.reasons.join("; "));
+    }
+    if increment.recompute.len() > shown {
+        eprintln!("  ... and {} more", increment.recompute.len() - shown);
+    }
 }
 
 pub fn print_summary(s: &BuildSummary, seconds: f64) {

@@ -25,8 +25,8 @@ pub mod scan;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BadRow, Error, Location, Result};
 use crate::spec::{ColumnDef, ColumnType, CsvOptions, SourceDef, ValueType};
+use crate::time::format_rfc3339;
 
 /// One column read from a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,10 @@ pub struct Layout {
     pub csv: CsvOptions,
     /// The batches' schema: every column nullable, timestamps UTC µs.
     pub schema: SchemaRef,
+    /// The position of the time column (an event source's time, a
+    /// versioned dimension's `valid_from`), whose range each file's
+    /// statistics keep.
+    pub time: Option<usize>,
 }
 
 impl Layout {
@@ -68,7 +73,9 @@ impl Layout {
                 nullable: !c.required,
             })
             .collect();
-        Layout::from_parts(def.name.clone(), columns, def.csv.clone())
+        let mut layout = Layout::from_parts(def.name.clone(), columns, def.csv.clone());
+        layout.time = def.time_column().and_then(|t| layout.index_of(t));
+        layout
     }
 
     /// The layout of `columns` (the batches' schema follows from them).
@@ -90,6 +97,7 @@ impl Layout {
             columns,
             csv,
             schema,
+            time: None,
         }
     }
 
@@ -298,6 +306,38 @@ pub struct FileStats {
     /// indexes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<RowUses>,
+    /// The earliest and latest time of the kept rows (an event source's
+    /// time, a versioned dimension's `valid_from`; RFC 3339), for an
+    /// incremental build to find the partitions a changed file reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<[String; 2]>,
+    /// A local file's modification time (ns since the epoch) when read: an
+    /// incremental build takes a file whose size and modification time are
+    /// unchanged as unchanged without hashing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<i64>,
+}
+
+impl FileStats {
+    /// [`FileStats::times`] in µs.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let [a, b] = self.times.as_ref()?;
+        Some((
+            crate::time::parse_timestamp_micros(a.as_bytes())?,
+            crate::time::parse_timestamp_micros(b.as_bytes())?,
+        ))
+    }
+}
+
+/// A local file's modification time in ns since the epoch (`None` for a
+/// file on object storage, read from a copy, or a clock before 1970).
+pub fn modified_ns(file: &InputFile) -> Option<i64> {
+    if file.path != file.name {
+        return None;
+    }
+    let modified = std::fs::metadata(&file.path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_nanos()).ok()
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -604,6 +644,20 @@ impl Source {
         }
     }
 
+    /// The same source over only the files at `keep` (positions, in
+    /// order), with no statistics yet.
+    pub fn subset(&self, keep: &[usize]) -> Source {
+        let files: Vec<InputFile> = keep.iter().map(|&i| self.files[i].clone()).collect();
+        Source {
+            layout: self.layout.clone(),
+            stats: Arc::new(Mutex::new(vec![None; files.len()])),
+            files,
+            policy: self.policy,
+            quarantine: self.quarantine.clone(),
+            uses: self.uses.clone(),
+        }
+    }
+
     /// Under [`BadRowPolicy::Quarantine`], each file's bad rows are written
     /// into `dir` when the file has been read.
     pub fn with_quarantine(mut self, dir: PathBuf) -> Self {
@@ -756,7 +810,21 @@ impl Source {
             .transpose()?;
         let mut counted = RowUses::default();
         let mut count_error = None;
+        let mut range: Option<(i64, i64)> = None;
+        let time = self.layout.time;
+        let modified = modified_ns(file);
         let mut emit = |batch: RecordBatch| -> bool {
+            if let Some(time) = time {
+                let times = batch
+                    .column(time)
+                    .as_primitive::<TimestampMicrosecondType>();
+                if let (Some(lo), Some(hi)) = (
+                    datafusion::arrow::compute::min(times),
+                    datafusion::arrow::compute::max(times),
+                ) {
+                    range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                }
+            }
             if let Some(uses) = &uses {
                 match uses.count(&batch) {
                     Ok(n) => counted.add(n),
@@ -819,6 +887,8 @@ impl Source {
                 rows,
                 quarantined: bad.len() as u64,
                 uses: uses.is_some().then_some(counted),
+                times: range.map(|(a, b)| [format_rfc3339(a), format_rfc3339(b)]),
+                modified_ns: modified,
             };
             self.stats.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(stats);
         }

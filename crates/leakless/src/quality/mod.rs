@@ -221,6 +221,8 @@ mod tests {
             rows,
             quarantined,
             uses,
+            times: None,
+            modified_ns: None,
         }
     }
 

@@ -480,6 +480,8 @@ mod tests {
                 rows: 3,
                 quarantined: 0,
                 uses: None,
+                times: None,
+                modified_ns: None,
             },
             filtered: 1,
             latest,

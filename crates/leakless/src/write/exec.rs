@@ -386,6 +386,7 @@ async fn write(
         options.partitioning,
         options.delta_columns.clone(),
     );
+    writer = writer.with_labels(&options.labels);
     if options.profile {
         writer = writer.with_profile(options.labels.clone());
     }

@@ -35,6 +35,9 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bad_rows: Option<f64>,
     pub publish_on_failed_checks: bool,
+    /// `--incremental`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
 }
 
 /// The manifest, in the order its keys are written.

@@ -23,6 +23,7 @@ pub mod remote;
 pub use commit::{Destination, Staging};
 pub use remote::RemoteDestination;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -154,6 +155,42 @@ pub struct PartitionWritten {
     pub partition: String,
     pub rows: u64,
     pub files: Vec<FileWritten>,
+    /// Per label, the rows where it is neither 0 nor null.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positive_labels: BTreeMap<String, u64>,
+    /// Spine rows of the folder's time held back as immature.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_back: u64,
+    /// Whether every label window of every spine time of the folder had
+    /// closed at the watermark (filled in by the build).
+    #[serde(default = "yes")]
+    pub complete: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+}
+
+impl PartitionWritten {
+    /// A folder with nothing written yet.
+    pub fn empty(partition: String) -> Self {
+        PartitionWritten {
+            partition,
+            rows: 0,
+            files: Vec::new(),
+            positive_labels: BTreeMap::new(),
+            held_back: 0,
+            complete: true,
+            partial: None,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Writes one output partition's rows: batches arrive bucket by bucket,
@@ -171,6 +208,8 @@ pub struct PartitionWriter {
     encode_seconds: f64,
     /// Profile each bucket, with these label positions (`None`: no profile).
     profile_labels: Option<Vec<usize>>,
+    /// The label columns' positions and names, counted per folder.
+    labels: Vec<(usize, String)>,
     profiles: Vec<PartitionProfile>,
     profile_seconds: f64,
 }
@@ -212,9 +251,19 @@ impl PartitionWriter {
             written: Vec::new(),
             encode_seconds: 0.0,
             profile_labels: None,
+            labels: Vec::new(),
             profiles: Vec::new(),
             profile_seconds: 0.0,
         }
+    }
+
+    /// Counts each folder's positive rows of the label columns at
+    /// `labels` ([`PartitionWritten::positive_labels`]).
+    pub fn with_labels(mut self, labels: &[usize]) -> Self {
+        self.labels = (labels.iter())
+            .map(|&i| (i, self.schema.field(i).name().clone()))
+            .collect();
+        self
     }
 
     /// Profiles each partition folder as it is written
@@ -250,14 +299,20 @@ impl PartitionWriter {
             std::fs::create_dir_all(&day_dir).map_err(|e| Error::io("creating", &day_dir, e))?;
             self.current = Some(OpenBucket {
                 bucket,
-                partition: PartitionWritten {
-                    partition: folder,
-                    rows: 0,
-                    files: Vec::new(),
-                },
+                partition: PartitionWritten::empty(folder),
                 file: None,
                 profile: (self.profile_labels.as_ref()).map(|l| Profiler::new(&self.schema, l)),
             });
+        }
+        if let Some(open) = self.current.as_mut() {
+            for (i, name) in &self.labels {
+                let positive = crate::quality::profile::positives(batch.column(*i));
+                *open
+                    .partition
+                    .positive_labels
+                    .entry(name.clone())
+                    .or_default() += positive;
+            }
         }
         let mut profiled = 0.0;
         if let Some(profile) = self.current.as_mut().and_then(|c| c.profile.as_mut()) {
@@ -414,6 +469,19 @@ pub(crate) fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
         }
         Partitioning::None => String::new(),
     }
+}
+
+/// Hard-links the files of partition `partition` of the dataset `from`
+/// into the staging folder `to`: an incremental build carries a partition
+/// over as the same files, not rewritten.
+pub fn link_partition(from: &Path, to: &Path, partition: &PartitionWritten) -> Result<()> {
+    let folder = to.join(&partition.partition);
+    std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
+    for file in &partition.files {
+        let (old, new) = (from.join(&file.path), to.join(&file.path));
+        std::fs::hard_link(&old, &new).map_err(|e| Error::io("linking", &old, e))?;
+    }
+    Ok(())
 }
 
 /// Removes from the staging folder `dir` the data files no writer
@@ -666,12 +734,12 @@ mod tests {
             std::fs::write(root.join(file), b"x").unwrap();
         }
         let written = vec![PartitionWritten {
-            partition: "dt=2026-10-01".into(),
             rows: 1,
             files: vec![FileWritten {
                 path: "dt=2026-10-01/part-00000.parquet".into(),
                 rows: 1,
             }],
+            ..PartitionWritten::empty("dt=2026-10-01".into())
         }];
         // A reported file that is not there fails, naming it.
         let mut missing = written.clone();

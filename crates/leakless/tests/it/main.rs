@@ -4,6 +4,7 @@ mod common;
 mod exact_sum;
 mod golden;
 mod hot_keys;
+mod incremental;
 mod ingest;
 mod inputs;
 mod operator;
