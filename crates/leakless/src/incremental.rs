@@ -122,6 +122,10 @@ pub struct Increment {
     /// labels have these).
     #[serde(skip)]
     pub watermarks: BTreeMap<String, Option<i64>>,
+    /// Each file's statistics as planned (from the manifest, or read
+    /// ahead): the build checks that what it reads is what it planned on.
+    #[serde(skip)]
+    pub planned: BTreeMap<String, Vec<FileStats>>,
     #[serde(skip)]
     pub previous: Option<Previous>,
 }
@@ -143,6 +147,7 @@ impl Increment {
             spine_carried: Vec::new(),
             changed_files: BTreeMap::new(),
             watermarks: BTreeMap::new(),
+            planned: BTreeMap::new(),
             previous: None,
         }
     }
@@ -291,6 +296,8 @@ pub fn plan(
     // Times (per source) that changed, and each file's statistics now.
     let mut ranges: Vec<(String, (i64, i64), String)> = Vec::new();
     let mut now_stats: BTreeMap<String, Vec<Option<FileStats>>> = BTreeMap::new();
+    // The times of the new or changed spine files now.
+    let mut spine_ranges: Vec<(i64, i64)> = Vec::new();
     for source in sources {
         let name = source.name();
         let before: BTreeMap<&str, &FileStats> = (previous.inputs.get(name))
@@ -298,6 +305,14 @@ pub fn plan(
             .flatten()
             .map(|f| (f.path.as_str(), f))
             .collect();
+        // A manifest of an older leakless keeps no file times (nor counts
+        // per partition): nothing to plan on.
+        let timed = source.layout.time.is_some();
+        if timed && before.values().any(|f| f.rows > 0 && f.times.is_none()) {
+            return Ok(Increment::full(format!(
+                "the dataset's manifest keeps no times for the files of `{name}` (built by an older leakless)"
+            )));
+        }
         let mut stats: Vec<Option<FileStats>> = vec![None; source.files.len()];
         let mut read = Vec::new();
         for (i, file) in source.files.iter().enumerate() {
@@ -319,6 +334,11 @@ pub fn plan(
                     .entry(name.to_owned())
                     .or_default()
                     .push(format!("{path} ({what})"));
+                if name == spec.spine.source
+                    && let Some(range) = fresh.time_range()
+                {
+                    spine_ranges.push(range);
+                }
                 let times = [old.and_then(|o| o.time_range()), fresh.time_range()];
                 for range in times.into_iter().flatten() {
                     ranges.push((name.to_owned(), range, format!("{what} file {path}")));
@@ -348,14 +368,6 @@ pub fn plan(
                 ranges.push((name.to_owned(), range, format!("removed file {path}")));
             }
         }
-        if stats.iter().any(|s| {
-            s.as_ref().is_some_and(|s| s.rows > 0 && s.times.is_none())
-                && source.layout.time.is_some()
-        }) {
-            return Ok(Increment::full(format!(
-                "the dataset's manifest keeps no times for the files of `{name}` (built by an older leakless)"
-            )));
-        }
         now_stats.insert(name.to_owned(), stats);
     }
 
@@ -371,14 +383,15 @@ pub fn plan(
         })?;
         candidates.insert(bucket);
     }
-    for stats in now_stats[spine.as_str()].iter().flatten() {
-        if let Some((a, b)) = stats.time_range() {
-            let (first, last) = (
-                crate::order::bucket_of(partitioning, a),
-                crate::order::bucket_of(partitioning, b),
-            );
-            candidates.extend(first..=last);
-        }
+    // A bucket the previous build did not have holds rows of new or
+    // changed spine files only (an unchanged file's rows were all in the
+    // previous build's buckets, written or held back).
+    for &(a, b) in &spine_ranges {
+        let (first, last) = (
+            crate::order::bucket_of(partitioning, a),
+            crate::order::bucket_of(partitioning, b),
+        );
+        candidates.extend(first..=last);
     }
     let mut mark = |lo: i64, hi: i64, why: &str| {
         for &bucket in &candidates {
@@ -482,6 +495,9 @@ pub fn plan(
         spine_carried,
         changed_files,
         watermarks,
+        planned: (now_stats.into_iter())
+            .map(|(name, stats)| (name, stats.into_iter().flatten().collect()))
+            .collect(),
         previous: Some(previous),
     })
 }

@@ -544,6 +544,25 @@ impl Build {
         if let Some(increment) = &increment
             && let Some(previous) = &increment.previous
         {
+            // What was read is what the plan was made on: a file that
+            // changed in between could reach partitions carried over.
+            for (source, files) in &inputs {
+                let planned = increment.planned.get(source).into_iter().flatten();
+                let planned: BTreeMap<&str, &FileStats> =
+                    planned.map(|f| (f.path.as_str(), f)).collect();
+                for file in files {
+                    let same = planned.get(file.path.as_str()).is_some_and(|p| {
+                        (&p.sha256, p.rows, p.quarantined)
+                            == (&file.sha256, file.rows, file.quarantined)
+                    });
+                    if !same {
+                        return Err(Error::Invalid(format!(
+                            "`{}` changed while this incremental build read it: nothing was published; run it again",
+                            file.path
+                        )));
+                    }
+                }
+            }
             let carried = |p: &str| increment.carried.iter().any(|c| c == p);
             for p in previous.partitions.iter().filter(|p| carried(&p.partition)) {
                 crate::write::link_partition(&self.out, staging.dir(), p)?;

@@ -42,6 +42,9 @@ struct Wire {
     quarantine: Option<std::path::PathBuf>,
     #[serde(default)]
     uses: Vec<UseRule>,
+    /// The time column's position (its range is in each file's statistics).
+    #[serde(default)]
+    time: Option<usize>,
 }
 
 impl ScanExec {
@@ -72,6 +75,7 @@ impl ScanExec {
             policy: self.source.policy,
             quarantine: self.source.quarantine.clone(),
             uses: self.source.uses.clone(),
+            time: layout.time,
         })
         .map_err(|e| DataFusionError::Internal(format!("encoding a ScanExec: {e}")))
     }
@@ -79,7 +83,8 @@ impl ScanExec {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let wire: Wire = serde_json::from_slice(bytes)
             .map_err(|e| DataFusionError::Internal(format!("decoding a ScanExec: {e}")))?;
-        let layout = Layout::from_parts(wire.name, wire.columns, wire.csv);
+        let mut layout = Layout::from_parts(wire.name, wire.columns, wire.csv);
+        layout.time = wire.time;
         let mut source = Source::new(layout, wire.files, wire.policy).with_uses(wire.uses);
         source.quarantine = wire.quarantine;
         Ok(ScanExec::new(source))

@@ -476,7 +476,9 @@ pub(crate) fn folder_name(partitioning: Partitioning, bucket: i64) -> String {
 /// over as the same files, not rewritten.
 pub fn link_partition(from: &Path, to: &Path, partition: &PartitionWritten) -> Result<()> {
     let folder = to.join(&partition.partition);
-    std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
+    if !partition.files.is_empty() {
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io("creating", &folder, e))?;
+    }
     for file in &partition.files {
         let (old, new) = (from.join(&file.path), to.join(&file.path));
         std::fs::hard_link(&old, &new).map_err(|e| Error::io("linking", &old, e))?;

@@ -165,6 +165,9 @@ fn snapshot(out: &Path) -> BTreeMap<String, Vec<u8>> {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
+                // A folder is part of the dataset's tree too.
+                let name = path.strip_prefix(out).unwrap().display().to_string();
+                files.insert(format!("{name}/"), Vec::new());
                 stack.push(path);
                 continue;
             }
@@ -203,16 +206,21 @@ struct Case {
     dir: PathBuf,
     _tmp: tempfile::TempDir,
     watermark: i64,
+    /// `false`: each label's watermark is inferred from its source.
+    given: bool,
     partitions: usize,
+    policy: leakless::ingest::BadRowPolicy,
 }
 
 impl Case {
     fn build(&self, out: &str, incremental: bool) -> leakless::BuildSummary {
         let build = Build::from_spec_file(self.dir.join("spec.toml"), self.dir.join(out))
             .unwrap()
-            .with_watermark(Some(self.watermark))
+            .with_watermark(self.given.then_some(self.watermark))
             .with_target_partitions(self.partitions)
             .with_overwrite(!incremental)
+            .with_bad_rows(self.policy)
+            .with_max_bad_rows(Some(0.01))
             .with_incremental(incremental);
         runtime().block_on(build.execute()).unwrap()
     }
@@ -220,7 +228,9 @@ impl Case {
     fn dry_run(&self, out: &str) -> leakless::incremental::Increment {
         let build = Build::from_spec_file(self.dir.join("spec.toml"), self.dir.join(out))
             .unwrap()
-            .with_watermark(Some(self.watermark))
+            .with_watermark(self.given.then_some(self.watermark))
+            .with_bad_rows(self.policy)
+            .with_max_bad_rows(Some(0.01))
             .with_incremental(true);
         runtime().block_on(build.dry_run()).unwrap()
     }
@@ -300,7 +310,9 @@ fn every_incremental_build_equals_a_full_build() {
             dir: tmp.path().to_owned(),
             _tmp: tmp,
             watermark: START + 3 * DAY,
+            given: true,
             partitions,
+            policy: leakless::ingest::BadRowPolicy::Fail,
         };
         let mut rng = Rng(seed);
         case.write("spec.toml", SPEC);
@@ -404,7 +416,9 @@ fn another_spec_is_refused_with_how_to_rebuild() {
         dir: tmp.path().to_owned(),
         _tmp: tmp,
         watermark: START + 2 * DAY,
+        given: true,
         partitions: 2,
+        policy: leakless::ingest::BadRowPolicy::Fail,
     };
     let mut rng = Rng(9);
     case.write("spec.toml", SPEC);
@@ -427,4 +441,126 @@ fn another_spec_is_refused_with_how_to_rebuild() {
         err.contains("another spec") && err.contains("without --incremental"),
         "{err}"
     );
+}
+
+/// Under quarantine, a spine file of a carried day with bad rows is read
+/// again (its bad rows are the dataset's), and a new file's bad rows join
+/// them: the quarantine equals a full build's.
+#[test]
+fn bad_rows_set_aside_stay_in_the_quarantine_of_an_incremental_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut case = Case {
+        dir: tmp.path().to_owned(),
+        _tmp: tmp,
+        watermark: START + 2 * DAY,
+        given: true,
+        partitions: 2,
+        policy: leakless::ingest::BadRowPolicy::Quarantine,
+    };
+    let mut rng = Rng(11);
+    case.write("spec.toml", SPEC);
+    case.write("prices/base.csv", "item,from,price\n");
+    case.write("items.csv", "item,category\n1,a\n");
+    case.write("views/0.csv", "user,ts\n");
+    for day in 0..2 {
+        let mut rows = impressions(&mut rng, day, 300, day * 300);
+        rows += "999,1,1,not a time\n";
+        case.write(&format!("impressions/{day}.csv"), &rows);
+        case.write(&format!("clicks/{day}.csv"), &clicks(&mut rng, day, 30));
+    }
+    case.build("dataset", false);
+    case.write(
+        "impressions/2.csv",
+        &(impressions(&mut rng, 2, 300, 600) + "1000,x,1,2026-10-03T00:00:00Z\n"),
+    );
+    case.write("clicks/2.csv", &clicks(&mut rng, 2, 30));
+    case.watermark += DAY;
+    let (recomputed, carried) = case.step("a new day with a bad row");
+    assert_eq!(recomputed, ["2026-10-02", "2026-10-03"]);
+    assert_eq!(carried, ["2026-10-01"]);
+    assert!(
+        case.dir
+            .join("dataset/_quarantine/impressions.parquet")
+            .exists()
+    );
+}
+
+/// Hour partitions, a spine that is also an indexed source, watermarks
+/// inferred from the label source, partitions all held back carried over,
+/// and a manifest of an older leakless (no file times): a full build.
+#[test]
+fn hours_an_indexed_spine_inferred_watermarks_and_an_older_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = Case {
+        dir: tmp.path().to_owned(),
+        _tmp: tmp,
+        watermark: 0,
+        given: false,
+        partitions: 2,
+        policy: leakless::ingest::BadRowPolicy::Fail,
+    };
+    let spec = format!(
+        "{SPEC}\n[features.user_impressions_3h]\nsource = \"impressions\"\nkey = \"user\"\nop = \"count\"\nwindow = \"3h\"\n\n[output]\npartition = \"hour\"\n"
+    );
+    let mut rng = Rng(5);
+    case.write("spec.toml", &spec);
+    case.write("prices/base.csv", "item,from,price\n");
+    case.write("items.csv", "item,category\n1,a\n");
+    case.write("views/0.csv", "user,ts\n");
+    case.write("impressions/0.csv", &impressions(&mut rng, 0, 200, 0));
+    case.write("clicks/0.csv", &clicks(&mut rng, 0, 40));
+    case.build("dataset", false);
+    // The last hours' rows are all held back: folders without files.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.dir.join("dataset/_manifest.json")).unwrap())
+            .unwrap();
+    let partitions = manifest["partitions"].as_array().unwrap();
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p["rows"] == 0 && p["held_back"].as_u64() > Some(0))
+    );
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p["complete"] == false && p["partial"].is_string())
+    );
+
+    // A late view reaches three hours; the inferred watermark stays.
+    case.write(
+        "views/late.csv",
+        &format!("user,ts\n2,{}\n", ts(START + 3 * HOUR + 30 * 60_000_000)),
+    );
+    let (recomputed, carried) = case.step("a late view, by the hour");
+    let reached: Vec<String> = (3..=9).map(|h| format!("2026-10-01/hour={h:02}")).collect();
+    assert!(!recomputed.is_empty(), "{recomputed:?}");
+    assert!(
+        recomputed.iter().all(|h| reached.contains(h)),
+        "{recomputed:?}"
+    );
+    assert!(carried.len() > 10, "{carried:?}");
+
+    // New impressions (the spine, also indexed) and clicks: the inferred
+    // watermark moves a day, over every hour.
+    case.write("impressions/1.csv", &impressions(&mut rng, 1, 200, 200));
+    case.write("clicks/1.csv", &clicks(&mut rng, 1, 40));
+    let (recomputed, _) = case.step("a new day, by the hour");
+    assert!(
+        recomputed.iter().any(|h| h.starts_with("2026-10-02")),
+        "{recomputed:?}"
+    );
+
+    // A manifest without file times: a full build, and why.
+    let path = case.dir.join("dataset/_manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for files in manifest["inputs"].as_object_mut().unwrap().values_mut() {
+        for file in files.as_array_mut().unwrap() {
+            file.as_object_mut().unwrap().remove("times");
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let summary = case.build("dataset", true);
+    let full = summary.increment.unwrap().full.unwrap();
+    assert!(full.contains("older leakless"), "{full}");
 }
