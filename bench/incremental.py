@@ -2,6 +2,7 @@
 30 days of logs.
 
 usage: python3 bench/incremental.py [--impressions 10000000] [--runs 3] [--order time|random]
+                                    [--format parquet|delta]
 
 Generates 31 days of the marketplace (`--impressions` per 30 days), writes
 each day's impressions and clicks as a file of its own (`--order random`:
@@ -11,8 +12,12 @@ random order), builds the first 30 days once (watermark the end of day
 `leakless build --incremental` on a fresh hard-linked copy of the 30-day
 dataset and a full `leakless build` of the 31 days. After each round the
 two datasets are compared file by file (the manifest without its settings
-and the inputs' modification times). Writes bench/incremental-ORDER.json
-and bench/INCREMENTAL.md (every order measured).
+and the inputs' modification times). `--format delta` (a binary built with
+`--features delta`): the same as Delta tables, the 30-day table one version
+and the incremental build one commit on its copy, against a full build into
+a new table; the data files and profile compared. Writes
+bench/incremental-ORDER.json (incremental-delta-ORDER.json) and
+bench/INCREMENTAL.md (every order and format measured).
 """
 import argparse
 import json
@@ -69,8 +74,27 @@ def link_inputs(days, target, last):
     os.link(days / "listings.csv", target / "listings.csv")
 
 
+def delta_files(out):
+    """A Delta table's latest version: its data files (named without the
+    run) and its profile."""
+    log = out / "_delta_log"
+    latest = max(log.glob("*.json"))
+    info = [json.loads(line)["commitInfo"] for line in latest.read_text().splitlines()
+            if "commitInfo" in line]
+    meta = out / info[0]["leakless"]["meta"]
+    manifest = json.loads((meta / "_manifest.json").read_text())
+    files = {"_profile.json": (meta / "_profile.json").read_bytes()}
+    for partition in manifest["partitions"]:
+        for f in partition["files"]:
+            folder, name = f["path"].rsplit("/", 1) if "/" in f["path"] else ("", f["path"])
+            files[f"{folder}/{name[:10]}.parquet"] = (out / f["path"]).read_bytes()
+    return files
+
+
 def dataset_files(out):
     """Every file of a dataset: the manifest without what names a run."""
+    if (out / "_delta_log").exists():
+        return delta_files(out)
     files = {}
     for path in sorted(out.rglob("*")):
         if not path.is_file():
@@ -92,6 +116,7 @@ def main():
     ap.add_argument("--impressions", type=int, default=10_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--order", choices=["time", "random"], default="time")
+    ap.add_argument("--format", choices=["parquet", "delta"], default="parquet")
     args = ap.parse_args()
     leakless = bench.leakless_binary()
     n31 = args.impressions * 31 // 30
@@ -116,11 +141,12 @@ def main():
         return [leakless, "build", "--spec", spec,
                 "--source", f"impressions={inputs / 'impressions'}", "--source", f"clicks={inputs / 'clicks'}",
                 "--source", f"listings={inputs / 'listings.csv'}",
-                "--watermark", watermark, "--out", out, "--quiet", "--json", *extra]
+                "--watermark", watermark, "--out", out, "--format", args.format, "--quiet", "--json", *extra]
 
     # The 30-day dataset, built once.
     link_inputs(days, inputs, first_last)
     base = work / "base"
+    shutil.rmtree(base, ignore_errors=True)
     bench.sh(*build(base, before_end, "--overwrite"), stdout=subprocess.DEVNULL)
     # Day 31 lands.
     link_inputs(days, inputs, last)
@@ -138,6 +164,7 @@ def main():
         print(f"incremental: {wall:.2f} s, {peak:.0f} MB, {len(inc['recompute'])} partitions computed, "
               f"{len(inc['carried'])} carried", flush=True)
         full = work / "full"
+        shutil.rmtree(full, ignore_errors=True)
         wall, peak, _ = bench.timed(build(full, end, "--overwrite"), stdout=subprocess.PIPE)
         measured["full"].append({"wall": wall, "peak_mb": peak})
         print(f"full: {wall:.2f} s, {peak:.0f} MB", flush=True)
@@ -147,8 +174,9 @@ def main():
         if not same:
             raise SystemExit("the incremental build differs from the full build")
     result = {"impressions_per_30_days": args.impressions, "impressions": n31, "order": args.order,
-              "runs": measured, "identical": identical}
-    (HERE / f"incremental-{args.order}.json").write_text(json.dumps(result, indent=1) + "\n")
+              "format": args.format, "runs": measured, "identical": identical}
+    name = {"parquet": "incremental", "delta": "incremental-delta"}[args.format]
+    (HERE / f"{name}-{args.order}.json").write_text(json.dumps(result, indent=1) + "\n")
     render()
 
 
@@ -159,11 +187,12 @@ def render():
              "appended and the watermark moved a day: `leakless build --incremental` on a hard-linked copy of the "
              "30-day dataset against a full build of the 31 days, in rounds (2 cores; medians; peak memory of the "
              "process tree). Every round compares the two datasets file by file (the manifest without its settings)."]
-    for path in sorted(HERE.glob("incremental-*.json")):
+    for path in sorted(HERE.glob("incremental-*.json"), key=lambda p: ("delta" in p.name, p.name)):
         r = json.loads(path.read_text())
         inc, full = r["runs"]["incremental"], r["runs"]["full"]
         wi, wf = statistics.median(x["wall"] for x in inc), statistics.median(x["wall"] for x in full)
-        lines += ["", f"## {r['order']} order, {r['impressions']:,} impressions over 31 days, {len(inc)} runs", "",
+        fmt = {"parquet": "Parquet", "delta": "Delta Lake"}[r.get("format", "parquet")]
+        lines += ["", f"## {fmt}, {r['order']} order, {r['impressions']:,} impressions over 31 days, {len(inc)} runs", "",
                   "| build | wall (s) | peak MB | partitions computed / carried |", "|---|---|---|---|",
                   f"| full | {wf:.2f} | {statistics.median(x['peak_mb'] for x in full):.0f} | 31 / 0 |",
                   f"| incremental | {wi:.2f} | {statistics.median(x['peak_mb'] for x in inc):.0f} | "

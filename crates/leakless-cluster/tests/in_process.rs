@@ -172,6 +172,67 @@ fn builds_on_an_in_process_cluster_equal_the_embedded_build() {
     }
 }
 
+/// A cluster build of a Delta table: the executors write the files (named
+/// with the client's run), the client commits them; the same files as the
+/// embedded build's table, whose version 0 it is too.
+#[cfg(feature = "delta")]
+#[test]
+fn a_cluster_build_commits_the_embedded_builds_delta_table() {
+    use leakless::spec::OutputFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let scheduler = runtime
+        .block_on(leakless_cluster::serve::in_process(2, 2))
+        .unwrap();
+    let cluster = Cluster::new(&scheduler.to_string()).with_remote_shuffle_reads();
+    // The table's current files by name without the run, with their bytes.
+    let table_files = |table: &Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+        (leakless::write::data_files(table).unwrap().into_iter())
+            .map(|path| {
+                let name = path.strip_prefix(table).unwrap().display().to_string();
+                let (folder, file) = name.rsplit_once("part-").unwrap();
+                (
+                    format!("{folder}part-{}", &file[..5]),
+                    std::fs::read(&path).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let embedded = dir.path().join("embedded");
+    let summary = runtime
+        .block_on(
+            build("rich", &embedded)
+                .with_format(OutputFormat::Delta)
+                .execute(),
+        )
+        .unwrap();
+    assert_eq!(summary.delta_version, Some(0));
+    let out = dir.path().join("cluster");
+    let summary = runtime
+        .block_on(
+            build("rich", &out)
+                .with_format(OutputFormat::Delta)
+                .with_target_partitions(3)
+                .execute_on(&cluster),
+        )
+        .unwrap();
+    assert_eq!(summary.delta_version, Some(0));
+    let expected = table_files(&embedded);
+    assert!(!expected.is_empty());
+    assert_eq!(table_files(&out), expected);
+    let (version, info) = leakless::write::delta::latest_commit(&out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(version, 0);
+    assert_eq!(info["leakless"]["rows_written"], summary.rows_written);
+    // The executors named the files with the client's run.
+    let run = info["leakless"]["run"].as_str().unwrap().to_owned();
+    for path in leakless::write::data_files(&out).unwrap() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(&format!("-{run}.parquet")), "{name}");
+    }
+}
+
 /// A bad input row stops a cluster build with the embedded build's message
 /// (file, line, column and value), not the engine's debug text.
 #[test]

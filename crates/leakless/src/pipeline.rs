@@ -101,6 +101,9 @@ pub struct BuildSummary {
     /// An incremental build: what it computed again and why, what it
     /// carried over (`None`: not incremental).
     pub increment: Option<crate::incremental::Increment>,
+    /// The version committed, for a Delta table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -323,6 +326,12 @@ impl Build {
         self
     }
 
+    /// Writes `format` whatever the spec's `[output] format` says.
+    pub fn with_format(mut self, format: crate::spec::OutputFormat) -> Self {
+        self.spec.format = format;
+        self
+    }
+
     /// What an incremental build would compute again and why, without
     /// building (reads the files whose size or modification time changed).
     pub async fn dry_run(&self) -> Result<crate::incremental::Increment> {
@@ -346,7 +355,8 @@ impl Build {
                     .into(),
             ));
         }
-        let previous = crate::incremental::Previous::read(&self.out)?;
+        let previous =
+            crate::incremental::Previous::read(&crate::write::delta::meta_dir(&self.out)?)?;
         let (plan, sources, dir) = (plan.clone(), sources.to_vec(), dir.join(PREPASS));
         let (policy, profile) = (self.policy, self.profile || !self.spec.checks.is_empty());
         tokio::task::spawn_blocking(move || {
@@ -406,8 +416,12 @@ impl Build {
                     .into(),
             ));
         }
-        let destination =
-            Output::acquire(&self.out, self.overwrite || self.incremental, self.wait)?;
+        let destination = Output::acquire(
+            &self.out,
+            self.spec.format,
+            self.overwrite || self.incremental,
+            self.wait,
+        )?;
         let staging = destination.stage()?;
         crate::write::commit::crash_point("after-staging");
         let started = Instant::now();
@@ -449,6 +463,7 @@ impl Build {
                 split.then_some(hot.as_slice()),
                 keep,
             )?
+            .with_file_tag(destination.file_tag())
             .with_progress(Progress::new(self.reporter.clone()));
         let labels = self.label_columns();
         let columns = self.spec.output_columns();
@@ -565,7 +580,9 @@ impl Build {
             }
             let carried = |p: &str| increment.carried.iter().any(|c| c == p);
             for p in previous.partitions.iter().filter(|p| carried(&p.partition)) {
-                crate::write::link_partition(&self.out, staging.dir(), p)?;
+                if destination.links_carried() {
+                    crate::write::link_partition(&self.out, staging.dir(), p)?;
+                }
                 partitions.push(p.clone());
             }
             if let Some(profile) = &previous.profile {
@@ -703,6 +720,7 @@ impl Build {
                 max_bad_rows: self.max_bad_rows,
                 publish_on_failed_checks: self.publish_on_failed_checks,
                 incremental: self.incremental,
+                format: self.spec.format,
             },
             inputs: inputs.into_iter().collect(),
             rows_read: rows_read.clone(),
@@ -728,11 +746,13 @@ impl Build {
                 .collect(),
             spec: self.spec.normalized(),
         };
-        destination.publish(
+        let delta_version = destination.publish(
             staging,
             NOT_DATA,
-            &manifest.to_json(),
+            &manifest,
             self.overwrite || self.incremental,
+            &crate::temporal::output_schema(&plan),
+            self.spec.partition,
         )?;
         self.reporter.stage(Stage::Done);
         let timings = Timings {
@@ -768,6 +788,7 @@ impl Build {
             target_partitions: self.target_partitions,
             timings,
             increment,
+            delta_version,
         })
     }
 
@@ -888,6 +909,7 @@ impl Build {
             labels: self.label_columns(),
             errors_as_text: separate_partitions,
             profile: self.profile || !self.spec.checks.is_empty(),
+            file_tag: None,
         };
         Ok(WriteExec::new(pit, options)?)
     }

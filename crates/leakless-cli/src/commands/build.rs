@@ -35,6 +35,11 @@ pub struct Args {
     /// The dataset folder to write (partition folders of Parquet files and _manifest.json)
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// What to write: `parquet` (files and _manifest.json, replaced whole),
+    /// or `delta` (a Delta Lake table, one version per build); default:
+    /// the spec's `[output] format`, else parquet
+    #[arg(long, value_name = "FORMAT", value_parser = ["parquet", "delta"])]
+    format: Option<String>,
     /// Time up to which label sources are complete (RFC 3339, UTC without
     /// offset); default: the spec's `watermark`, else each label source's
     /// largest event time. Rows whose label windows end after it are held back.
@@ -166,6 +171,13 @@ pub async fn run_on(
         .with_reporter(progress.clone());
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
+    }
+    if let Some(format) = args
+        .format
+        .as_deref()
+        .and_then(leakless::spec::OutputFormat::parse)
+    {
+        build = build.with_format(format);
     }
     if let Some(bytes) = args.spill_bytes {
         build = build.with_spill_bytes(bytes);
@@ -308,6 +320,9 @@ pub fn print_summary(s: &BuildSummary, seconds: f64) {
             "  checks: {passed} of {} passed (every check, every partition)",
             s.checks.len()
         );
+    }
+    if let Some(version) = s.delta_version {
+        eprintln!("  committed as version {version} of the Delta table");
     }
     if s.stale_removed > 0 {
         eprintln!("  removed {} folder(s) left by dead runs", s.stale_removed);

@@ -158,9 +158,10 @@ impl DatasetProfile {
         crate::write::write_whole(&path, &bytes)
     }
 
-    /// Reads a dataset's profile (a local dataset).
+    /// Reads a dataset's profile (a local dataset, or a Delta table's
+    /// latest version).
     pub fn read(dataset: &std::path::Path) -> crate::Result<Self> {
-        let path = dataset.join(FILE_NAME);
+        let path = crate::write::delta::meta_dir(dataset)?.join(FILE_NAME);
         let bytes = std::fs::read(&path).map_err(|e| crate::Error::io("reading", &path, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| crate::Error::Invalid(format!("reading {}: {e}", path.display())))

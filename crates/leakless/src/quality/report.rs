@@ -29,7 +29,8 @@ pub struct Report {
 /// Reads the local dataset `dataset` (its manifest, profile and rows) and,
 /// when given, `baseline`'s rows; the report and its HTML page.
 pub fn build(dataset: &Path, baseline: Option<&Path>) -> Result<(Report, String)> {
-    let manifest = read_json(&dataset.join(crate::write::manifest::FILE_NAME))?;
+    let meta = crate::write::delta::meta_dir(dataset)?;
+    let manifest = read_json(&meta.join(crate::write::manifest::FILE_NAME))?;
     let profile = DatasetProfile::read(dataset)?;
     let rows = Rows::read(dataset)?;
     // The spine time moves from partition to partition by construction.

@@ -364,6 +364,35 @@ impl Partitioning {
     }
 }
 
+/// The file format a build writes (`[output] format`, `--format`); not
+/// part of the definitions (the feature-set hash is the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Parquet files and `_manifest.json`, published by one rename.
+    #[default]
+    Parquet,
+    /// A Delta Lake table: each build one commit (`crate::write::delta`).
+    Delta,
+}
+
+impl OutputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Delta => "delta",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<OutputFormat> {
+        match name {
+            "parquet" => Some(OutputFormat::Parquet),
+            "delta" => Some(OutputFormat::Delta),
+            _ => None,
+        }
+    }
+}
+
 /// The spine: one output row per (kept) row of a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpineDef {
@@ -388,6 +417,9 @@ pub struct Spec {
     #[serde(skip)]
     pub watermark: Option<i64>,
     pub partition: Partitioning,
+    /// `[output] format` (not part of the definitions).
+    #[serde(skip)]
+    pub format: OutputFormat,
     /// The folder relative paths are resolved against.
     #[serde(skip)]
     pub base: PathBuf,

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ColumnDef, ColumnType, CsvOptions, Derived, KeyPart, Op, Partitioning, Role, SourceDef,
-    SourceKind, Spec, SpineDef, ValueType, Window, parse_duration,
+    ColumnDef, ColumnType, CsvOptions, Derived, KeyPart, Op, OutputFormat, Partitioning, Role,
+    SourceDef, SourceKind, Spec, SpineDef, ValueType, Window, parse_duration,
 };
 use crate::time::parse_timestamp_micros;
 
@@ -121,6 +121,7 @@ struct RawDerived {
 #[serde(deny_unknown_fields)]
 struct RawOutput {
     partition: Option<S<String>>,
+    format: Option<S<String>>,
 }
 
 /// Collects errors with places while resolving.
@@ -280,6 +281,21 @@ fn resolve(
             }
         },
     };
+    let format = match raw
+        .output
+        .as_ref()
+        .and_then(|o| o.get_ref().format.as_ref())
+    {
+        None => OutputFormat::Parquet,
+        Some(f) => OutputFormat::parse(f.get_ref()).unwrap_or_else(|| {
+            errors.at(
+                Some(f.span()),
+                "output.format",
+                format!("`{}` is not an output format (parquet, delta)", f.get_ref()),
+            );
+            OutputFormat::Parquet
+        }),
+    };
     let Some(raw_spine) = &raw.spine else {
         errors.at(
             None,
@@ -325,6 +341,7 @@ fn resolve(
         derived,
         watermark,
         partition,
+        format,
         base: base.to_owned(),
         checks: Vec::new(),
     };

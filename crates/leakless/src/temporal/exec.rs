@@ -306,7 +306,7 @@ fn group_schema(plan: &PitPlan, spine: &SchemaRef, carried: usize) -> Result<Sch
 /// Spine columns, the spine time, then one column per feature and label;
 /// every column nullable, so that the schema depends on the definitions
 /// only (not on which input columns are `required`).
-fn output_schema(plan: &PitPlan) -> SchemaRef {
+pub fn output_schema(plan: &PitPlan) -> SchemaRef {
     Arc::new(Schema::new(
         plan.spec
             .output_columns()

@@ -45,6 +45,9 @@ fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
         Some("it is not a folder".to_owned())
     } else {
         match std::fs::read(out.join(manifest::FILE_NAME)) {
+            Err(_) if out.join(super::delta::LOG).is_dir() => {
+                Some("it is a Delta Lake table (build it with --format delta)".to_owned())
+            }
             Err(_) => Some(format!("it has no {}", manifest::FILE_NAME)),
             Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(m) if m.get("tool").and_then(|t| t.as_str()) == Some(manifest::TOOL) => None,
@@ -83,6 +86,16 @@ impl Destination {
     /// failing with [`Error::Locked`]), cleans up after dead runs and
     /// checks that `out` may be written.
     pub fn acquire(out: &Path, overwrite: bool, wait: bool) -> Result<Destination> {
+        let mut destination = Destination::lock(out, wait)?;
+        destination.clean_up_dead_runs()?;
+        check_destination(out, overwrite)?;
+        Ok(destination)
+    }
+
+    /// Takes the destination's lock; nothing is cleaned up or checked
+    /// yet (a Delta table first removes what dead runs moved into it,
+    /// [`Destination::dead_runs`], then [`Destination::clean_up_dead_runs`]).
+    pub(crate) fn lock(out: &Path, wait: bool) -> Result<Destination> {
         let name = (out.file_name().and_then(|n| n.to_str()))
             .ok_or_else(|| {
                 Error::Invalid(format!("`{}` is not a folder name in UTF-8", out.display()))
@@ -130,17 +143,34 @@ impl Destination {
             .and_then(|()| lock.rewind())
             .and_then(|()| lock.write_all(holder.as_bytes()))
             .map_err(|e| Error::io("writing", &lock_path, e))?;
-        let mut destination = Destination {
+        Ok(Destination {
             out: out.to_owned(),
             parent,
             name,
             run,
             _lock: lock,
             stale_removed: 0,
-        };
-        destination.clean_up_dead_runs()?;
-        check_destination(out, overwrite)?;
-        Ok(destination)
+        })
+    }
+
+    /// This run's id (in its staging folder's name).
+    #[cfg(feature = "delta")]
+    pub(crate) fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// The ids of the dead runs whose staging folders are still there.
+    #[cfg(feature = "delta")]
+    pub(crate) fn dead_runs(&self) -> Result<Vec<String>> {
+        let prefix = format!(".{}.leakless-staging-", self.name);
+        Ok((self.leftovers("staging")?.iter())
+            .filter_map(|p| {
+                p.file_name()?
+                    .to_str()?
+                    .strip_prefix(&prefix)
+                    .map(str::to_owned)
+            })
+            .collect())
     }
 
     /// Folders of dead runs removed when the lock was taken.
@@ -169,7 +199,7 @@ impl Destination {
         Ok(found)
     }
 
-    fn clean_up_dead_runs(&mut self) -> Result<()> {
+    pub(crate) fn clean_up_dead_runs(&mut self) -> Result<()> {
         let aside = self.leftovers("old")?;
         if std::fs::symlink_metadata(&self.out).is_err()
             && let Some(previous) = aside.iter().find(|p| p.join(manifest::FILE_NAME).is_file())
@@ -316,7 +346,7 @@ pub(crate) fn start_writeback(file: &File) {
 }
 
 /// fsyncs every file and folder below `dir`, and `dir`.
-fn sync_tree(dir: &Path) -> Result<()> {
+pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
@@ -331,7 +361,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("syncing", dir, e))

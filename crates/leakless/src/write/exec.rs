@@ -112,6 +112,9 @@ pub struct WriteOptions {
     /// whose engine passes errors on as text) instead of the error itself.
     #[serde(default)]
     pub errors_as_text: bool,
+    /// Data files are named `part-NNNNN-TAG.parquet` (a Delta table's).
+    #[serde(default)]
+    pub file_tag: Option<String>,
 }
 
 /// What precedes a task's error told as text ([`task_error`] finds it).
@@ -246,6 +249,13 @@ impl WriteExec {
     /// of this node (before a cluster cuts its share).
     pub fn input_partitions(&self) -> usize {
         self.input.output_partitioning().partition_count()
+    }
+
+    /// Names the data files `part-NNNNN-TAG.parquet`
+    /// ([`WriteOptions::file_tag`]).
+    pub fn with_file_tag(mut self, tag: Option<String>) -> Self {
+        self.options.file_tag = tag;
+        self
     }
 
     /// Reports rows produced (embedded builds only; not on the wire).
@@ -386,7 +396,9 @@ async fn write(
         options.partitioning,
         options.delta_columns.clone(),
     );
-    writer = writer.with_labels(&options.labels);
+    writer = writer
+        .with_labels(&options.labels)
+        .with_file_tag(options.file_tag.clone());
     if options.profile {
         writer = writer.with_profile(options.labels.clone());
     }

@@ -38,6 +38,13 @@ pub struct Settings {
     /// `--incremental`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub incremental: bool,
+    /// `[output] format` or `--format` (absent: Parquet).
+    #[serde(skip_serializing_if = "is_parquet")]
+    pub format: crate::spec::OutputFormat,
+}
+
+fn is_parquet(format: &crate::spec::OutputFormat) -> bool {
+    *format == crate::spec::OutputFormat::Parquet
 }
 
 /// The manifest, in the order its keys are written.

@@ -16,6 +16,7 @@
 //!   time column.
 
 pub mod commit;
+pub mod delta;
 pub mod exec;
 pub mod manifest;
 pub mod remote;
@@ -41,16 +42,20 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::order::bucket_of;
 use crate::quality::profile::{PartitionProfile, Profiler};
-use crate::spec::Partitioning;
+use crate::spec::{OutputFormat, Partitioning};
 use crate::time::{MICROS_PER_DAY, utc_date};
+use manifest::Manifest;
 
-/// Where a build publishes: a local folder (locked, published by rename)
-/// or a prefix on object storage (published by a conditional put of the
-/// manifest, see [`remote`]).
+/// Where a build publishes: a local folder (locked, published by rename),
+/// a prefix on object storage (published by a conditional put of the
+/// manifest, see [`remote`]), or a Delta Lake table (one commit, see
+/// [`delta`]).
 #[derive(Debug)]
 pub enum Output {
     Local(Destination),
     Remote(RemoteDestination),
+    #[cfg(feature = "delta")]
+    Delta(delta::DeltaDestination),
 }
 
 /// A run's local staging folder, removed when dropped.
@@ -70,15 +75,41 @@ impl Staged {
 }
 
 impl Output {
-    /// Checks that `out` may be written (and, locally, takes its lock).
-    pub fn acquire(out: &Path, overwrite: bool, wait: bool) -> Result<Output> {
-        Ok(match crate::storage::Remote::parse(out)? {
-            Some(remote) => Output::Remote(RemoteDestination::acquire(
+    /// Checks that `out` may be written as `format` (and, locally, takes
+    /// its lock).
+    pub fn acquire(
+        out: &Path,
+        format: OutputFormat,
+        overwrite: bool,
+        wait: bool,
+    ) -> Result<Output> {
+        let remote = crate::storage::Remote::parse(out)?;
+        Ok(match (remote, format) {
+            (Some(_), OutputFormat::Delta) => {
+                return Err(Error::Invalid(
+                    "a Delta table is written to a local or shared folder (object storage: write Parquet)"
+                        .into(),
+                ));
+            }
+            (Some(remote), OutputFormat::Parquet) => Output::Remote(RemoteDestination::acquire(
                 remote,
                 commit::run_id(),
                 overwrite,
             )?),
-            None => Output::Local(Destination::acquire(out, overwrite, wait)?),
+            (None, OutputFormat::Parquet) => {
+                Output::Local(Destination::acquire(out, overwrite, wait)?)
+            }
+            #[cfg(feature = "delta")]
+            (None, OutputFormat::Delta) => {
+                Output::Delta(delta::DeltaDestination::acquire(out, overwrite, wait)?)
+            }
+            #[cfg(not(feature = "delta"))]
+            (None, OutputFormat::Delta) => {
+                return Err(Error::Invalid(
+                    "this leakless was built without Delta Lake output: build it with `--features delta` (README, \"Delta Lake\")"
+                        .into(),
+                ));
+            }
         })
     }
 
@@ -86,6 +117,8 @@ impl Output {
         Ok(match self {
             Output::Local(d) => Staged::Local(d.stage()?),
             Output::Remote(d) => Staged::Remote(d.stage()?),
+            #[cfg(feature = "delta")]
+            Output::Delta(d) => Staged::Local(d.stage()?),
         })
     }
 
@@ -93,30 +126,62 @@ impl Output {
     /// (`None`: the dataset's own folder).
     pub fn data(&self) -> Option<String> {
         match self {
-            Output::Local(_) => None,
             Output::Remote(d) => Some(d.data()),
+            _ => None,
+        }
+    }
+
+    /// What the data files' names carry after their number
+    /// (`part-00000-TAG.parquet`): a Delta table's files are named per
+    /// run, as they share the table's folders with older versions' files.
+    pub fn file_tag(&self) -> Option<String> {
+        match self {
+            #[cfg(feature = "delta")]
+            Output::Delta(d) => Some(d.run().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Whether the partitions an incremental build carries over are
+    /// linked into the staging (a folder replaced whole), or left where
+    /// they are (a Delta table, whose commit keeps their files).
+    pub fn links_carried(&self) -> bool {
+        match self {
+            #[cfg(feature = "delta")]
+            Output::Delta(_) => false,
+            _ => true,
         }
     }
 
     /// Publishes the staged data and the manifest; `skip`: top-level
-    /// folders of the staging that are not data.
+    /// folders of the staging that are not data; `schema`, `partitioning`:
+    /// the output's, for a Delta table's metadata. Returns the Delta
+    /// version committed, if any.
     pub fn publish(
         &self,
         staged: Staged,
         skip: &[&str],
-        manifest_json: &[u8],
+        manifest: &Manifest,
         overwrite: bool,
-    ) -> Result<()> {
+        schema: &datafusion::arrow::datatypes::Schema,
+        partitioning: Partitioning,
+    ) -> Result<Option<u64>> {
+        let _ = (schema, partitioning);
         for name in skip {
             let path = staged.dir().join(name);
             if path.exists() {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io("removing", &path, e))?;
             }
         }
+        let json = manifest.to_json();
         match (self, staged) {
-            (Output::Local(d), Staged::Local(s)) => d.publish(s, manifest_json, overwrite),
-            (Output::Remote(d), staged) => d.publish(staged.dir(), skip, manifest_json),
-            (Output::Local(_), Staged::Remote(_)) => {
+            (Output::Local(d), Staged::Local(s)) => d.publish(s, &json, overwrite).map(|()| None),
+            (Output::Remote(d), staged) => d.publish(staged.dir(), skip, &json).map(|()| None),
+            #[cfg(feature = "delta")]
+            (Output::Delta(d), Staged::Local(s)) => {
+                d.publish(s, manifest, schema, partitioning).map(Some)
+            }
+            (_, Staged::Remote(_)) => {
                 unreachable!("a local output stages locally")
             }
         }
@@ -127,6 +192,8 @@ impl Output {
         match self {
             Output::Local(d) => d.stale_removed(),
             Output::Remote(_) => 0,
+            #[cfg(feature = "delta")]
+            Output::Delta(d) => d.stale_removed(),
         }
     }
 }
@@ -212,6 +279,8 @@ pub struct PartitionWriter {
     labels: Vec<(usize, String)>,
     profiles: Vec<PartitionProfile>,
     profile_seconds: f64,
+    /// Written after each file's number ([`exec::WriteOptions::file_tag`]).
+    file_tag: Option<String>,
 }
 
 struct OpenBucket {
@@ -254,7 +323,14 @@ impl PartitionWriter {
             labels: Vec::new(),
             profiles: Vec::new(),
             profile_seconds: 0.0,
+            file_tag: None,
         }
+    }
+
+    /// Names files `part-NNNNN-TAG.parquet`.
+    pub fn with_file_tag(mut self, tag: Option<String>) -> Self {
+        self.file_tag = tag;
+        self
     }
 
     /// Counts each folder's positive rows of the label columns at
@@ -325,7 +401,11 @@ impl PartitionWriter {
         while offset < batch.num_rows() {
             let open = self.current.as_mut().expect("opened above");
             if open.file.is_none() {
-                let name = format!("part-{:05}.parquet", open.partition.files.len());
+                let number = open.partition.files.len();
+                let name = match &self.file_tag {
+                    Some(tag) => format!("part-{number:05}-{tag}.parquet"),
+                    None => format!("part-{number:05}.parquet"),
+                };
                 let folder = &open.partition.partition;
                 let path = self.dir.join(folder).join(&name);
                 let first = batch.slice(offset, batch.num_rows() - offset);
@@ -639,8 +719,13 @@ pub fn preview(dataset: &Path, rows: usize) -> Result<String> {
 }
 
 /// Every Parquet file of a dataset, in path order (partition folders
-/// included, names starting with `.` or `_` skipped).
+/// included, names starting with `.` or `_` skipped); of a Delta table,
+/// the files of its latest version, as its manifest lists them.
 pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
+    // A Delta table's folders also hold older versions' files.
+    if let Some(files) = delta::manifest_files(dataset)? {
+        return Ok(files);
+    }
     let mut files = Vec::new();
     let mut folders = vec![dataset.to_owned()];
     while let Some(folder) = folders.pop() {
