@@ -182,11 +182,14 @@ def main():
 
 def render():
     lines = ["# Incremental builds", "",
-             "`python3 bench/incremental.py --impressions N --runs R --order ORDER`: 31 days of the marketplace "
+             "`python3 bench/incremental.py --impressions N --runs R --order ORDER [--format delta]`: 31 days of the marketplace "
              "(N impressions per 30 days) in one file per day and source; the first 30 days built once, then day 31 "
              "appended and the watermark moved a day: `leakless build --incremental` on a hard-linked copy of the "
              "30-day dataset against a full build of the 31 days, in rounds (2 cores; medians; peak memory of the "
-             "process tree). Every round compares the two datasets file by file (the manifest without its settings)."]
+             "process tree). Every round compares the two datasets file by file (the manifest without its settings; a Delta "
+             "table's current data files, named without their run, and its profile). Delta Lake: the 30-day table is "
+             "version 0, the incremental build one commit on its copy (the files of 29 days left as they are), the full "
+             "build a new table; a binary built with `--features delta`."]
     for path in sorted(HERE.glob("incremental-*.json"), key=lambda p: ("delta" in p.name, p.name)):
         r = json.loads(path.read_text())
         inc, full = r["runs"]["incremental"], r["runs"]["full"]

@@ -35,6 +35,10 @@ fn hint(err: &anyhow::Error) -> Option<String> {
             "nothing was published: fix the inputs, or loosen the bound if the data is right (a source's max_bad_rows or --max-bad-rows, a [checks] entry); --publish-on-failed-checks publishes despite failed checks".into(),
         ),
         Error::OutputExists { why: None, .. } => Some("pass --overwrite to replace it".into()),
+        Error::OtherFormat { found, .. } => Some(format!(
+            "build it with --format {}, or write to another --out",
+            if found.contains("Delta") { "delta" } else { "parquet" }
+        )),
         Error::OutputExists { why: Some(_), .. } => {
             Some("choose another --out; leakless only replaces datasets it wrote".into())
         }

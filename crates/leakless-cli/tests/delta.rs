@@ -78,6 +78,18 @@ impl Inputs {
         self.write(&format!("{day}.csv"), rows);
     }
 
+    /// A late file `name` of `rows` rows of day `i` again, their ids
+    /// prefixed with `prefix` (new impressions at the same times).
+    fn add_late(&self, name: &str, i: usize, rows: usize, prefix: u64) {
+        let late: Vec<String> = (self.day(i).1.iter().take(rows))
+            .map(|r| {
+                let (id, rest) = r.split_once(',').unwrap();
+                format!("{prefix}{id},{rest}")
+            })
+            .collect();
+        self.write(name, &late);
+    }
+
     fn build(&self, out: &Path, extra: &[&str]) -> Command {
         let data = self.dir.parent().unwrap().join("generated");
         let mut command = leakless();
@@ -218,14 +230,8 @@ fn every_build_is_one_delta_version_equal_to_a_parquet_build() {
     // A late file of the second day and the sixth day land; a build
     // killed before its commit: still version 1, its files left in the
     // table's folders and invisible.
-    let (day, rows) = inputs.day(1);
-    let late: Vec<String> = (rows.iter().take(40))
-        .map(|r| {
-            let (id, rest) = r.split_once(',').unwrap();
-            format!("{}{id},{rest}", 9_000_000)
-        })
-        .collect();
-    inputs.write("late.csv", &late);
+    let day = inputs.day(1).0.clone();
+    inputs.add_late("late.csv", 1, 40, 9_000_000);
     inputs.add_day(5);
     let killed = inputs
         .build(&table, &["--format", "delta", "--incremental"])
@@ -274,13 +280,33 @@ fn every_build_is_one_delta_version_equal_to_a_parquet_build() {
         );
     }
 
-    // Version 3: a full build (--overwrite) replaces every file.
+    // A build killed just after its commit: version 3 is whole; the next
+    // build (nothing changed: version 4) removes the dead run's staging
+    // but none of the files its version holds.
+    inputs.add_late("late-2.csv", 2, 30, 8_000_000);
+    let killed = inputs
+        .build(&table, &["--format", "delta", "--incremental"])
+        .env("LEAKLESS_CRASH_AT", "after-delta-commit")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "{}", text(&killed.stderr));
+    assert_eq!(latest_version(&table), 3);
+    parquet.push(full(3));
+    assert_eq!(files(&table), files(&parquet[3]));
+    let summary = delta(&["--incremental"]);
+    assert_eq!(summary["delta_version"], 4, "{summary}");
+    assert!(summary["stale_removed"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(files(&table), files(&parquet[3]));
+    parquet.push(parquet[3].clone());
+    let after = inodes(&table);
+
+    // Version 5: a full build (--overwrite) replaces every file.
     let summary = delta(&["--overwrite"]);
-    assert_eq!(summary["delta_version"], 3, "{summary}");
-    assert_eq!(files(&table), files(&parquet[2]));
+    assert_eq!(summary["delta_version"], 5, "{summary}");
+    assert_eq!(files(&table), files(&parquet[3]));
     let rewritten = inodes(&table);
     assert!(rewritten.keys().all(|p| !after.contains_key(p)));
-    parquet.push(parquet[2].clone());
+    parquet.push(parquet[3].clone());
 
     // Without --overwrite or --incremental, a table is not replaced; a
     // Parquet build does not write into a table.
@@ -291,12 +317,24 @@ fn every_build_is_one_delta_version_equal_to_a_parquet_build() {
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("--overwrite"));
     let refused = inputs.build(&table, &["--overwrite"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
-        text(&refused.stderr).contains("Delta Lake table"),
+        text(&refused.stderr).contains("is a leakless Delta Lake table, not a Parquet dataset")
+            && text(&refused.stderr).contains("--format delta"),
         "{}",
         text(&refused.stderr)
     );
-    assert_eq!(latest_version(&table), 3);
+    let refused = inputs
+        .build(&parquet[0], &["--format", "delta", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&refused.stderr).contains("is a leakless Parquet dataset, not a Delta Lake table")
+            && text(&refused.stderr).contains("--format parquet"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(latest_version(&table), 5);
 
     // `leakless report` reads the latest version as it reads the Parquet
     // dataset of the same inputs.
@@ -317,23 +355,42 @@ fn every_build_is_one_delta_version_equal_to_a_parquet_build() {
             report["drift"]["columns"].clone(),
         )
     };
-    assert_eq!(report(&table), report(&parquet[2]));
+    assert_eq!(report(&table), report(&parquet[3]));
 
     read_back_every_version(&table, &parquet);
 }
 
-/// Each version `N` of the table, read by the `deltalake` Python package
-/// and by Polars (`pl.read_delta(..., version=N)`), holds the rows of the
-/// Parquet build `parquet[N]`, read by pyarrow.
-fn read_back_every_version(table: &Path, parquet: &[PathBuf]) {
-    let python = common::venv_python(
+/// A Python with the `deltalake` package, Polars, pyarrow, and DuckDB
+/// with its Delta reader (the extension from PyPI: DuckDB cannot download
+/// it here).
+fn delta_python() -> PathBuf {
+    common::venv_python(
         "delta-venv",
-        "import deltalake, polars, pyarrow",
-        &["deltalake>=1.1", "polars>=1.0", "pyarrow>=14"],
-    );
+        "import deltalake, polars, pyarrow, duckdb, duckdb_extension_delta",
+        &[
+            "deltalake>=1.1",
+            "polars>=1.0",
+            "pyarrow>=14",
+            "duckdb==1.5.5",
+            "duckdb-extension-delta==1.5.5",
+            "duckdb-extensions",
+        ],
+    )
+}
+
+/// Each version `N` of the table, read by the `deltalake` Python package,
+/// by Polars (`pl.read_delta(..., version=N)`) and by DuckDB
+/// (`delta_scan(..., version => N)`), holds the rows of the Parquet build
+/// `parquet[N]`, read by pyarrow.
+fn read_back_every_version(table: &Path, parquet: &[PathBuf]) {
+    let python = delta_python();
     let script = r#"
 import sys, json
 import deltalake, polars as pl, pyarrow.dataset as ds
+import duckdb, duckdb_extensions
+duckdb_extensions.import_extension("delta")
+con = duckdb.connect()
+con.sql("LOAD delta")
 
 table, parquet = sys.argv[1], sys.argv[2:]
 dt = deltalake.DeltaTable(table)
@@ -344,6 +401,8 @@ assert latest["leakless"]["rows_written"] > 0, latest
 
 def rows(frame):
     frame = frame.drop([c for c in ("dt", "hour") if c in frame.columns])
+    # DuckDB names UTC `Etc/UTC`: the same instants.
+    frame = frame.with_columns(pl.col(pl.Datetime).dt.convert_time_zone("UTC"))
     return frame.sort(frame.columns)
 
 for version, path in enumerate(parquet):
@@ -352,6 +411,8 @@ for version, path in enumerate(parquet):
     by_delta = rows(pl.from_arrow(deltalake.DeltaTable(table, version=version).to_pyarrow_table()))
     assert by_polars.equals(expected), f"version {version}: polars differs"
     assert by_delta.equals(expected), f"version {version}: deltalake differs"
+    by_duckdb = rows(con.sql(f"SELECT * FROM delta_scan('{table}', version => {version})").pl())
+    assert by_duckdb.equals(expected), f"version {version}: duckdb differs: {by_duckdb.schema} {expected.schema}"
     assert pl.read_delta(table, version=version)["dt"].dtype == pl.Date
 print(json.dumps({"versions": len(parquet)}))
 "#;
@@ -422,11 +483,7 @@ fn a_new_spec_replaces_the_schema_and_old_versions_keep_theirs() {
         parquet.push(out);
     }
     read_back_every_version(&table, &parquet);
-    let python = common::venv_python(
-        "delta-venv",
-        "import deltalake, polars, pyarrow",
-        &["deltalake>=1.1", "polars>=1.0", "pyarrow>=14"],
-    );
+    let python = delta_python();
     let columns = Command::new(python)
         .arg("-c")
         .arg("import sys, polars as pl; print([ (v, 'listing_clicks_24h' in pl.read_delta(sys.argv[1], version=v).columns, pl.read_delta(sys.argv[1], version=v)['hour'].dtype == pl.Int32) for v in (0, 1)])")

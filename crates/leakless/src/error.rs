@@ -244,6 +244,16 @@ pub enum Error {
     #[error("`{path}` already exists{}", match why { None => String::new(), Some(why) => format!(" and is not a leakless dataset: {why}") })]
     OutputExists { path: PathBuf, why: Option<String> },
 
+    /// The output folder holds a leakless dataset of the other format (a
+    /// Parquet dataset where a Delta table is to be written, or the
+    /// reverse).
+    #[error("`{path}` is a leakless {found}, not a {wanted}")]
+    OtherFormat {
+        path: PathBuf,
+        found: &'static str,
+        wanted: &'static str,
+    },
+
     /// Another run published to the same object-storage dataset while
     /// this one ran.
     #[error(
@@ -398,6 +408,15 @@ impl Error {
             Error::OutputExists { path, why } => Error::OutputExists {
                 path: path.clone(),
                 why: why.clone(),
+            },
+            Error::OtherFormat {
+                path,
+                found,
+                wanted,
+            } => Error::OtherFormat {
+                path: path.clone(),
+                found,
+                wanted,
             },
             Error::PublishedMeanwhile { path } => Error::PublishedMeanwhile { path: path.clone() },
             Error::Locked { path, lock, holder } => Error::Locked {

@@ -46,7 +46,11 @@ fn check_destination(out: &Path, overwrite: bool) -> Result<()> {
     } else {
         match std::fs::read(out.join(manifest::FILE_NAME)) {
             Err(_) if out.join(super::delta::LOG).is_dir() => {
-                Some("it is a Delta Lake table (build it with --format delta)".to_owned())
+                return Err(Error::OtherFormat {
+                    path: out.to_owned(),
+                    found: "Delta Lake table",
+                    wanted: "Parquet dataset",
+                });
             }
             Err(_) => Some(format!("it has no {}", manifest::FILE_NAME)),
             Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {

@@ -233,17 +233,17 @@ mod table {
             }
             local.clean_up_dead_runs()?;
             if found.is_none() && exists {
-                let why = if out.join(manifest::FILE_NAME).exists() {
-                    Some("it is a leakless Parquet dataset (a Delta table goes to another folder)")
-                } else if !is_empty_tree(out)? {
-                    Some("it is not a Delta table")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
+                if out.join(manifest::FILE_NAME).exists() {
+                    return Err(Error::OtherFormat {
+                        path: out.to_owned(),
+                        found: "Parquet dataset",
+                        wanted: "Delta Lake table",
+                    });
+                }
+                if !is_empty_tree(out)? {
                     return Err(Error::OutputExists {
                         path: out.to_owned(),
-                        why: Some(why.to_owned()),
+                        why: Some("it is not a Delta table".to_owned()),
                     });
                 }
             }
