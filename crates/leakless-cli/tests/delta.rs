@@ -360,6 +360,16 @@ fn every_build_is_one_delta_version_equal_to_a_parquet_build() {
     read_back_every_version(&table, &parquet);
 }
 
+/// The marketplace example's spec with its inputs' absolute paths.
+fn marketplace_spec() -> String {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/marketplace");
+    let mut spec = std::fs::read_to_string(examples.join("leakless.toml")).unwrap();
+    for name in ["impressions.csv", "clicks.csv", "listings.csv"] {
+        spec = spec.replace(&format!("{name:?}"), &format!("{:?}", examples.join(name)));
+    }
+    spec
+}
+
 /// A Python with the `deltalake` package, Polars, pyarrow, and DuckDB
 /// with its Delta reader (the extension from PyPI: DuckDB cannot download
 /// it here).
@@ -436,21 +446,7 @@ print(json.dumps({"versions": len(parquet)}))
 #[test]
 fn a_new_spec_replaces_the_schema_and_old_versions_keep_theirs() {
     let root = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/marketplace");
-    let spec = std::fs::read_to_string(examples.join("leakless.toml")).unwrap();
-    let spec = spec
-        .replace(
-            "\"impressions.csv\"",
-            &format!("{:?}", examples.join("impressions.csv")),
-        )
-        .replace(
-            "\"clicks.csv\"",
-            &format!("{:?}", examples.join("clicks.csv")),
-        )
-        .replace(
-            "\"listings.csv\"",
-            &format!("{:?}", examples.join("listings.csv")),
-        );
+    let spec = marketplace_spec();
     let hourly = format!("{spec}\n[output]\npartition = \"hour\"\nformat = \"delta\"\n");
     let (start, _) = hourly.split_once("[features.listing_clicks_24h]").unwrap();
     let (_, rest) = hourly.split_once("[labels.clicked]").unwrap();
@@ -496,4 +492,41 @@ fn a_new_spec_replaces_the_schema_and_old_versions_keep_theirs() {
         "{}",
         text(&columns.stderr)
     );
+}
+
+/// A build refused for its table's schema (an output column named like a
+/// partition column) moves nothing into the table; the next build of a
+/// good spec creates it.
+#[test]
+fn a_build_refused_for_its_schema_leaves_nothing_behind() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = marketplace_spec();
+    let clash = spec.replace("[features.price]", "[features.dt]");
+    let table = root.path().join("table");
+    let build = |text: &str| {
+        let path = root.path().join("spec.toml");
+        std::fs::write(&path, text).unwrap();
+        leakless()
+            .args(["build", "--quiet", "--format", "delta", "--spec"])
+            .arg(&path)
+            .arg("--out")
+            .arg(&table)
+            .output()
+            .unwrap()
+    };
+    let refused = build(&clash);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("has a column `dt`"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        !table.exists() || every_file(&table).is_empty(),
+        "{:?}",
+        every_file(&table)
+    );
+    let built = build(&spec);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    assert_eq!(latest_version(&table), 0);
 }

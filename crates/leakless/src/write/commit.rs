@@ -91,6 +91,15 @@ impl Destination {
     /// checks that `out` may be written.
     pub fn acquire(out: &Path, overwrite: bool, wait: bool) -> Result<Destination> {
         let mut destination = Destination::lock(out, wait)?;
+        // A Delta table is refused before its dead runs' staging folders
+        // go: they tell a Delta build what to remove from the table.
+        if out.join(super::delta::LOG).is_dir() {
+            return Err(Error::OtherFormat {
+                path: out.to_owned(),
+                found: "Delta Lake table",
+                wanted: "Parquet dataset",
+            });
+        }
         destination.clean_up_dead_runs()?;
         check_destination(out, overwrite)?;
         Ok(destination)
@@ -287,6 +296,13 @@ pub struct Staging {
 impl Staging {
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Leaves the folder where it is: it marks a dead run for the next
+    /// one, which cleans up after it (a Delta table's files moved in).
+    #[cfg(feature = "delta")]
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
     }
 }
 

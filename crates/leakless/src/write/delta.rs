@@ -165,6 +165,8 @@ mod table {
     use deltalake::{DeltaTable, DeltaTableBuilder};
     use futures::TryStreamExt;
 
+    use std::fs::File;
+
     use super::super::commit::{Destination, Staging, crash_point, sync_dir, sync_tree};
     use super::super::manifest::{self, Manifest};
     use super::{COMMIT_KEY, LOG, META, commit_meta, latest_commit, partition_values};
@@ -232,6 +234,8 @@ mod table {
                 remove_uncommitted(out, &dead, active)?;
             }
             local.clean_up_dead_runs()?;
+            // The cleanup may have put a moved-aside Parquet dataset back.
+            let exists = std::fs::symlink_metadata(out).is_ok();
             if found.is_none() && exists {
                 if out.join(manifest::FILE_NAME).exists() {
                     return Err(Error::OtherFormat {
@@ -285,6 +289,16 @@ mod table {
         ) -> Result<u64> {
             let out = &self.out;
             let run = self.run().to_owned();
+            // Everything that can refuse the build is decided before the
+            // first file moves into the table.
+            let columns = table_columns(schema, partitioning)?;
+            let partition_columns: Vec<String> = (partition_columns(partitioning).iter())
+                .map(|(name, _)| (*name).to_owned())
+                .collect();
+            let same_metadata = self
+                .found
+                .as_ref()
+                .is_some_and(|f| f.schema == columns && f.partition_columns == partition_columns);
             let staged = staging.dir();
             std::fs::write(staged.join(manifest::FILE_NAME), manifest.to_json())
                 .map_err(|e| Error::io("writing", staged.join(manifest::FILE_NAME), e))?;
@@ -320,129 +334,176 @@ mod table {
                 }
             }
             let removes: Vec<&String> = active.iter().filter(|p| !listed.contains(*p)).collect();
+            if !same_metadata && adds.len() != listed.len() {
+                return Err(Error::Invalid(format!(
+                    "the Delta table `{}` has another schema or partitioning: build it without --incremental",
+                    out.display()
+                )));
+            }
 
-            // Into the table: leakless's own files first, then the data.
-            std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
-            let meta = out.join(META).join(&run);
-            std::fs::create_dir_all(&meta).map_err(|e| Error::io("creating", &meta, e))?;
-            for entry in std::fs::read_dir(staged).map_err(|e| Error::io("listing", staged, e))? {
-                let entry = entry.map_err(|e| Error::io("listing", staged, e))?;
-                if entry.file_name().to_string_lossy().starts_with('_') {
-                    let to = meta.join(entry.file_name());
-                    std::fs::rename(entry.path(), &to)
-                        .map_err(|e| Error::io("moving", entry.path(), e))?;
+            // From the first move on, a failure leaves the staging folder
+            // for the next run, which removes what this one moved in and
+            // did not commit (or keeps it, when the commit landed).
+            let commit = || -> Result<u64> {
+                std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+                let meta = out.join(META).join(&run);
+                std::fs::create_dir_all(&meta).map_err(|e| Error::io("creating", &meta, e))?;
+                for entry in
+                    std::fs::read_dir(staged).map_err(|e| Error::io("listing", staged, e))?
+                {
+                    let entry = entry.map_err(|e| Error::io("listing", staged, e))?;
+                    if entry.file_name().to_string_lossy().starts_with('_') {
+                        let to = meta.join(entry.file_name());
+                        std::fs::rename(entry.path(), &to)
+                            .map_err(|e| Error::io("moving", entry.path(), e))?;
+                    }
                 }
-            }
-            sync_dir(&meta)?;
-            sync_dir(&out.join(META))?;
-            let mut folders = BTreeSet::new();
-            for (_, file, from, _) in &adds {
-                let to = out.join(&file.path);
-                let folder = to.parent().unwrap_or(out).to_owned();
-                if folders.insert(folder.clone()) {
-                    std::fs::create_dir_all(&folder)
-                        .map_err(|e| Error::io("creating", &folder, e))?;
+                sync_dir(&meta)?;
+                sync_dir(&out.join(META))?;
+                // Every folder from the table down to each file is synced, the
+                // folders created included.
+                let mut folders = BTreeSet::new();
+                for (_, file, from, _) in &adds {
+                    let to = out.join(&file.path);
+                    let folder = to.parent().unwrap_or(out).to_owned();
+                    if !folders.contains(&folder) {
+                        std::fs::create_dir_all(&folder)
+                            .map_err(|e| Error::io("creating", &folder, e))?;
+                        let mut up = Some(folder.as_path());
+                        while let Some(f) = up.filter(|f| f.starts_with(out)) {
+                            folders.insert(f.to_owned());
+                            up = f.parent();
+                        }
+                    }
+                    std::fs::rename(from, &to).map_err(|e| Error::io("moving", from, e))?;
                 }
-                std::fs::rename(from, &to).map_err(|e| Error::io("moving", from, e))?;
-            }
-            for folder in folders.iter().chain([out.to_path_buf()].iter()) {
-                sync_dir(folder)?;
-            }
-            crash_point("before-delta-commit");
+                folders.insert(out.to_owned());
+                for folder in folders.iter().rev() {
+                    sync_dir(folder)?;
+                }
+                crash_point("before-delta-commit");
 
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let mut actions: Vec<Action> = (adds.iter())
-                .map(|(partition, file, _, size)| {
-                    Action::Add(Add {
-                        path: file.path.clone(),
-                        partition_values: partition_values(&partition.partition)
-                            .into_iter()
-                            .map(|(k, v)| (k, Some(v)))
-                            .collect(),
-                        size: *size as i64,
-                        modification_time: now_ms,
-                        data_change: true,
-                        stats: Some(format!("{{\"numRecords\":{}}}", file.rows)),
-                        ..Default::default()
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let mut actions: Vec<Action> = (adds.iter())
+                    .map(|(partition, file, _, size)| {
+                        Action::Add(Add {
+                            path: file.path.clone(),
+                            partition_values: partition_values(&partition.partition)
+                                .into_iter()
+                                .map(|(k, v)| (k, Some(v)))
+                                .collect(),
+                            size: *size as i64,
+                            modification_time: now_ms,
+                            data_change: true,
+                            stats: Some(format!("{{\"numRecords\":{}}}", file.rows)),
+                            ..Default::default()
+                        })
                     })
-                })
-                .collect();
-            let columns = table_columns(schema, partitioning)?;
-            let partition_columns: Vec<String> = (partition_columns(partitioning).iter())
-                .map(|(name, _)| (*name).to_owned())
-                .collect();
-            let same_metadata = self
-                .found
-                .as_ref()
-                .is_some_and(|f| f.schema == columns && f.partition_columns == partition_columns);
-            let summary = commit_summary(manifest, &run, &replaced, removes.len());
-            let properties = CommitProperties::default()
-                .with_metadata([(COMMIT_KEY.to_owned(), summary)])
-                .with_max_retries(0);
-            let version = block_on(async {
-                let committed = match (&self.found, same_metadata) {
-                    (Some(found), true) => {
-                        let (table, latest) = load(out).await?;
-                        if latest.version != found.version {
-                            return Err(Error::Invalid(format!(
-                                "the Delta table `{}` moved from version {} to {} while this build ran (another writer): nothing was committed; build again",
-                                out.display(),
-                                found.version,
-                                latest.version
-                            )));
-                        }
-                        let snapshot =
-                            (table.snapshot()).map_err(|e| delta_error("reading", out, e))?;
-                        let removing: BTreeSet<&str> = removes.iter().map(|p| p.as_str()).collect();
-                        for view in file_views(&table, out).await? {
-                            if removing.contains(view.path().as_ref()) {
-                                actions.push(Action::Remove(view.remove_action(true)));
+                    .collect();
+                let summary = commit_summary(manifest, &run, &replaced, removes.len());
+                let properties = CommitProperties::default()
+                    .with_metadata([(COMMIT_KEY.to_owned(), summary)])
+                    .with_max_retries(0);
+                let version = block_on(async {
+                    // The version read under the lock is the one committed
+                    // on (another writer's commit since fails the build).
+                    let loaded = match &self.found {
+                        Some(found) => {
+                            let (table, latest) = load(out).await?;
+                            if latest.version != found.version {
+                                return Err(Error::Invalid(format!(
+                                    "the Delta table `{}` moved from version {} to {} while this build ran (another writer): nothing was committed; build again",
+                                    out.display(),
+                                    found.version,
+                                    latest.version
+                                )));
                             }
+                            Some(table)
                         }
-                        let predicate = match manifest.settings.incremental {
-                            true => Some(replaced_predicate(&replaced, partitioning)),
-                            false => None,
-                        };
-                        let operation = DeltaOperation::Write {
-                            mode: SaveMode::Overwrite,
-                            partition_by: Some(partition_columns.clone()),
-                            predicate,
-                        };
-                        CommitBuilder::from(properties)
-                            .with_actions(actions)
-                            .build(
-                                Some(snapshot as &dyn TableReference),
-                                table.log_store(),
-                                operation,
-                            )
-                            .await
-                            .map(|c| c.version())
-                    }
-                    (found, _) => {
-                        let mode = match found {
-                            Some(_) => SaveMode::Overwrite,
-                            None => SaveMode::ErrorIfExists,
-                        };
-                        let location = std::fs::canonicalize(out)
-                            .map_err(|e| Error::io("resolving", out, e))?;
-                        deltalake::operations::create::CreateBuilder::new()
-                            .with_location(location.display().to_string())
-                            .with_columns(columns)
-                            .with_partition_columns(partition_columns.clone())
-                            .with_save_mode(mode)
-                            .with_actions(actions)
-                            .with_commit_properties(properties)
-                            .await
-                            .map(|t| t.version().unwrap_or(0))
-                    }
+                        None => None,
+                    };
+                    let committed = match (loaded, same_metadata) {
+                        (Some(table), true) => {
+                            let snapshot =
+                                (table.snapshot()).map_err(|e| delta_error("reading", out, e))?;
+                            let removing: BTreeSet<&str> =
+                                removes.iter().map(|p| p.as_str()).collect();
+                            for view in file_views(&table, out).await? {
+                                if removing.contains(view.path().as_ref()) {
+                                    actions.push(Action::Remove(view.remove_action(true)));
+                                }
+                            }
+                            let predicate = match manifest.settings.incremental {
+                                true => Some(replaced_predicate(&replaced, partitioning)),
+                                false => None,
+                            };
+                            let operation = DeltaOperation::Write {
+                                mode: SaveMode::Overwrite,
+                                partition_by: Some(partition_columns.clone()),
+                                predicate,
+                            };
+                            CommitBuilder::from(properties)
+                                .with_actions(actions)
+                                .build(
+                                    Some(snapshot as &dyn TableReference),
+                                    table.log_store(),
+                                    operation,
+                                )
+                                .await
+                                .map(|c| c.version())
+                        }
+                        (loaded, _) => {
+                            let mode = match loaded {
+                                Some(_) => SaveMode::Overwrite,
+                                None => SaveMode::ErrorIfExists,
+                            };
+                            let location = std::fs::canonicalize(out)
+                                .map_err(|e| Error::io("resolving", out, e))?;
+                            deltalake::operations::create::CreateBuilder::new()
+                                .with_location(location.display().to_string())
+                                .with_columns(columns)
+                                .with_partition_columns(partition_columns.clone())
+                                .with_save_mode(mode)
+                                .with_actions(actions)
+                                .with_commit_properties(properties)
+                                .await
+                                .map(|t| t.version().unwrap_or(0))
+                        }
+                    };
+                    committed.map_err(|e| delta_error("committing to", out, e))
+                });
+                // An error after the commit landed (a post-commit hook: a
+                // checkpoint, the log's cleanup) is no failure of the build.
+                let version = match version {
+                    Ok(version) => version,
+                    Err(e) => match latest_commit(out)? {
+                        Some((version, info))
+                            if info[COMMIT_KEY]["run"].as_str() == Some(run.as_str()) =>
+                        {
+                            version
+                        }
+                        _ => return Err(e),
+                    },
                 };
-                committed.map_err(|e| delta_error("committing to", out, e))
-            })?;
-            crash_point("after-delta-commit");
-            drop(staging);
-            Ok(version)
+                // The version's log entry and folder are durable before the
+                // staging folder goes.
+                let log = out.join(LOG);
+                File::open(log.join(format!("{version:020}.json")))
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io("syncing", &log, e))?;
+                sync_dir(&log)?;
+                crash_point("after-delta-commit");
+                Ok(version)
+            };
+            match commit() {
+                Ok(version) => Ok(version),
+                Err(e) => {
+                    staging.keep();
+                    Err(e)
+                }
+            }
         }
     }
 
