@@ -3,8 +3,11 @@
 //! told to the user. Exit codes: 0 success, 1 a data-quality gate failed,
 //! 2 usage, input or internal error.
 
+mod cli;
 pub mod commands;
 pub mod reporter;
+
+pub use cli::main_with;
 
 use std::process::ExitCode;
 
@@ -23,10 +26,22 @@ pub fn report_error(err: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// The number a process exits with for `code` (0 to 255).
+pub fn exit_status(code: ExitCode) -> u8 {
+    (0..=u8::MAX)
+        .find(|&n| ExitCode::from(n) == code)
+        .unwrap_or(2)
+}
+
 /// What to do next, for the errors a user can fix.
 fn hint(err: &anyhow::Error) -> Option<String> {
+    hint_for(err.downcast_ref::<leakless::Error>()?)
+}
+
+/// What to do next about `err`, when the user can fix it.
+pub fn hint_for(err: &leakless::Error) -> Option<String> {
     use leakless::Error;
-    match err.downcast_ref::<Error>()? {
+    match err {
         Error::BadRow(_) => Some(
             "fix or remove the row, or pass --bad-rows quarantine to set bad rows aside and go on"
                 .into(),

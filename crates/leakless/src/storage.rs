@@ -422,12 +422,8 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// `TMPDIR/leakless-PURPOSE-RANDOM`, locked by this run (`flock` on its
-    /// `.lock`) until dropped; first removes such folders that no live run
-    /// holds (the leftovers of a run killed with `kill -9`; the kernel drops
-    /// a dead process's lock, whatever its pid namespace).
-    pub fn new(purpose: &str) -> Result<Scratch> {
-        use std::hash::{BuildHasher, Hasher};
+    /// Removes the `TMPDIR/leakless-*` folders no live run holds.
+    pub fn remove_dead() {
         let tmp = std::env::temp_dir();
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for entry in entries.flatten() {
@@ -443,6 +439,16 @@ impl Scratch {
                 }
             }
         }
+    }
+
+    /// `TMPDIR/leakless-PURPOSE-RANDOM`, locked by this run (`flock` on its
+    /// `.lock`) until dropped; first removes such folders that no live run
+    /// holds (the leftovers of a run killed with `kill -9`; the kernel drops
+    /// a dead process's lock, whatever its pid namespace).
+    pub fn new(purpose: &str) -> Result<Scratch> {
+        use std::hash::{BuildHasher, Hasher};
+        Scratch::remove_dead();
+        let tmp = std::env::temp_dir();
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
         let name = format!("leakless-{purpose}-{:016x}", hasher.finish());

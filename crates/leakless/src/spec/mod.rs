@@ -567,12 +567,25 @@ pub fn load_ignoring(
     ignore: &[String],
 ) -> crate::Result<Spec> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io("reading", path, e))?;
+    load_text(&text, path, overrides, ignore)
+}
+
+/// [`load_ignoring`] for spec text that did not come from `path` as it
+/// is (a spec built in memory, a Python dict): `path` names it in
+/// errors, and relative paths are resolved against its folder (the
+/// current folder for a bare name such as `<dict>`).
+pub fn load_text(
+    text: &str,
+    path: &std::path::Path,
+    overrides: &[(String, PathBuf)],
+    ignore: &[String],
+) -> crate::Result<Spec> {
     let infer = |def: &SourceDef| {
         let mut def = def.clone();
         def.ignore.extend(ignore.iter().cloned());
         crate::ingest::infer_columns(&def)
     };
-    let mut spec = parse_spec(&text, path, overrides, Some(&infer))
+    let mut spec = parse_spec(text, path, overrides, Some(&infer))
         .map_err(|e| crate::Error::Spec(Box::new(e)))?;
     spec.ignore_files(ignore);
     Ok(spec)

@@ -307,9 +307,13 @@ fn group_schema(plan: &PitPlan, spine: &SchemaRef, carried: usize) -> Result<Sch
 /// every column nullable, so that the schema depends on the definitions
 /// only (not on which input columns are `required`).
 pub fn output_schema(plan: &PitPlan) -> SchemaRef {
+    spec_schema(&plan.spec)
+}
+
+/// The output schema of `spec`: its output columns in order, nullable.
+pub fn spec_schema(spec: &crate::spec::Spec) -> SchemaRef {
     Arc::new(Schema::new(
-        plan.spec
-            .output_columns()
+        spec.output_columns()
             .into_iter()
             .map(|c| Field::new(c.name, arrow_type(c.ty), true))
             .collect::<Vec<_>>(),

@@ -62,7 +62,7 @@ pub mod plan;
 pub mod range;
 mod stream;
 
-pub use exec::{GroupMode, IndexedSummary, PointInTimeExec, output_schema};
+pub use exec::{GroupMode, IndexedSummary, PointInTimeExec, output_schema, spec_schema};
 pub use filter::FilterExpr;
 pub use indexed::Latest;
 pub use plan::PitPlan;

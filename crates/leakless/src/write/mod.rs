@@ -74,6 +74,30 @@ impl Staged {
     }
 }
 
+/// Removes what dead or cancelled runs left at `out`, as the next build
+/// there would first: their staging folders, what they moved into a
+/// Delta table without committing, a moved-aside dataset put back; for
+/// object storage, their local scratch folders. Nothing while a live run
+/// holds the destination (it cleans up after itself). For a caller that
+/// stopped a build by dropping it, once every task of its runtime has
+/// ended (a task stopped mid-write may create a file after the build's
+/// own cleanup ran).
+pub fn clean_up(out: &Path, format: OutputFormat) -> Result<()> {
+    if crate::storage::Remote::parse(out)?.is_some() {
+        crate::storage::Scratch::remove_dead();
+        return Ok(());
+    }
+    match Output::acquire(out, format, true, false) {
+        // Taken, cleaned and released; what the checks after the cleanup
+        // say of the destination is the next build's business.
+        Ok(_)
+        | Err(Error::Locked { .. } | Error::OutputExists { .. } | Error::OtherFormat { .. }) => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Output {
     /// Checks that `out` may be written as `format` (and, locally, takes
     /// its lock).
@@ -744,6 +768,127 @@ pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// A published dataset's rows as Arrow batches: the files of its latest
+/// version in path order (partition folders in time order), each file's
+/// rows in the order written. Made by [`read_dataset`].
+pub struct DatasetReader {
+    schema: SchemaRef,
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<(
+        PathBuf,
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    )>,
+}
+
+/// Opens the leakless dataset (a Parquet dataset or a Delta table's latest
+/// version) at `dataset` for reading; an error for a folder leakless did
+/// not publish. Its schema is the files' (the output columns of the
+/// spec it was built with, when it has no rows).
+pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
+    if crate::storage::Remote::parse(dataset)?.is_some() {
+        return Err(Error::Invalid(format!(
+            "`{}`: leakless reads back datasets in local or shared folders; read one on object storage with pyarrow.dataset or Polars",
+            dataset.display()
+        )));
+    }
+    let path = delta::meta_dir(dataset)?.join(manifest::FILE_NAME);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Invalid(format!(
+            "`{}` is not a leakless dataset: it has no {}",
+            dataset.display(),
+            manifest::FILE_NAME
+        )),
+        _ => Error::io("reading", &path, e),
+    })?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .ok()
+        .filter(|m: &serde_json::Value| {
+            m.get("tool").and_then(|t| t.as_str()) == Some(manifest::TOOL)
+        })
+        .ok_or_else(|| {
+            Error::Invalid(format!("`{}` was not written by leakless", path.display()))
+        })?;
+    let files = data_files(dataset)?;
+    let schema = match files.first() {
+        Some(first) => {
+            datafusion::arrow::record_batch::RecordBatchReader::schema(&open_parquet(first)?)
+        }
+        None => {
+            let spec: crate::spec::Spec = (manifest.get("spec").cloned())
+                .and_then(|spec| serde_json::from_value(spec).ok())
+                .ok_or_else(|| {
+                    Error::Invalid(format!("`{}` holds no readable spec", path.display()))
+                })?;
+            crate::temporal::spec_schema(&spec)
+        }
+    };
+    Ok(DatasetReader {
+        schema,
+        files: files.into_iter(),
+        current: None,
+    })
+}
+
+fn open_parquet(
+    path: &Path,
+) -> Result<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|source| Error::Parquet {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+impl DatasetReader {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some((path, reader)) = &mut self.current {
+                match reader.next() {
+                    Some(Ok(batch)) if batch.schema() != self.schema => {
+                        return Err(Error::Invalid(format!(
+                            "`{}` has another schema than the dataset's other files",
+                            path.display()
+                        )));
+                    }
+                    Some(Ok(batch)) => return Ok(Some(batch)),
+                    Some(Err(e)) => {
+                        return Err(Error::Parquet {
+                            path: path.clone(),
+                            source: e.into(),
+                        });
+                    }
+                    None => self.current = None,
+                }
+            }
+            match self.files.next() {
+                None => return Ok(None),
+                Some(path) => {
+                    let reader = open_parquet(&path)?;
+                    self.current = Some((path, reader));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for DatasetReader {
+    type Item = Result<RecordBatch, datafusion::arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+            .map_err(|e| datafusion::arrow::error::ArrowError::ExternalError(Box::new(e)))
+            .transpose()
+    }
+}
+
+impl datafusion::arrow::record_batch::RecordBatchReader for DatasetReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
 }
 
 /// Rows of a dataset where columns `a` and `b` differ (a null and a value
