@@ -23,7 +23,7 @@ if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/requirements.txt"
 fi
-wheels="$target/wheels"
+wheels="$target/test-wheels"
 rm -rf "$wheels"
 "$venv/bin/maturin" build --quiet --locked --profile dev -m python/Cargo.toml --out "$wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheels"/leakless-*.whl

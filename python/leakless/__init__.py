@@ -20,7 +20,7 @@ import datetime as _dt
 import json as _json
 import os as _os
 import sys as _sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _leakless
 from ._leakless import (
@@ -182,6 +182,8 @@ def build(
     max_bad_rows: Optional[float] = None,
     publish_on_failed_checks: bool = False,
     wait: bool = False,
+    ignore: Optional[Sequence[str]] = None,
+    watermark_margin: Optional[str] = None,
     scheduler: Optional[str] = None,
     progress: Union[bool, Callable[[str, int], None], None] = None,
 ) -> BuildSummary:
@@ -194,13 +196,20 @@ def build(
     ``partitions``: DataFusion partitions (default: the cores).
     ``incremental``: add to the dataset at ``out`` computing only what
     changed. ``format``: ``"parquet"`` or ``"delta"`` (default: the spec's).
-    ``bad_rows``: ``"fail"`` or ``"quarantine"``. ``scheduler``: run on the
+    ``bad_rows``: ``"fail"`` or ``"quarantine"``; ``max_bad_rows``: the
+    fraction of a source's rows that may be bad under quarantine.
+    ``publish_on_failed_checks``: publish despite a failed ``[checks]``
+    bound. ``wait``: wait for another run writing ``out``. ``ignore``: globs
+    of input files to leave out of folder inputs. ``watermark_margin``:
+    without a watermark, how far after the spine's last time a label
+    source's latest event may be (default ``"7d"``). ``scheduler``: run on the
     Ballista cluster at ``host:port``. ``progress``: a tqdm bar when tqdm is
     installed and a person watches (``True``: always, ``False``: never), or
     a callable ``(stage, rows)`` called from this thread.
 
-    The GIL is released while the build runs; Ctrl-C stops it with nothing
-    published and nothing left behind. Raises :class:`SpecError`,
+    The GIL is released while the build runs. Ctrl-C stops it: nothing is
+    published and its staging is removed (a Ctrl-C during the final commit
+    lets the commit complete, then raises). Raises :class:`SpecError`,
     :class:`InputError`, :class:`QualityError`, :class:`OutputError` or
     :class:`LeaklessError`.
     """
@@ -219,6 +228,8 @@ def build(
             max_bad_rows=max_bad_rows,
             publish_on_failed_checks=publish_on_failed_checks,
             wait=wait,
+            ignore=None if ignore is None else [str(g) for g in ignore],
+            watermark_margin=watermark_margin,
             scheduler=scheduler,
             progress=callback,
         )
@@ -227,11 +238,17 @@ def build(
     return BuildSummary(_json.loads(summary))
 
 
-def check(spec: Spec, *, sources: Optional[Mapping[str, PathLike]] = None) -> Dict[str, Any]:
+def check(
+    spec: Spec,
+    *,
+    sources: Optional[Mapping[str, PathLike]] = None,
+    ignore: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
     """Validates ``spec`` against its inputs' headers and schemas, computing
     nothing: the report of ``leakless check --json`` (sources, indexes,
     warnings, feature-set hash)."""
-    return _json.loads(_leakless.check(_spec(spec), sources=_sources(sources)))
+    ignore = None if ignore is None else [str(g) for g in ignore]
+    return _json.loads(_leakless.check(_spec(spec), sources=_sources(sources), ignore=ignore))
 
 
 def explain(spec: Spec) -> Dict[str, Any]:

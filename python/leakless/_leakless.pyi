@@ -7,21 +7,23 @@ __version__: str
 class LeaklessError(Exception):
     """An error of leakless: the command line's message, causes and hint."""
 
+    path: Optional[str]
+
 class SpecError(LeaklessError):
     """The spec is not valid."""
 
-    path: str
+    path: Optional[str]
     errors: list[Dict[str, Any]]
 
 class InputError(LeaklessError):
     """An input cannot be read as the spec declares it."""
 
-    path: str
+    path: Optional[str]
     line: Optional[int]
     row: Optional[int]
     column: Optional[str]
     value: Optional[str]
-    reason: str
+    reason: Optional[str]
 
 class QualityError(LeaklessError):
     """A data-quality gate failed; nothing was published."""
@@ -29,7 +31,7 @@ class QualityError(LeaklessError):
 class OutputError(LeaklessError):
     """The output may not be written."""
 
-    path: str
+    path: Optional[str]
 
 class LockedError(OutputError):
     """Another run is writing the output."""
@@ -53,10 +55,14 @@ def build(
     max_bad_rows: Optional[float] = None,
     publish_on_failed_checks: bool = False,
     wait: bool = False,
+    ignore: Optional[list[str]] = None,
+    watermark_margin: Optional[str] = None,
     scheduler: Optional[str] = None,
     progress: Optional[Callable[[str, int], None]] = None,
 ) -> str: ...
-def check(spec: Any, *, sources: Optional[Dict[str, str]] = None) -> str: ...
+def check(
+    spec: Any, *, sources: Optional[Dict[str, str]] = None, ignore: Optional[list[str]] = None
+) -> str: ...
 def explain(spec: Any) -> str: ...
 def generate(
     out: str,

@@ -77,7 +77,7 @@ fn to_py(py: Python<'_>, err: &Error) -> PyErr {
         cause = c.source();
     }
     if let Some(hint) = leakless_cli::hint_for(err) {
-        message.push_str(&format!("\nhint: {hint}"));
+        message.push_str(&format!("\nhint: {}", python_hint(&hint)));
     }
     let py_err = match err {
         Error::Spec(_) => SpecError::new_err(message),
@@ -104,10 +104,47 @@ fn to_py(py: Python<'_>, err: &Error) -> PyErr {
     py_err
 }
 
-/// Sets the attributes that say where `err` is on the exception.
+/// The command line's hint in the words of the Python API: its flags as
+/// `build`'s arguments.
+fn python_hint(hint: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("--bad-rows quarantine", "bad_rows=\"quarantine\""),
+        ("--max-bad-rows", "max_bad_rows="),
+        (
+            "--publish-on-failed-checks",
+            "publish_on_failed_checks=True",
+        ),
+        ("--overwrite", "overwrite=True"),
+        ("--format delta", "format=\"delta\""),
+        ("--format parquet", "format=\"parquet\""),
+        ("another --out", "another out"),
+        ("--wait", "wait=True"),
+        ("--watermark-margin", "watermark_margin="),
+        ("--watermark", "watermark="),
+        (
+            "--ignore GLOB (e.g. --ignore '*.json')",
+            "ignore=[GLOB] (e.g. ignore=[\"*.json\"])",
+        ),
+        ("`leakless check --spec S`", "`leakless.check(spec)`"),
+    ];
+    let mut hint = hint.to_owned();
+    for (cli, python) in WORDS {
+        hint = hint.replace(cli, python);
+    }
+    hint
+}
+
+/// Sets the attributes that say where `err` is on the exception (each
+/// one its class declares; `None` where `err` has no such place).
 fn set_place(py: Python<'_>, py_err: &PyErr, err: &Error) -> PyResult<()> {
     let value = py_err.value(py);
     let path = |p: &Path| p.display().to_string();
+    value.setattr("path", py.None())?;
+    if py_err.is_instance_of::<InputError>(py) {
+        for name in ["line", "row", "column", "value", "reason"] {
+            value.setattr(name, py.None())?;
+        }
+    }
     match err {
         Error::Spec(errors) => {
             let list = PyList::empty(py);
@@ -134,6 +171,14 @@ fn set_place(py: Python<'_>, py_err: &PyErr, err: &Error) -> PyResult<()> {
             value.setattr("column", row.column.clone())?;
             value.setattr("value", row.value.clone())?;
             value.setattr("reason", &row.reason)?;
+        }
+        Error::EventAfterSpine(e) => {
+            value.setattr("path", path(&e.path))?;
+            match e.location {
+                leakless::error::Location::Line(n) => value.setattr("line", n)?,
+                leakless::error::Location::Row(n) => value.setattr("row", n)?,
+            }
+            value.setattr("value", &e.time)?;
         }
         Error::MissingColumn {
             path: p, column, ..
@@ -164,18 +209,19 @@ fn load_spec(
     py: Python<'_>,
     spec: &Bound<'_, PyAny>,
     overrides: &[(String, PathBuf)],
+    ignore: &[String],
 ) -> PyResult<Spec> {
     if let Ok(dict) = spec.cast::<PyDict>() {
         let table = match to_toml(dict.as_any(), "")? {
             toml::Value::Table(table) => table,
             _ => unreachable!("a dict is a table"),
         };
-        let text = toml::to_string(&table)
-            .map_err(|e| SpecError::new_err(format!("<dict>: not a spec: {e}")))?;
+        let text =
+            toml::to_string(&table).map_err(|e| dict_error(py, "", format!("not a spec: {e}")))?;
         // The text is ours, not the user's: its lines mean nothing to them;
         // the context (`features.x`) says where a mistake is.
         let loaded =
-            py.detach(|| leakless::spec::load_text(&text, Path::new("<dict>"), overrides, &[]));
+            py.detach(|| leakless::spec::load_text(&text, Path::new(DICT), overrides, ignore));
         return match loaded {
             Ok(spec) => Ok(spec),
             Err(Error::Spec(mut errors)) => {
@@ -188,7 +234,7 @@ fn load_spec(
         };
     }
     let path = spec_path(spec)?;
-    let loaded = py.detach(|| leakless::spec::load(&path, overrides));
+    let loaded = py.detach(|| leakless::spec::load_ignoring(&path, overrides, ignore));
     loaded.map_err(|e| to_py(py, &e))
 }
 
@@ -209,13 +255,29 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "an object".into(), |n| n.to_string())
 }
 
+/// A mistake in a spec dict at key path `at`, as a spec's errors are.
+fn dict_error(py: Python<'_>, at: &str, message: String) -> PyErr {
+    let errors = leakless::spec::SpecErrors {
+        path: PathBuf::from(DICT),
+        errors: vec![leakless::spec::SpecError {
+            line: None,
+            context: at.to_owned(),
+            message,
+        }],
+    };
+    to_py(py, &Error::Spec(Box::new(errors)))
+}
+
+/// The name a dict spec goes by in messages.
+const DICT: &str = "<dict>";
+
 /// A Python value of a spec dict as TOML; `at` is its key path.
 fn to_toml(value: &Bound<'_, PyAny>, at: &str) -> PyResult<toml::Value> {
     let here = |key: &str| match at {
         "" => key.to_owned(),
         _ => format!("{at}.{key}"),
     };
-    let fail = |what: String| SpecError::new_err(format!("<dict>: {at}: {what}"));
+    let fail = |what: String| dict_error(value.py(), at, what);
     if value.is_none() {
         return Err(fail("is None; leave the key out to use its default".into()));
     }
@@ -353,7 +415,11 @@ fn run_interruptible<T: Send + 'static>(
                     // Dropping the runtime waits for every task, blocking
                     // ones included, to end: nothing writes after this.
                     py.detach(|| drop(runtime));
-                    py.detach(clean_up).map_err(|e| to_py(py, &e))?;
+                    // The signal is what the caller sees; a failed cleanup
+                    // is its cause.
+                    if let Err(e) = py.detach(clean_up) {
+                        signal.set_cause(py, Some(to_py(py, &e)));
+                    }
                     return Err(signal);
                 }
             }
@@ -380,7 +446,8 @@ fn overrides(sources: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, PathB
 #[pyfunction]
 #[pyo3(signature = (spec, out, *, watermark=None, overwrite=false, sources=None,
     partitions=None, incremental=false, format=None, bad_rows="fail", max_bad_rows=None,
-    publish_on_failed_checks=false, wait=false, scheduler=None, progress=None))]
+    publish_on_failed_checks=false, wait=false, ignore=None, watermark_margin=None,
+    scheduler=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn build(
     py: Python<'_>,
@@ -396,9 +463,12 @@ fn build(
     max_bad_rows: Option<f64>,
     publish_on_failed_checks: bool,
     wait: bool,
+    ignore: Option<Vec<String>>,
+    watermark_margin: Option<&str>,
     scheduler: Option<String>,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<String> {
+    let ignore = ignore.unwrap_or_default();
     let invalid = |m: String| to_py(py, &Error::Invalid(m));
     let watermark = match watermark {
         None => None,
@@ -427,6 +497,8 @@ fn build(
     if partitions == Some(0) {
         return Err(invalid("partitions must be at least 1".into()));
     }
+    let margin = leakless::spec::parse_duration(watermark_margin.unwrap_or("7d"), true)
+        .map_err(|e| invalid(format!("watermark_margin: {e}")))?;
     let format =
         match format {
             None => None,
@@ -436,11 +508,11 @@ fn build(
         };
     let overrides = overrides(sources)?;
     let mut job = match spec.cast::<PyDict>() {
-        Ok(_) => Build::from_spec(load_spec(py, spec, &overrides)?, &out),
+        Ok(_) => Build::from_spec(load_spec(py, spec, &overrides, &ignore)?, &out),
         // Built as the command line builds it (the manifest names the file).
         Err(_) => {
             let file = spec_path(spec)?;
-            py.detach(|| Build::from_spec_file_with(&file, &out, &overrides, &[]))
+            py.detach(|| Build::from_spec_file_with(&file, &out, &overrides, &ignore))
                 .map_err(|e| to_py(py, &e))?
         }
     };
@@ -449,6 +521,8 @@ fn build(
         .with_watermark(watermark)
         .with_overwrite(overwrite)
         .with_wait(wait)
+        .with_watermark_margin(margin)
+        .with_ignore(&ignore)
         .with_bad_rows(bad_rows)
         .with_max_bad_rows(max_bad_rows)
         .with_publish_on_failed_checks(publish_on_failed_checks)
@@ -485,13 +559,14 @@ fn build(
 
 /// Checks a spec against its inputs' headers; the report as JSON.
 #[pyfunction]
-#[pyo3(signature = (spec, *, sources=None))]
+#[pyo3(signature = (spec, *, sources=None, ignore=None))]
 fn check(
     py: Python<'_>,
     spec: &Bound<'_, PyAny>,
     sources: Option<&Bound<'_, PyDict>>,
+    ignore: Option<Vec<String>>,
 ) -> PyResult<String> {
-    let spec = load_spec(py, spec, &overrides(sources)?)?;
+    let spec = load_spec(py, spec, &overrides(sources)?, &ignore.unwrap_or_default())?;
     let report = py
         .detach(|| leakless::check::check(&spec))
         .map_err(|e| to_py(py, &e))?;
@@ -501,7 +576,7 @@ fn check(
 /// Every output column's definition; as JSON.
 #[pyfunction]
 fn explain(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<String> {
-    let spec = load_spec(py, spec, &[])?;
+    let spec = load_spec(py, spec, &[], &[])?;
     serde_json::to_string(&leakless::check::explain(&spec))
         .map_err(|e| LeaklessError::new_err(e.to_string()))
 }

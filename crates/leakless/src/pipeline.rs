@@ -61,6 +61,9 @@ const NOT_DATA: &[&str] = &[SPILL, INPUTS, BAD_ROWS, PREPASS, crate::split::STAT
 /// be when the watermark is inferred from it.
 pub const DEFAULT_WATERMARK_MARGIN: i64 = 7 * crate::time::MICROS_PER_DAY;
 
+/// How often a build that waits for another run's lock tries again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a finished build reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildSummary {
@@ -416,12 +419,17 @@ impl Build {
                     .into(),
             ));
         }
-        let destination = Output::acquire(
-            &self.out,
-            self.spec.format,
-            self.overwrite || self.incremental,
-            self.wait,
-        )?;
+        // Waiting for another run's lock polls (an await, where a caller
+        // that drops the build stops it) instead of blocking a thread.
+        let destination = loop {
+            let overwrite = self.overwrite || self.incremental;
+            match Output::acquire(&self.out, self.spec.format, overwrite, false) {
+                Err(Error::Locked { .. }) if self.wait => {
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                acquired => break acquired?,
+            }
+        };
         let staging = destination.stage()?;
         crate::write::commit::crash_point("after-staging");
         let started = Instant::now();

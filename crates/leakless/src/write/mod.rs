@@ -775,7 +775,9 @@ pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
 /// rows in the order written. Made by [`read_dataset`].
 pub struct DatasetReader {
     schema: SchemaRef,
-    files: std::vec::IntoIter<PathBuf>,
+    /// Every file, open from the start: a publish while the rows are
+    /// read replaces the files' names, not what is read.
+    files: std::vec::IntoIter<(PathBuf, File)>,
     current: Option<(
         PathBuf,
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -810,10 +812,18 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
         .ok_or_else(|| {
             Error::Invalid(format!("`{}` was not written by leakless", path.display()))
         })?;
-    let files = data_files(dataset)?;
+    let files = (data_files(dataset)?.into_iter())
+        .map(|path| match File::open(&path) {
+            Ok(file) => Ok((path, file)),
+            Err(e) => Err(Error::io("reading", &path, e)),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let schema = match files.first() {
-        Some(first) => {
-            datafusion::arrow::record_batch::RecordBatchReader::schema(&open_parquet(first)?)
+        Some((path, file)) => {
+            let file = file
+                .try_clone()
+                .map_err(|e| Error::io("reading", path, e))?;
+            datafusion::arrow::record_batch::RecordBatchReader::schema(&open_parquet(path, file)?)
         }
         None => {
             let spec: crate::spec::Spec = (manifest.get("spec").cloned())
@@ -833,8 +843,8 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
 
 fn open_parquet(
     path: &Path,
+    file: File,
 ) -> Result<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
-    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
     datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|source| Error::Parquet {
@@ -866,8 +876,8 @@ impl DatasetReader {
             }
             match self.files.next() {
                 None => return Ok(None),
-                Some(path) => {
-                    let reader = open_parquet(&path)?;
+                Some((path, file)) => {
+                    let reader = open_parquet(&path, file)?;
                     self.current = Some((path, reader));
                 }
             }
