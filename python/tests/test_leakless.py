@@ -285,9 +285,24 @@ def test_python_m_leakless_runs_the_cli(tmp_path):
     assert "error: reading `nope.toml`" in result.stderr
 
 
-def test_the_gil_is_released_while_a_build_runs(tmp_path):
-    market = tmp_path / "market"
-    leakless.generate(market, impressions=200_000, seed=5, days=10)
+HOLD_LOCK = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(1.0)
+"""
+
+
+def test_the_gil_is_released_while_a_build_waits(market, tmp_path):
+    out = tmp_path / "out"
+    # Another process holds the destination's lock for a second: the
+    # build (wait=True) waits in Rust all that time.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".out.leakless-lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline() == "locked\n"
     ticks = [0]
     stop = threading.Event()
 
@@ -295,20 +310,18 @@ def test_the_gil_is_released_while_a_build_runs(tmp_path):
         while not stop.is_set():
             ticks[0] += 1
 
-    # Progress off: the waiting thread takes the GIL only to look at
-    # signals, ten times a second, and releases it at once.
     thread = threading.Thread(target=count)
     thread.start()
     try:
-        started = ticks[0]
-        build_market(market, tmp_path / "out", progress=False)
-        during = ticks[0] - started
+        build_market(market, out, wait=True, progress=False)
     finally:
         stop.set()
         thread.join()
-    # A pure-Python loop ticks millions of times a second: with the GIL
-    # held through the build it would not tick until the build ended.
-    assert during > 100_000
+    assert holder.wait() == 0
+    # A pure-Python loop ticks millions of times a second. With the GIL
+    # held while the build waits it would not tick at all until the end:
+    # progress is off, so the waiting thread runs no Python code.
+    assert ticks[0] > 1_000_000
 
 
 def test_a_cluster_build_from_python(market, tmp_path):
