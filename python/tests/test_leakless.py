@@ -177,12 +177,21 @@ def test_a_dataset_without_rows_keeps_its_columns(market, tmp_path):
     assert table.schema.field("clicked").type == pa.int8()
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raising KeyboardInterrupt, as in a terminal or a notebook (a
+    process started in the background by a shell ignores SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def staging_left(out):
     out = Path(out)
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.leakless-"))
 
 
-def test_ctrl_c_stops_a_build_with_nothing_published(tmp_path):
+def test_ctrl_c_stops_a_build_with_nothing_published(tmp_path, sigint_raises):
     market = tmp_path / "market"
     leakless.generate(market, impressions=400_000, seed=5, days=10)
     out = tmp_path / "out"
@@ -213,7 +222,7 @@ def test_ctrl_c_stops_a_build_with_nothing_published(tmp_path):
 
 
 @pytest.mark.parametrize("format", ["parquet", "delta"])
-def test_a_signal_while_writing_stops_the_build(tmp_path, format):
+def test_a_signal_while_writing_stops_the_build(tmp_path, format, sigint_raises):
     market = tmp_path / "market"
     leakless.generate(market, impressions=400_000, seed=5, days=10)
     out = tmp_path / "out"
