@@ -138,6 +138,15 @@ def _sources(sources: Optional[Mapping[str, PathLike]]) -> Optional[Dict[str, st
     return {str(name): _os.fspath(path) for name, path in sources.items()}
 
 
+def _globs(ignore: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+    """Globs as a list (one glob may come alone)."""
+    if ignore is None:
+        return None
+    if isinstance(ignore, (str, _os.PathLike)):
+        return [_os.fspath(ignore)]
+    return [_os.fspath(g) for g in ignore]
+
+
 def _progress_bar(progress: Union[bool, Callable[[str, int], None], None]):
     """A callback and a closer: a user's callable; else tqdm's bar when
     tqdm is installed and a person watches (a notebook, or stderr a
@@ -182,7 +191,7 @@ def build(
     max_bad_rows: Optional[float] = None,
     publish_on_failed_checks: bool = False,
     wait: bool = False,
-    ignore: Optional[Sequence[str]] = None,
+    ignore: Union[str, Sequence[str], None] = None,
     watermark_margin: Optional[str] = None,
     scheduler: Optional[str] = None,
     progress: Union[bool, Callable[[str, int], None], None] = None,
@@ -228,7 +237,7 @@ def build(
             max_bad_rows=max_bad_rows,
             publish_on_failed_checks=publish_on_failed_checks,
             wait=wait,
-            ignore=None if ignore is None else [str(g) for g in ignore],
+            ignore=_globs(ignore),
             watermark_margin=watermark_margin,
             scheduler=scheduler,
             progress=callback,
@@ -242,13 +251,14 @@ def check(
     spec: Spec,
     *,
     sources: Optional[Mapping[str, PathLike]] = None,
-    ignore: Optional[Sequence[str]] = None,
+    ignore: Union[str, Sequence[str], None] = None,
 ) -> Dict[str, Any]:
     """Validates ``spec`` against its inputs' headers and schemas, computing
     nothing: the report of ``leakless check --json`` (sources, indexes,
     warnings, feature-set hash)."""
-    ignore = None if ignore is None else [str(g) for g in ignore]
-    return _json.loads(_leakless.check(_spec(spec), sources=_sources(sources), ignore=ignore))
+    return _json.loads(
+        _leakless.check(_spec(spec), sources=_sources(sources), ignore=_globs(ignore))
+    )
 
 
 def explain(spec: Spec) -> Dict[str, Any]:

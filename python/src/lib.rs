@@ -109,7 +109,7 @@ fn to_py(py: Python<'_>, err: &Error) -> PyErr {
 fn python_hint(hint: &str) -> String {
     const WORDS: &[(&str, &str)] = &[
         ("--bad-rows quarantine", "bad_rows=\"quarantine\""),
-        ("--max-bad-rows", "max_bad_rows="),
+        ("--max-bad-rows", "the max_bad_rows= argument"),
         (
             "--publish-on-failed-checks",
             "publish_on_failed_checks=True",
@@ -228,14 +228,28 @@ fn load_spec(
                 for e in &mut errors.errors {
                     e.line = None;
                 }
-                Err(to_py(py, &Error::Spec(errors)))
+                Err(spec_error(py, errors))
             }
             Err(e) => Err(to_py(py, &e)),
         };
     }
     let path = spec_path(spec)?;
     let loaded = py.detach(|| leakless::spec::load_ignoring(&path, overrides, ignore));
-    loaded.map_err(|e| to_py(py, &e))
+    loaded.map_err(|e| match e {
+        Error::Spec(errors) => spec_error(py, errors),
+        e => to_py(py, &e),
+    })
+}
+
+/// A spec's mistakes, a mistake in `sources=` named by the argument (the
+/// library names the command line's `--source`).
+fn spec_error(py: Python<'_>, mut errors: Box<leakless::spec::SpecErrors>) -> PyErr {
+    for e in &mut errors.errors {
+        if e.context == "--source" {
+            e.context = "sources".into();
+        }
+    }
+    to_py(py, &Error::Spec(errors))
 }
 
 /// A spec's path (str or os.PathLike).
@@ -513,7 +527,10 @@ fn build(
         Err(_) => {
             let file = spec_path(spec)?;
             py.detach(|| Build::from_spec_file_with(&file, &out, &overrides, &ignore))
-                .map_err(|e| to_py(py, &e))?
+                .map_err(|e| match e {
+                    Error::Spec(errors) => spec_error(py, errors),
+                    e => to_py(py, &e),
+                })?
         }
     };
     let state = Arc::new(Progress::default());

@@ -246,6 +246,55 @@ def test_a_signal_while_writing_stops_the_build(tmp_path, format, sigint_raises)
     assert build_market(market, out, format=format, overwrite=True).rows_written > 0
 
 
+def hold_lock(path):
+    """Another process holding a destination's lock for a second."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_signal_stops_a_build_waiting_for_the_lock(market, tmp_path, sigint_raises):
+    out = tmp_path / "out"
+    holder = hold_lock(tmp_path / ".out.leakless-lock")
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        build_market(market, out, wait=True, progress=False)
+    # Stopped while the other run still held the lock: nothing written.
+    assert holder.poll() is None
+    assert holder.wait() == 0
+    assert not out.exists()
+    assert staging_left(out) == [".out.leakless-lock"]
+
+
+def test_a_read_meanwhile_republished_is_refused(market, tmp_path):
+    out = tmp_path / "out"
+    build_market(market, out)
+    stream = leakless._leakless.open_dataset(out)
+    build_market(market, out, overwrite=True)
+    with pytest.raises(Exception, match="was published again while it was read"):
+        pa.RecordBatchReader.from_stream(stream).read_all()
+    assert leakless.read(out).num_rows > 0
+
+
+def test_arguments_in_python_words(market, tmp_path):
+    # One glob alone is one glob, not its characters.
+    folder = tmp_path / "impressions"
+    folder.mkdir()
+    (folder / "impressions.csv").write_bytes((market / "impressions.csv").read_bytes())
+    (folder / "notes.json").write_text("{}")
+    sources = {**market_sources(market), "impressions": folder}
+    with pytest.raises(leakless.InputError, match="notes.json") as caught:
+        leakless.check(MARKETPLACE_SPEC, sources=sources)
+    assert "ignore=[GLOB]" in str(caught.value)
+    report = leakless.check(MARKETPLACE_SPEC, sources=sources, ignore="*.json")
+    assert report["sources"][0]["files"] == 1
+    with pytest.raises(leakless.SpecError) as caught:
+        leakless.check(MARKETPLACE_SPEC, sources={"clickz": market / "clicks.csv"})
+    assert caught.value.errors[0]["context"] == "sources"
+
+
 def test_exceptions_declare_every_place_attribute(tmp_path):
     (tmp_path / "nowhere").mkdir()
     with pytest.raises(leakless.InputError) as caught:
@@ -307,11 +356,7 @@ def test_the_gil_is_released_while_a_build_waits(market, tmp_path):
     out = tmp_path / "out"
     # Another process holds the destination's lock for a second: the
     # build (wait=True) waits in Rust all that time.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / ".out.leakless-lock")],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert holder.stdout.readline() == "locked\n"
+    holder = hold_lock(tmp_path / ".out.leakless-lock")
     ticks = [0]
     stop = threading.Event()
 

@@ -270,7 +270,8 @@ impl Build {
     }
 
     /// When another run holds the destination's lock, wait for it instead
-    /// of failing with [`crate::Error::Locked`].
+    /// of failing with [`crate::Error::Locked`]: the build tries again
+    /// every 100 ms (a tokio timer: its runtime needs time enabled).
     pub fn with_wait(mut self, wait: bool) -> Self {
         self.wait = wait;
         self

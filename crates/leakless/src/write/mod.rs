@@ -775,9 +775,12 @@ pub fn data_files(dataset: &Path) -> Result<Vec<PathBuf>> {
 /// rows in the order written. Made by [`read_dataset`].
 pub struct DatasetReader {
     schema: SchemaRef,
-    /// Every file, open from the start: a publish while the rows are
-    /// read replaces the files' names, not what is read.
-    files: std::vec::IntoIter<(PathBuf, File)>,
+    files: std::vec::IntoIter<PathBuf>,
+    /// Which publish the files were listed from ([`publish_identity`]):
+    /// each file is checked to be of it once open, so that the rows are
+    /// of one publish (a file open stays what it was).
+    dataset: PathBuf,
+    identity: (u64, u64),
     current: Option<(
         PathBuf,
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -812,17 +815,11 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
         .ok_or_else(|| {
             Error::Invalid(format!("`{}` was not written by leakless", path.display()))
         })?;
-    let files = (data_files(dataset)?.into_iter())
-        .map(|path| match File::open(&path) {
-            Ok(file) => Ok((path, file)),
-            Err(e) => Err(Error::io("reading", &path, e)),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let identity = publish_identity(dataset)?;
+    let files = data_files(dataset)?;
     let schema = match files.first() {
-        Some((path, file)) => {
-            let file = file
-                .try_clone()
-                .map_err(|e| Error::io("reading", path, e))?;
+        Some(path) => {
+            let file = open_of(dataset, identity, path)?;
             datafusion::arrow::record_batch::RecordBatchReader::schema(&open_parquet(path, file)?)
         }
         None => {
@@ -837,8 +834,36 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
     Ok(DatasetReader {
         schema,
         files: files.into_iter(),
+        dataset: dataset.to_owned(),
+        identity,
         current: None,
     })
+}
+
+/// What changes when a dataset is published again: a Parquet dataset's
+/// folder (a publish renames a new one into place and removes the old).
+/// A Delta table's files stay on disk whatever version comes next, so the
+/// files of the version listed can always be read.
+fn publish_identity(dataset: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if dataset.join(delta::LOG).is_dir() {
+        return Ok((0, 0));
+    }
+    let meta = std::fs::metadata(dataset).map_err(|e| Error::io("reading", dataset, e))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Opens `path` of the dataset at `dataset`, checking that the dataset is
+/// still the publish `identity` (else the file may be of another).
+fn open_of(dataset: &Path, identity: (u64, u64), path: &Path) -> Result<File> {
+    let file = File::open(path);
+    if publish_identity(dataset)? != identity {
+        return Err(Error::Invalid(format!(
+            "`{}` was published again while it was read: read it again",
+            dataset.display()
+        )));
+    }
+    file.map_err(|e| Error::io("reading", path, e))
 }
 
 fn open_parquet(
@@ -876,7 +901,8 @@ impl DatasetReader {
             }
             match self.files.next() {
                 None => return Ok(None),
-                Some((path, file)) => {
+                Some(path) => {
+                    let file = open_of(&self.dataset, self.identity, &path)?;
                     let reader = open_parquet(&path, file)?;
                     self.current = Some((path, reader));
                 }
