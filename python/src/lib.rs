@@ -633,15 +633,8 @@ fn generate(
             )));
         }
     };
-    let midnight = format!("{start}T00:00:00Z");
-    params.start = match leakless::time::parse_timestamp_micros(midnight.as_bytes()) {
-        Some(t) if start.len() == 10 => t,
-        _ => {
-            return Err(invalid(format!(
-                "start {start:?} is not a date like 2026-10-01"
-            )));
-        }
-    };
+    params.start = leakless::time::parse_date(start)
+        .ok_or_else(|| invalid(format!("start {start:?} is not a date like 2026-10-01")))?;
     let generated = py
         .detach(|| leakless::synth::generate(&params, &out))
         .map_err(|e| to_py(py, &e))?;

@@ -49,6 +49,18 @@ pub fn in_range(micros: i64) -> bool {
 /// assert_eq!(parse_timestamp_micros(b"1970-02-30 00:00:00"), None);
 /// ```
 pub fn parse_timestamp_micros(s: &[u8]) -> Option<i64> {
+    parse_timestamp(s)
+}
+
+/// Midnight UTC of a date `YYYY-MM-DD` (UTC µs), `None` for anything else.
+pub fn parse_date(date: &str) -> Option<i64> {
+    match date.len() {
+        10 => parse_timestamp(format!("{date}T00:00:00Z").as_bytes()),
+        _ => None,
+    }
+}
+
+fn parse_timestamp(s: &[u8]) -> Option<i64> {
     if s.len() < 19 {
         return None;
     }

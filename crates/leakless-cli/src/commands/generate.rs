@@ -67,10 +67,9 @@ impl Sizes {
             Format::Csv => OutputFormat::Csv,
             Format::Parquet => OutputFormat::Parquet,
         };
-        let midnight = format!("{}T00:00:00Z", self.start);
-        params.start = match leakless::time::parse_timestamp_micros(midnight.as_bytes()) {
-            Some(t) if self.start.len() == 10 => t,
-            _ => bail!("--start {:?} is not a date like 2026-10-01", self.start),
+        params.start = match leakless::time::parse_date(&self.start) {
+            Some(t) => t,
+            None => bail!("--start {:?} is not a date like 2026-10-01", self.start),
         };
         Ok(params)
     }

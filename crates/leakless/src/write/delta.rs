@@ -98,7 +98,12 @@ fn commit_meta(info: &serde_json::Value) -> Option<&str> {
 /// its latest commit names. An error for a Delta table whose latest
 /// version leakless did not write.
 pub fn meta_dir(dataset: &Path) -> Result<PathBuf> {
-    match latest_commit(dataset)? {
+    meta_dir_at(dataset, latest_commit(dataset)?)
+}
+
+/// [`meta_dir`] with the table's latest commit read already.
+fn meta_dir_at(dataset: &Path, latest: Option<(u64, serde_json::Value)>) -> Result<PathBuf> {
+    match latest {
         None => Ok(dataset.to_owned()),
         Some((version, info)) => match commit_meta(&info) {
             Some(meta) => Ok(dataset.join(meta)),
@@ -116,22 +121,13 @@ pub fn meta_dir(dataset: &Path) -> Result<PathBuf> {
 /// The data files of the Delta table at `dataset` as its leakless
 /// manifest lists them (`None`: not a Delta table).
 pub fn manifest_files(dataset: &Path) -> Result<Option<Vec<PathBuf>>> {
-    if latest_commit(dataset)?.is_none() {
+    let Some(latest) = latest_commit(dataset)? else {
         return Ok(None);
-    }
-    let path = meta_dir(dataset)?.join(super::manifest::FILE_NAME);
+    };
+    let path = meta_dir_at(dataset, Some(latest))?.join(super::manifest::FILE_NAME);
     let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-    let partitions: Vec<super::PartitionWritten> =
-        serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|m| serde_json::from_value(m.get("partitions")?.clone()).ok())
-            .ok_or_else(|| Error::Invalid(format!("`{}` lists no partitions", path.display())))?;
-    let mut files: Vec<PathBuf> = (partitions.iter())
-        .flat_map(|p| &p.files)
-        .map(|f| dataset.join(&f.path))
-        .collect();
-    files.sort();
-    Ok(Some(files))
+    let manifest = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+    super::manifest::listed_files(dataset, &manifest, &path).map(Some)
 }
 
 /// The Delta partition values of an output folder: `dt=2026-10-01` gives

@@ -95,6 +95,26 @@ pub struct ColumnDefinition {
     pub definition: String,
 }
 
+/// The data files `manifest` (read from `path`) lists, under `dataset`,
+/// in path order (partition folders in time order).
+pub fn listed_files(
+    dataset: &std::path::Path,
+    manifest: &serde_json::Value,
+    path: &std::path::Path,
+) -> crate::Result<Vec<std::path::PathBuf>> {
+    let partitions: Vec<PartitionWritten> = (manifest.get("partitions").cloned())
+        .and_then(|p| serde_json::from_value(p).ok())
+        .ok_or_else(|| {
+            crate::Error::Invalid(format!("`{}` lists no partitions", path.display()))
+        })?;
+    let mut files: Vec<std::path::PathBuf> = (partitions.iter())
+        .flat_map(|p| &p.files)
+        .map(|f| dataset.join(&f.path))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 impl Manifest {
     /// Pretty JSON with a final newline.
     pub fn to_json(&self) -> Vec<u8> {

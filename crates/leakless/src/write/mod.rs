@@ -798,6 +798,9 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
             dataset.display()
         )));
     }
+    // Taken before the manifest is read: the files it lists are of this
+    // publish.
+    let identity = publish_identity(dataset);
     let path = delta::meta_dir(dataset)?.join(manifest::FILE_NAME);
     let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Invalid(format!(
@@ -815,8 +818,8 @@ pub fn read_dataset(dataset: &Path) -> Result<DatasetReader> {
         .ok_or_else(|| {
             Error::Invalid(format!("`{}` was not written by leakless", path.display()))
         })?;
-    let identity = publish_identity(dataset)?;
-    let files = data_files(dataset)?;
+    let identity = identity?;
+    let files = manifest::listed_files(dataset, &manifest, &path)?;
     let schema = match files.first() {
         Some(path) => {
             let file = open_of(dataset, identity, path)?;
