@@ -4,6 +4,10 @@
 
 use std::process::ExitCode;
 
+/// Large allocations (the indexes) on transparent huge pages.
+#[global_allocator]
+static ALLOCATOR: leakless::alloc::HugePages = leakless::alloc::HugePages;
+
 fn main() -> ExitCode {
     leakless_cli::main_with(std::env::args_os())
 }

@@ -24,6 +24,7 @@
 //! [`pipeline`] (the DataFusion plan), [`write`] (partitioned Parquet and
 //! the manifest).
 
+pub mod alloc;
 pub mod check;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
