@@ -732,6 +732,9 @@ fn concat_dropping(
 fn build_indexes(plan: &PitPlan, tables: Vec<Table>, workers: usize) -> Result<Vec<KeyIndex>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    // The largest first (longest-processing-time order): a big index
+    // taken last would leave the other workers idle while it is built.
+    let order = build_order(plan, &tables);
     let next = AtomicUsize::new(0);
     let built: Vec<Mutex<Option<Result<KeyIndex>>>> =
         plan.indexes.iter().map(|_| Default::default()).collect();
@@ -744,10 +747,10 @@ fn build_indexes(plan: &PitPlan, tables: Vec<Table>, workers: usize) -> Result<V
         for _ in 0..workers.clamp(1, plan.indexes.len().max(1)) {
             scope.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(index) = plan.indexes.get(i) else {
+                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
+                    let index = &plan.indexes[i];
                     let table = tables[index.input]
                         .lock()
                         .expect("no worker panics holding it")
@@ -773,6 +776,21 @@ fn build_indexes(plan: &PitPlan, tables: Vec<Table>, workers: usize) -> Result<V
                 .expect("every index taken by a worker")
         })
         .collect()
+}
+
+/// The order in which [`build_indexes`] takes the indexes: by their
+/// estimated work, the largest first (ties in plan order). An index's work
+/// grows with its source's rows times what it builds per row: the key
+/// (each part hashed or interned), the sort, and a structure per column.
+/// The order changes only when each index is built, never what it holds.
+fn build_order(plan: &PitPlan, tables: &[Table]) -> Vec<usize> {
+    let work = |index: &IndexPlan| {
+        let rows = tables[index.input].batch.num_rows();
+        rows * (1 + index.source_key.len() + index.columns.len())
+    };
+    let mut order: Vec<usize> = (0..plan.indexes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(work(&plan.indexes[i])));
+    order
 }
 
 fn build_index(plan: &PitPlan, index: &IndexPlan, table: &Table) -> Result<KeyIndex> {
