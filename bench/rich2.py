@@ -118,7 +118,7 @@ def main():
                    "startup": startup["leakless" if name == LEAKLESS else "polars"],
                    "output": run.du(out / ("leakless" if name == LEAKLESS else "polars")), "ratio": wall / base}
                   for name, (wall, rss, every) in results.items()],
-        "leakless_over_polars": base / results[POLARS][0],
+        "leakless_over_polars": base / results[POLARS][0], "versions": run.reference_versions(),
         "rows": rows, "identical": check.returncode == 0,
         "leakless_summary": {k: summary.get(k) for k in ("rows_written", "immature_held_back", "timings")},
     }
@@ -156,7 +156,8 @@ def render(stored):
         rows_in = ", ".join(f"{k} {v:,}" for k, v in e["rows_in"].items())
         lines += ["", f"## {e['n']:,} requests", "",
                   f"Date: {e['date']}. Command: `{e['command']}` ({e['leakless']}). Machine: {e['machine']}. "
-                  f"Input rows: {rows_in} ({e['format']}, `{e['data']}`). Watermark {e['watermark']}.", "",
+                  f"Input rows: {rows_in} ({e['format']}, `{e['data']}`). Watermark {e['watermark']}."
+                  + (f" References: {run.versions_text(e['versions'])}." if e.get("versions") else ""), "",
                   "| tool | wall (s), median | every run (s) | start-up (s) | peak RSS, process tree (MB) "
                   "| output (MB) | wall / leakless's |",
                   "|---|---:|---|---:|---:|---:|---:|"]

@@ -52,6 +52,24 @@ def leakless_binary():
     return Path(meta["target_directory"]) / "release" / "leakless"
 
 
+def reference_versions():
+    """The versions of the references in the bench's virtualenv: the
+    ratios move with them (Polars 2.1 is faster than the 1.x of earlier
+    runs), so every section names them."""
+    code = ("import importlib.metadata as m, json\n"
+            "v = {}\n"
+            "for p in ('polars', 'duckdb', 'pyarrow', 'pyspark'):\n"
+            "    try: v[p] = m.version(p)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(v))")
+    return json.loads(subprocess.check_output([str(PY), "-c", code], text=True))
+
+
+def versions_text(versions):
+    names = {"polars": "Polars", "duckdb": "DuckDB", "pyarrow": "PyArrow", "pyspark": "PySpark"}
+    return ", ".join(f"{names.get(k, k)} {v}" for k, v in (versions or {}).items())
+
+
 def tree_rss_mb(root):
     """Resident MB summed over `root` and all its descendants, found through
     /proc/PID/task/TID/children (a few small reads per sample, so that the
@@ -256,6 +274,7 @@ def main():
         "command": f"python3 bench/run.py --sizes {args.sizes} --runs {args.runs}"
                    + (" --order random" if args.order == "random" else ""),
         "runs": args.runs, "startup": startup, "tools": rows, "rich": rich_rows, "notes": notes,
+        "versions": reference_versions(),
     }
     save_results(stored)
 
@@ -313,7 +332,9 @@ def render(stored):
         section = stored.get(order)
         if not section:
             continue
-        lines += ["", titles[order], "", f"Date: {section['date']}. Command: `{section['command']}`.", ""]
+        versions = versions_text(section.get("versions"))
+        lines += ["", titles[order], "", f"Date: {section['date']}. Command: `{section['command']}`."
+                  + (f" References: {versions}." if versions else " Reference versions not recorded."), ""]
         lines += table(section["tools"])
         lines += ["", "The rich spec (`bench/rich.toml`: 11 features over listing, user and user x listing keys, "
                   "windows of 1 h, 24 h, 7 d and lifetime, an as-of price, two labels) against a hand-written "
