@@ -2,6 +2,7 @@
 same definitions, on data of bench/gen_rich2.py.
 
 usage: python3 bench/rich2.py [--requests 10000000] [--runs 3] [--leakless PATH] [--format parquet|csv]
+                              [--order random|time]
 
 Creates bench/.venv (numpy, pyarrow, Polars, DuckDB) if missing, generates
 the data once into bench/data/rich2-N-HASH (HASH: of gen_rich2.py, so that
@@ -12,12 +13,17 @@ shared machine falls on both), checks that their rows are identical on
 every column (compare.py --all-columns), stores the measurements in
 bench/rich2.json (one entry per size) and writes bench/RICH2.md from it.
 Without --leakless, leakless is built in release mode (run.leakless_binary).
+The generator writes every table shuffled, with random ids; `--order time`
+runs on a copy (bench/data/rich2-N-HASH-time) with each table's rows sorted
+by its time column (a stable sort, the ids still random), as logs that
+arrive in time order are.
 """
 import argparse
 import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +58,45 @@ def source_path(data, name, fmt):
     return single if single.exists() else data / name
 
 
+TIME_COLUMNS = {"requests": "request_ts", "views": "view_ts", "purchases": "purchase_ts",
+                "item_prices": "valid_from", "user_segments": "valid_from"}
+
+
+def time_ordered_copy(data, fmt):
+    """`data` with each table's rows sorted by its time column (stable),
+    each folder of parts cut again into as many parts, made once."""
+    target = data.with_name(data.name + "-time")
+    if (target / "_generator.json").exists():
+        return target
+    code = r'''
+import sys, pathlib, pyarrow as pa, pyarrow.parquet as pq, pyarrow.csv as pc, pyarrow.compute as c
+src, dst, fmt, name, time = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+single = src / f"{name}.{fmt}"
+files = [single] if single.exists() else sorted(p for p in (src / name).iterdir() if p.suffix == f".{fmt}")
+read = pq.read_table if fmt == "parquet" else pc.read_csv
+table = pa.concat_tables([read(f) for f in files])
+table = table.take(c.sort_indices(table, sort_keys=[(time, "ascending")]))
+for i, f in enumerate(files):
+    out = dst / f.relative_to(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lo, hi = len(table) * i // len(files), len(table) * (i + 1) // len(files)
+    part = table.slice(lo, hi - lo)
+    if fmt == "parquet":
+        pq.write_table(part, out)
+    else:
+        pc.write_csv(part, out)
+'''
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name, time_column in TIME_COLUMNS.items():
+        run.sh(run.PY, "-c", code, data, staging, fmt, name, time_column)
+    shutil.copy(data / "_generator.json", staging / "_generator.json")
+    staging.rename(target)
+    return target
+
+
 def machine():
     model = ""
     try:
@@ -69,6 +114,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     ap.add_argument("--leakless", help="a leakless binary (default: build it in release mode)")
+    ap.add_argument("--order", choices=["random", "time"], default="random",
+                    help="rows as generated (shuffled), or each table sorted by its time column")
     args = ap.parse_args()
     ensure_venv()
     leakless = Path(args.leakless) if args.leakless else run.leakless_binary()
@@ -84,9 +131,11 @@ def main():
         run.sh(run.PY, HERE / "gen_rich2.py", data, "--requests", n, "--format", args.format)
         gen_seconds = time.perf_counter() - started
         print(f"generated {data} in {gen_seconds:.1f} s", flush=True)
+    if args.order == "time":
+        data = time_ordered_copy(data, args.format)
     gen = json.loads((data / "_generator.json").read_text())
     wm = gen["watermark"]
-    out = HERE / "out" / f"rich2-{n}"
+    out = HERE / "out" / f"rich2-{n}-{args.order}"
     out.mkdir(parents=True, exist_ok=True)
     sources = [a for name in SOURCES for a in ("--source", f"{name}={source_path(data, name, args.format)}")]
     tools = {
@@ -107,8 +156,9 @@ def main():
     version = subprocess.check_output([str(leakless), "--version"], text=True).strip()
     base = results[LEAKLESS][0]
     entry = {
-        "n": n, "format": args.format, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "n": n, "order": args.order, "format": args.format, "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "command": f"python3 bench/rich2.py --requests {n} --runs {args.runs}"
+                   + (" --order time" if args.order == "time" else "")
                    + (f" --format {args.format}" if args.format != "parquet" else "")
                    + (f" --leakless {args.leakless}" if args.leakless else ""),
         "machine": machine(), "leakless": version, "runs": args.runs, "data": str(data.relative_to(HERE.parent)),
@@ -123,7 +173,7 @@ def main():
         "leakless_summary": {k: summary.get(k) for k in ("rows_written", "immature_held_back", "timings")},
     }
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored[str(n)] = entry
+    stored[str(n) if args.order == "random" else f"{n}-time"] = entry
     RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
     text = render(stored)
     (HERE / "RICH2.md").write_text(text)
@@ -151,10 +201,11 @@ def render(stored):
              "`os.sync()`; peak memory is that of the whole process tree (sampled every 20 ms, and at least "
              "`/usr/bin/time`'s largest process); start-up is the median wall time of an empty run "
              "(`leakless --version`; Python importing Polars and running a trivial query)."]
-    for key in sorted(stored, key=int):
+    for key in sorted(stored, key=lambda k: (stored[k]["n"], stored[k].get("order", "random") != "random")):
         e = stored[key]
         rows_in = ", ".join(f"{k} {v:,}" for k, v in e["rows_in"].items())
-        lines += ["", f"## {e['n']:,} requests", "",
+        order = {"random": "rows in random order", "time": "each table in time order"}[e.get("order", "random")]
+        lines += ["", f"## {e['n']:,} requests, {order}", "",
                   f"Date: {e['date']}. Command: `{e['command']}` ({e['leakless']}). Machine: {e['machine']}. "
                   f"Input rows: {rows_in} ({e['format']}, `{e['data']}`). Watermark {e['watermark']}."
                   + (f" References: {run.versions_text(e['versions'])}." if e.get("versions") else ""), "",

@@ -746,10 +746,7 @@ fn build_indexes(plan: &PitPlan, tables: Vec<Table>, workers: usize) -> Result<V
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, plan.indexes.len().max(1)) {
             scope.spawn(|| {
-                loop {
-                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let index = &plan.indexes[i];
                     let table = tables[index.input]
                         .lock()
