@@ -618,10 +618,14 @@ impl<'a> Walk<'a> {
 }
 
 /// An input source as a DataFusion source: one partition per file.
+///
+/// Cheap to clone (each partition's read takes a clone): the files are
+/// shared, so that a source of many small files does not copy its list
+/// once per file.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub layout: Arc<Layout>,
-    pub files: Vec<InputFile>,
+    pub files: Arc<Vec<InputFile>>,
     pub policy: BadRowPolicy,
     /// Where each file's bad rows go under quarantine (see
     /// [`quarantine::Part`]).
@@ -636,7 +640,7 @@ impl Source {
         let stats = Arc::new(Mutex::new(vec![None; files.len()]));
         Source {
             layout: Arc::new(layout),
-            files,
+            files: Arc::new(files),
             policy,
             quarantine: None,
             uses: Vec::new(),
@@ -651,7 +655,7 @@ impl Source {
         Source {
             layout: self.layout.clone(),
             stats: Arc::new(Mutex::new(vec![None; files.len()])),
-            files,
+            files: Arc::new(files),
             policy: self.policy,
             quarantine: self.quarantine.clone(),
             uses: self.uses.clone(),
@@ -704,7 +708,7 @@ impl Source {
         let remote = crate::storage::Remote::parse(&first.name)?
             .ok_or_else(|| Error::Invalid(format!("`{}` is not fetched", first.name.display())))?;
         let mut objects = Vec::new();
-        for (n, file) in self.files.iter_mut().enumerate() {
+        for (n, file) in Arc::make_mut(&mut self.files).iter_mut().enumerate() {
             if !file.path.as_os_str().is_empty() {
                 continue;
             }

@@ -71,7 +71,7 @@ impl ScanExec {
             name: layout.name.clone(),
             columns: layout.columns.clone(),
             csv: layout.csv.clone(),
-            files: self.source.files.clone(),
+            files: self.source.files.to_vec(),
             policy: self.source.policy,
             quarantine: self.source.quarantine.clone(),
             uses: self.source.uses.clone(),

@@ -24,7 +24,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::filter::FilterExpr;
 use super::keys::{KeyColumns, KeyDict, NO_SLOT, Symbols};
@@ -561,8 +561,14 @@ pub(super) async fn collect(
             }
         });
         // Every file to its end, then the first error in file order (what a
-        // sequential read would meet), not the first to happen.
-        let per_partition = futures::future::join_all(reads)
+        // sequential read would meet), not the first to happen. A few files
+        // at a time (a large file is read on every core by itself): each
+        // read in flight holds its buffers and a thread, and a source may
+        // be thousands of small files.
+        let in_flight = 2 * context.session_config().target_partitions().max(1);
+        let per_partition = futures::stream::iter(reads)
+            .buffered(in_flight)
+            .collect::<Vec<_>>()
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;

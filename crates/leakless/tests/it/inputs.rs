@@ -113,6 +113,50 @@ fn gzip_and_zstd_csv_files_read_like_plain_ones() {
 }
 
 #[test]
+fn a_source_of_thousands_of_small_files_reads_like_one_file() {
+    // Hourly logs from many producers: 3,000 clicks, one per file, read a
+    // few files at a time, are the rows of one file in the same order.
+    let mut clicks = String::from("listing_id,click_ts\n");
+    let rows: Vec<String> = (0..3000)
+        .map(|i| {
+            let (hour, second) = (i % 48, (i * 7) % 3600);
+            let (day, hour) = (1 + hour / 24, hour % 24);
+            format!(
+                "{},2026-10-{day:02}T{hour:02}:{:02}:{:02}Z",
+                1 + i % 2,
+                second / 60,
+                second % 60
+            )
+        })
+        .collect();
+    for row in &rows {
+        clicks.push_str(row);
+        clicks.push('\n');
+    }
+    let inputs = Inputs::new(IMPRESSIONS, "listing_id,click_ts", LISTINGS);
+    std::fs::write(inputs.path("all_clicks.csv"), &clicks).unwrap();
+    build_with_clicks(&inputs, &inputs.path("all_clicks.csv"), &[]).unwrap();
+    let expected = read_rows(&inputs.out());
+    let folder = inputs.path("clicks");
+    std::fs::create_dir(&folder).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        std::fs::write(
+            folder.join(format!("part-{i:05}.csv")),
+            format!("listing_id,click_ts\n{row}\n"),
+        )
+        .unwrap();
+    }
+    build_with_clicks(&inputs, &folder, &[]).unwrap();
+    assert_eq!(read_rows(&inputs.out()), expected);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["inputs"]["clicks"].as_array().unwrap();
+    assert_eq!(files.len(), 3000);
+    assert!(files.iter().all(|f| f["rows"] == 1));
+}
+
+#[test]
 fn a_file_of_unknown_type_in_a_folder_is_an_error_unless_ignored() {
     let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
     let folder = inputs.path("clicks");
