@@ -102,6 +102,8 @@ def render(e):
              "tools in turn; peak memory that of the process tree.", "",
              "| files per source | tool | wall (s), median | every run (s) | peak RSS (MB) | ms per file beyond one file | leakless / Polars | rows |",
              "|---:|---|---:|---|---:|---:|---:|---|"]
+    if e.get("note"):
+        lines[-2:-2] = [e["note"], ""]
     walls = {(r["files"], r["tool"]): r["wall"] for r in e["rows"]}
     for r in e["rows"]:
         extra = "-" if r["files"] == 1 or r["tool"] not in one else \

@@ -1031,7 +1031,20 @@ fn trim_line(bytes: &[u8]) -> &[u8] {
 }
 
 fn finish(reader: &FileReader<'_>, builders: &mut [ColumnBuilder]) -> Result<RecordBatch> {
-    let columns = builders.iter_mut().map(ColumnBuilder::finish).collect();
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> =
+        builders.iter_mut().map(ColumnBuilder::finish).collect();
+    // A file's last batch is short, and its buffers keep the capacity of a
+    // whole batch: thousands of small files would hold that much each.
+    if columns
+        .first()
+        .is_some_and(|c| c.len() * 2 < reader.batch_rows)
+    {
+        for column in &mut columns {
+            if let Some(array) = Arc::get_mut(column) {
+                array.shrink_to_fit();
+            }
+        }
+    }
     Ok(RecordBatch::try_new(reader.layout.schema.clone(), columns)
         .map_err(datafusion::error::DataFusionError::from)?)
 }
