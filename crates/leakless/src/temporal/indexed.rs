@@ -560,18 +560,17 @@ pub(super) async fn collect(
                 stream.try_collect::<Vec<RecordBatch>>().await
             }
         });
-        // Every file to its end, then the first error in file order (what a
-        // sequential read would meet), not the first to happen. A few files
-        // at a time (a large file is read on every core by itself): each
-        // read in flight holds its buffers and a thread, and a source may
-        // be thousands of small files.
+        // A few files at a time (a large file is read on every core by
+        // itself): each read in flight holds its buffers and a thread, and
+        // a source may be thousands of small files. Their results come in
+        // file order, so the error reported is the first in file order
+        // (what a sequential read would meet), not the first to happen;
+        // the files after it are not read on.
         let in_flight = 2 * context.session_config().target_partitions().max(1);
         let per_partition = futures::stream::iter(reads)
             .buffered(in_flight)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+            .try_collect::<Vec<_>>()
+            .await?;
         let rows_per_partition: Vec<usize> = (per_partition.iter())
             .map(|batches| batches.iter().map(RecordBatch::num_rows).sum())
             .collect();

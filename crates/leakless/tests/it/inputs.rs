@@ -115,7 +115,9 @@ fn gzip_and_zstd_csv_files_read_like_plain_ones() {
 #[test]
 fn a_source_of_thousands_of_small_files_reads_like_one_file() {
     // Hourly logs from many producers: 3,000 clicks, one per file, read a
-    // few files at a time, are the rows of one file in the same order.
+    // few files at a time, build what the one file builds, every file read
+    // and counted. (That reads keep file order, the tie order, is the spec
+    // oracle's `first_and_last_break_time_ties_by_input_order_across_files`.)
     let mut clicks = String::from("listing_id,click_ts\n");
     let rows: Vec<String> = (0..3000)
         .map(|i| {
