@@ -3,11 +3,13 @@ the same logs cut into more and more files, as hourly logs from many
 producers arrive.
 
 usage: python3 bench/many_files.py [--impressions 1000000] [--files 1,100,1000,10000] [--runs 3]
-                                  [--before OLD_BINARY]
+                                  [--before OLD_BINARY] [--order time|random]
 
 The marketplace of `leakless generate --impressions N` (CSV, time order),
 its impressions and clicks each cut into F files of consecutive rows (the
-listings stay one file); every tool reads the same folders (Polars through
+listings stay one file; `--order random` cuts the shuffled copy that
+`run.py --order random` uses, so every file holds rows from the whole
+month); every tool reads the same folders (Polars through
 a glob), gets the same `--watermark`, and the rows are compared
 (compare.py). Per F: each tool's median wall time, its peak memory (the
 process tree), and the time per input file beyond the one-file run.
@@ -46,6 +48,7 @@ def main():
     ap.add_argument("--files", default="1,100,1000,10000")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--before", help="another leakless binary (an earlier build) to run beside")
+    ap.add_argument("--order", choices=["time", "random"], default="time")
     args = ap.parse_args()
     run.ensure_venv()
     leakless = run.leakless_binary()
@@ -54,16 +57,18 @@ def main():
     if not (data / "csv" / "_generator.json").exists():
         run.sh(leakless, "generate", "--out", data / "csv", "--impressions", n, "--format", "csv")
     wm = json.loads((data / "csv" / "_generator.json").read_text())["totals"]["watermark"]
-    listings = data / "csv" / "listings.csv"
-    out = HERE / "out" / f"many-{n}"
+    csv = data / "csv" if args.order == "time" else run.shuffled_copy(data / "csv", data / "csv-random")
+    listings = csv / "listings.csv"
+    out = HERE / "out" / f"many-{n}-{args.order}"
     rows = []
     for files in [int(f) for f in args.files.split(",")]:
         if files == 1:
-            imp, clk = data / "csv" / "impressions.csv", data / "csv" / "clicks.csv"
+            imp, clk = csv / "impressions.csv", csv / "clicks.csv"
             imp_glob, clk_glob = imp, clk
         else:
-            imp = cut(data / "csv" / "impressions.csv", data / f"impressions-{files}", files)
-            clk = cut(data / "csv" / "clicks.csv", data / f"clicks-{files}", files)
+            suffix = "" if args.order == "time" else "-random"
+            imp = cut(csv / "impressions.csv", data / f"impressions-{files}{suffix}", files)
+            clk = cut(csv / "clicks.csv", data / f"clicks-{files}{suffix}", files)
             imp_glob, clk_glob = imp / "*.csv", clk / "*.csv"
         tools = {
             "leakless": [leakless, "build", "--impressions", imp, "--clicks", clk, "--listings", listings,
@@ -82,19 +87,31 @@ def main():
             print(f"{files:>6} files {name:<20} {wall:7.2f} s {rss:8.0f} MB {same}", flush=True)
             rows.append({"files": files, "tool": name, "wall": wall, "walls": [w for w, _ in every],
                          "rss": rss, "rows": same})
-    entry = {"impressions": n, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    entry = {"impressions": n, "order": args.order, "date": time.strftime("%Y-%m-%d", time.gmtime()),
              "command": f"python3 bench/many_files.py --impressions {n} --files {args.files} --runs {args.runs}"
-                        + (f" --before {args.before}" if args.before else ""),
+                        + (f" --before {args.before}" if args.before else "")
+                        + (" --order random" if args.order == "random" else ""),
              "versions": run.reference_versions(), "rows": rows}
-    RESULTS.write_text(json.dumps(entry, indent=1) + "\n")
-    (HERE / "MANY_FILES.md").write_text(render(entry))
-    print(render(entry))
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if "rows" in stored:  # the first layout: one entry, in time order
+        stored = {"time": stored}
+    stored[args.order] = entry
+    RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    (HERE / "MANY_FILES.md").write_text(render_all(stored))
+    print(render_all(stored))
+
+
+def render_all(stored):
+    parts = [render(stored[o]) for o in ("time", "random") if o in stored]
+    head, *rest = parts
+    return head + "".join("\n" + p.split("\n", 4)[4] for p in rest)
 
 
 def render(e):
     one = {r["tool"]: r["wall"] for r in e["rows"] if r["files"] == 1}
     lines = ["# Many small input files", "",
              "Written by `bench/many_files.py` from `bench/many_files.json`.", "",
+             f"### {'Rows in time order' if e.get('order', 'time') == 'time' else 'Rows in random order (the shuffled copy)'}", "",
              f"Date: {e['date']}. Command: `{e['command']}`. References: {run.versions_text(e['versions'])}. "
              f"The marketplace of `leakless generate --impressions {e['impressions']:,}` (CSV, time order), its "
              "impressions and clicks each cut into F files of consecutive rows, the listings one file; both "

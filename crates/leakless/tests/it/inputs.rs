@@ -73,6 +73,14 @@ fn clicks_halves() -> (String, String) {
     )
 }
 
+/// The clicks' files as the last build's manifest lists them.
+fn clicks_listed(inputs: &Inputs) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
+            .unwrap();
+    manifest["inputs"]["clicks"].as_array().unwrap().clone()
+}
+
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(text.as_bytes()).unwrap();
@@ -98,10 +106,7 @@ fn gzip_and_zstd_csv_files_read_like_plain_ones() {
     .unwrap();
     build_with_clicks(&inputs, &folder, &[]).unwrap();
     assert_eq!(read_rows(&inputs.out()), expected);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
-            .unwrap();
-    let files = manifest["inputs"]["clicks"].as_array().unwrap();
+    let files = clicks_listed(&inputs);
     assert_eq!(files[0]["compression"], "gzip");
     assert_eq!(files[1]["compression"], "zstd");
     assert_eq!(files[1]["rows"], 2);
@@ -150,10 +155,7 @@ fn a_source_of_thousands_of_small_files_reads_like_one_file() {
     }
     build_with_clicks(&inputs, &folder, &[]).unwrap();
     assert_eq!(read_rows(&inputs.out()), expected);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(inputs.out().join("_manifest.json")).unwrap())
-            .unwrap();
-    let files = manifest["inputs"]["clicks"].as_array().unwrap();
+    let files = clicks_listed(&inputs);
     assert_eq!(files.len(), 3000);
     assert!(files.iter().all(|f| f["rows"] == 1));
 }
