@@ -26,11 +26,6 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyCapsule, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-/// Large allocations (the indexes) on transparent huge pages, as in the
-/// `leakless` binary; the extension's own allocations only, not Python's.
-#[global_allocator]
-static ALLOCATOR: leakless::alloc::HugePages = leakless::alloc::HugePages;
-
 pyo3::create_exception!(
     leakless,
     LeaklessError,

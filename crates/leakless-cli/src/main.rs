@@ -4,10 +4,6 @@
 
 use std::process::ExitCode;
 
-/// Large allocations (the indexes) on transparent huge pages.
-#[global_allocator]
-static ALLOCATOR: leakless::alloc::HugePages = leakless::alloc::HugePages;
-
 fn main() -> ExitCode {
     leakless_cli::main_with(std::env::args_os())
 }

@@ -10,10 +10,6 @@ use clap::{Parser, Subcommand};
 use leakless_cluster::Cluster;
 use leakless_cluster::serve::{self, ExecutorOptions, SchedulerOptions};
 
-/// Large allocations (an executor's indexes) on transparent huge pages.
-#[global_allocator]
-static ALLOCATOR: leakless::alloc::HugePages = leakless::alloc::HugePages;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "leakless-cluster",

@@ -24,7 +24,6 @@
 //! [`pipeline`] (the DataFusion plan), [`write`] (partitioned Parquet and
 //! the manifest).
 
-pub mod alloc;
 pub mod check;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
