@@ -52,6 +52,11 @@ def data_folder(n, fmt):
     return HERE / "data" / (f"rich2-{n}-{key}" if fmt == "parquet" else f"rich2-{n}-{fmt}-{key}")
 
 
+def parquet_bytes(folder):
+    """Every Parquet file under `folder`, by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
+
+
 def source_path(data, name, fmt):
     """A table's file, or its folder when the generator split it into parts."""
     single = data / f"{name}.{fmt}"
@@ -116,6 +121,8 @@ def main():
     ap.add_argument("--leakless", help="a leakless binary (default: build it in release mode)")
     ap.add_argument("--order", choices=["random", "time"], default="random",
                     help="rows as generated (shuffled), or each table sorted by its time column")
+    ap.add_argument("--shards", type=int,
+                    help="also measure `leakless build --shards N` (bounded memory), in the same rounds")
     args = ap.parse_args()
     ensure_venv()
     leakless = Path(args.leakless) if args.leakless else run.leakless_binary()
@@ -143,6 +150,11 @@ def main():
                    "--watermark", wm, "--overwrite", "--quiet"],
         POLARS: [run.PY, HERE / "ref_polars_rich2.py", data, out / "polars", wm],
     }
+    sharded = f"leakless --spec bench/rich2.toml --shards {args.shards}" if args.shards else None
+    if sharded:
+        tools[sharded] = [leakless, "build", "--spec", HERE / "rich2.toml", *sources, "--out",
+                          out / "leakless-shards", "--shards", str(args.shards), "--watermark", wm, "--overwrite",
+                          "--quiet"]
     startup = run.startup_seconds(leakless, spark=False)
     results = run.in_rounds(tools, args.runs, lambda cmd: Path(cmd[-2]))
     for name, (wall, rss, _) in results.items():
@@ -151,6 +163,11 @@ def main():
                            capture_output=True, text=True)
     rows = check.stdout.strip() if check.returncode == 0 else f"DIFFERENT: {check.stdout.strip()} {check.stderr.strip()}"
     print(rows, flush=True)
+    # The sharded build must write the same bytes as the whole one.
+    same_bytes = None
+    if sharded:
+        same_bytes = parquet_bytes(out / "leakless-shards") == parquet_bytes(out / "leakless")
+        print(f"--shards {args.shards}: {'the same bytes' if same_bytes else 'OTHER BYTES'}", flush=True)
     summary = json.loads(subprocess.check_output([str(c) for c in tools[LEAKLESS] + ["--json"]],
                                                  stderr=subprocess.DEVNULL))
     version = subprocess.check_output([str(leakless), "--version"], text=True).strip()
@@ -160,6 +177,7 @@ def main():
         "command": f"python3 bench/rich2.py --requests {n} --runs {args.runs}"
                    + (" --order time" if args.order == "time" else "")
                    + (f" --format {args.format}" if args.format != "parquet" else "")
+                   + (f" --shards {args.shards}" if args.shards else "")
                    + (f" --leakless {args.leakless}" if args.leakless else ""),
         "machine": machine(), "leakless": version, "runs": args.runs, "data": str(data.relative_to(HERE.parent)),
         "rows_in": gen["rows"], "watermark": wm, "generate_seconds": gen_seconds,
@@ -170,6 +188,8 @@ def main():
                   for name, (wall, rss, every) in results.items()],
         "leakless_over_polars": base / results[POLARS][0], "versions": run.reference_versions(),
         "rows": rows, "identical": check.returncode == 0,
+        "sharded": {"tool": sharded, "over_polars": results[sharded][0] / results[POLARS][0],
+                    "same_bytes": same_bytes} if sharded else None,
         "leakless_summary": {k: summary.get(k) for k in ("rows_written", "immature_held_back", "timings")},
     }
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -221,6 +241,10 @@ def render(stored):
         lines += ["", f"leakless / Polars wall: **{e['leakless_over_polars']:.2f}x**. Rows: {e['rows']}. "
                   f"leakless wrote {s.get('rows_written'):,} rows, held back {s.get('immature_held_back'):,} "
                   f"immature; its `--json` stage timings (s, one more run): {timings}."]
+        if e.get("sharded"):
+            sh = e["sharded"]
+            lines += ["", f"`{sh['tool']}` / Polars wall: **{sh['over_polars']:.2f}x**; its Parquet files "
+                      f"{'are byte for byte those of the build without shards' if sh['same_bytes'] else 'DIFFER'}."]
         if e.get("generate_seconds"):
             lines.append(f"Generating the data (`bench/gen_rich2.py`, one core) took {e['generate_seconds']:.1f} s.")
     return "\n".join(lines) + "\n"

@@ -64,6 +64,7 @@ where
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

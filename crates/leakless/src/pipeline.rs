@@ -177,6 +177,7 @@ pub struct Build {
     target_partitions: usize,
     spill_bytes: usize,
     split_by_key: bool,
+    shards: Option<usize>,
     hot_keys: HotKeys,
     policy: BadRowPolicy,
     max_bad_rows: Option<f64>,
@@ -211,6 +212,7 @@ impl Build {
             target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
             spill_bytes: crate::order::SPILL_BYTES,
             split_by_key: false,
+            shards: None,
             hot_keys: HotKeys::Auto,
             policy: BadRowPolicy::default(),
             max_bad_rows: None,
@@ -384,6 +386,18 @@ impl Build {
         self
     }
 
+    /// Builds in bounded memory on this machine: the plan split by key
+    /// (`crate::split`), each key group cut into `shards` shards of its
+    /// keys, of which only as many as there are partitions are indexed at
+    /// once, the rows between groups going through files in the staging
+    /// folder. Peak memory falls about as `partitions / shards` of the
+    /// indexes; the output is the same. `None` (the default): the whole
+    /// plan in memory.
+    pub fn with_shards(mut self, shards: Option<usize>) -> Self {
+        self.shards = shards.map(|n| n.max(1));
+        self
+    }
+
     /// Which keys a build split by key spreads over several partitions
     /// (default [`HotKeys::Auto`]); the output is the same.
     pub fn with_hot_keys(mut self, hot: HotKeys) -> Self {
@@ -413,7 +427,13 @@ impl Build {
         // Locks (locally) and checks the destination before any work; the
         // staging folder is removed again on failure (see `write::commit`
         // and, on object storage, `write::remote`).
-        let split = self.split_by_key || engine.split_by_key();
+        let split = self.split_by_key || self.shards.is_some() || engine.split_by_key();
+        if self.shards.is_some() && engine.separate_partitions() {
+            return Err(Error::Invalid(
+                "shards bound a build's memory on this machine; a cluster splits by key itself"
+                    .into(),
+            ));
+        }
         if self.incremental && (split || engine.separate_partitions()) {
             return Err(Error::Invalid(
                 "an incremental build runs on this machine, not split by key or on a cluster"
@@ -523,7 +543,11 @@ impl Build {
         let (inputs, indexed, spine_max_time) = if split {
             let loads = crate::split::TaskLoad::read_all(&stats).map_err(Error::from)?;
             held_back_buckets = loads.iter().flat_map(|l| l.held_back.clone()).collect();
-            key_groups = crate::split::GroupLoad::of(&plan, &loads, self.target_partitions);
+            key_groups = crate::split::GroupLoad::of(
+                &plan,
+                &loads,
+                self.shuffle().group_partitions(self.target_partitions),
+            );
             let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
             let spine = &self.spec.spine.source;
             let spine_rows: u64 = (scans.iter())
@@ -839,6 +863,14 @@ impl Build {
         Ok((hot.map(|(plan, _)| plan), Arc::new(write)))
     }
 
+    /// How a build split by key moves rows between its key groups.
+    fn shuffle(&self) -> crate::split::Shuffle {
+        match self.shards {
+            Some(shards) => crate::split::Shuffle::Spilled { shards },
+            None => crate::split::Shuffle::InMemory,
+        }
+    }
+
     /// The hot keys of each key group of a build split by key, found by a
     /// first plan on `engine` (see `crate::split::hot`).
     async fn hot_keys(
@@ -848,7 +880,7 @@ impl Build {
         engine: &dyn Engine,
     ) -> Result<Vec<Vec<crate::split::hot::HotKey>>> {
         let groups = crate::split::key_groups(plan).len();
-        let n = self.target_partitions;
+        let n = self.shuffle().group_partitions(self.target_partitions);
         let mode = engine.hot_keys().unwrap_or(self.hot_keys);
         if mode == HotKeys::Off || n < 2 {
             return Ok(vec![Vec::new(); groups]);
@@ -887,6 +919,7 @@ impl Build {
                 plan,
                 sources,
                 self.target_partitions,
+                self.shuffle(),
                 (&dir.join(SPILL), self.spill_bytes),
                 &crate::split::stats_dir(dir),
                 separate_partitions,

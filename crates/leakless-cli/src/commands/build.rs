@@ -88,6 +88,12 @@ pub struct Args {
     /// Spill the sorted spine to disk past this many bytes (for tests)
     #[arg(long, value_name = "BYTES", hide = true)]
     spill_bytes: Option<usize>,
+    /// Bound memory: cut the keys into N shards and index only as many at
+    /// once as there are partitions, passing rows between key groups
+    /// through files in the staging folder (peak memory falls about as
+    /// partitions / N; the output is the same)
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
     /// DataFusion partitions (default: the number of cores)
     #[arg(long, value_name = "N")]
     partitions: Option<usize>,
@@ -169,6 +175,10 @@ pub async fn run_on(
         .with_profile(!args.no_profile)
         .with_incremental(args.incremental)
         .with_reporter(progress.clone());
+    if args.shards == Some(0) {
+        bail!("--shards must be at least 1");
+    }
+    build = build.with_shards(args.shards);
     if let Some(n) = args.partitions {
         build = build.with_target_partitions(n);
     }

@@ -28,6 +28,7 @@
 
 pub mod hot;
 pub mod route;
+pub mod shuffle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::order::BucketSortExec;
 use crate::temporal::{GroupMode, Latest, PitPlan, PointInTimeExec};
 use hot::{HotKey, HotKeysExec, HotKeysOptions, SaltOptions};
 use route::{RouteExec, RouteOptions};
+use shuffle::SpillShuffleExec;
 
 /// The row id column a [`RouteExec`] adds to events.
 pub const ROW_ID: &str = "__leakless_row";
@@ -273,14 +275,40 @@ pub fn hot_keys_plan(
     )?))
 }
 
+/// How the shuffles of a plan split by key move rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shuffle {
+    /// `RepartitionExec`s of `partitions` partitions each, all running at
+    /// once: a cluster cuts its stages there.
+    InMemory,
+    /// Through files ([`SpillShuffleExec`]): each key group over this many
+    /// shards, `partitions` of them built at a time, and the writer's
+    /// sort reading the last group itself (on this machine).
+    Spilled { shards: usize },
+}
+
+impl Shuffle {
+    /// The partitions of each key group (the hot keys' salts spread over
+    /// them).
+    pub fn group_partitions(self, partitions: usize) -> usize {
+        match self {
+            Shuffle::InMemory => partitions.max(1),
+            Shuffle::Spilled { shards } => shards.max(1),
+        }
+    }
+}
+
 /// The node under the writer of a build split by key (see the module
-/// docs): `partitions` hash partitions per shuffle, the staging folder
-/// `dir` (its spill and statistics folders below it), the hot keys of
-/// each key group (or none).
+/// docs): `partitions` output partitions (and hash partitions per
+/// shuffle, unless `shuffle` says otherwise), the staging folder `dir`
+/// (its spill and statistics folders below it), the hot keys of each key
+/// group (or none).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     plan: &Arc<PitPlan>,
     sources: &[Source],
     partitions: usize,
+    shuffle: Shuffle,
     spill: (&Path, usize),
     stats: &Path,
     errors_as_text: bool,
@@ -288,6 +316,7 @@ pub fn plan(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let spec = &plan.spec;
     let n = partitions.max(1);
+    let shards = shuffle.group_partitions(n);
     let source = |name: &str| -> &Source {
         sources
             .iter()
@@ -305,10 +334,19 @@ pub fn plan(
             .iter()
             .map(|&k| Arc::new(Column::new(schema.field(k).name(), k)) as Arc<dyn PhysicalExpr>)
             .collect();
-        Ok(Arc::new(RepartitionExec::try_new(
-            input,
-            datafusion::physical_plan::Partitioning::Hash(exprs, n),
-        )?))
+        Ok(match shuffle {
+            Shuffle::InMemory => Arc::new(RepartitionExec::try_new(
+                input,
+                datafusion::physical_plan::Partitioning::Hash(exprs, n),
+            )?),
+            Shuffle::Spilled { .. } => Arc::new(SpillShuffleExec::new(
+                input,
+                exprs,
+                shards,
+                spill.0.to_owned(),
+                n,
+            )),
+        })
     };
     let stats_dir = stats.to_owned();
     // The spine: filtered and counted, routed to the first group.
@@ -414,7 +452,11 @@ pub fn plan(
         },
     )?;
     let bucket = bucketed.schema().fields().len() - 1;
-    let shuffled = hash(Arc::new(bucketed), &[bucket])?;
+    let shuffled = match shuffle {
+        Shuffle::InMemory => hash(Arc::new(bucketed), &[bucket])?,
+        // The sort reads every shard itself, `n` at a time.
+        Shuffle::Spilled { .. } => Arc::new(bucketed),
+    };
     let mut sort_columns = vec![plan.spine_time];
     sort_columns.extend(&plan.spine_columns);
     let sorted: Arc<dyn ExecutionPlan> = Arc::new(

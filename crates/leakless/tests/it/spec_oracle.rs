@@ -1397,26 +1397,43 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
 // Running a build and reading it back
 // ---------------------------------------------------------------------------
 
-/// The builds each case runs: (partitions, split by key with which hot
-/// keys). Besides 1, 2 and 8 partitions, the plan split by key
-/// (`leakless::split`) on 3, and on 2 with every key salted (two salts of
-/// a key often in one partition), unless the engine splits every build
-/// anyway (a cluster).
-fn builds(partitions: &[usize]) -> Vec<(usize, Option<leakless::HotKeys>)> {
+/// A build split by key: which hot keys it spreads, and over how many
+/// shards built a few at a time through files (`Build::with_shards`), or
+/// over its partitions in memory.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    hot: leakless::HotKeys,
+    shards: Option<usize>,
+}
+
+/// The builds each case runs: (partitions, split by key how). Besides 1,
+/// 2 and 8 partitions, the plan split by key (`leakless::split`) on 3, on
+/// 2 with every key salted (two salts of a key often in one partition),
+/// and on 2 partitions over 5 shards with every key salted, unless the
+/// engine splits every build anyway (a cluster).
+fn builds(partitions: &[usize]) -> Vec<(usize, Option<Split>)> {
     let mut builds: Vec<_> = partitions.iter().map(|&p| (p, None)).collect();
     if !crate::engine().split_by_key() {
-        builds.push((3, Some(leakless::HotKeys::Auto)));
-        builds.push((2, Some(leakless::HotKeys::Every)));
+        let split = |hot, shards| Some(Split { hot, shards });
+        builds.push((3, split(leakless::HotKeys::Auto, None)));
+        builds.push((2, split(leakless::HotKeys::Every, None)));
+        builds.push((2, split(leakless::HotKeys::Every, Some(5))));
     }
     builds
 }
 
 /// A build's name in the byte comparison: its partitions, plus 100 split
-/// by key, 200 split with every key salted.
-fn build_label(partitions: usize, split: Option<leakless::HotKeys>) -> usize {
+/// by key, 200 split with every key salted, 300 over shards.
+fn build_label(partitions: usize, split: Option<Split>) -> usize {
     match split {
         None => partitions,
-        Some(leakless::HotKeys::Every) => partitions + 200,
+        Some(Split {
+            shards: Some(_), ..
+        }) => partitions + 300,
+        Some(Split {
+            hot: leakless::HotKeys::Every,
+            ..
+        }) => partitions + 200,
         Some(_) => partitions + 100,
     }
 }
@@ -1428,14 +1445,15 @@ fn run_build_split(
     spec_path: &Path,
     out: &Path,
     partitions: usize,
-    split: Option<leakless::HotKeys>,
+    split: Option<Split>,
 ) -> leakless::Result<(u64, u64)> {
     let build = leakless::Build::from_spec_file(spec_path, out)?;
     let summary = runtime().block_on(
         build
             .with_target_partitions(partitions)
             .with_split_by_key(split.is_some())
-            .with_hot_keys(split.unwrap_or(leakless::HotKeys::Auto))
+            .with_hot_keys(split.map_or(leakless::HotKeys::Auto, |s| s.hot))
+            .with_shards(split.and_then(|s| s.shards))
             .with_overwrite(true)
             .execute_on(crate::engine()),
     )?;
@@ -1805,7 +1823,21 @@ fn check_quarantine(
         .count() as u64;
     let mut builds = vec![(2, None)];
     if !crate::engine().split_by_key() {
-        builds.push((2, Some(leakless::HotKeys::Every)));
+        let every = leakless::HotKeys::Every;
+        builds.push((
+            2,
+            Some(Split {
+                hot: every,
+                shards: None,
+            }),
+        ));
+        builds.push((
+            2,
+            Some(Split {
+                hot: every,
+                shards: Some(5),
+            }),
+        ));
     }
     for (partitions, split) in builds {
         let out = dir
@@ -1817,7 +1849,8 @@ fn check_quarantine(
                 build
                     .with_target_partitions(partitions)
                     .with_split_by_key(split.is_some())
-                    .with_hot_keys(split.unwrap_or(leakless::HotKeys::Auto))
+                    .with_hot_keys(split.map_or(leakless::HotKeys::Auto, |s| s.hot))
+                    .with_shards(split.and_then(|s| s.shards))
                     .with_bad_rows(leakless::ingest::BadRowPolicy::Quarantine)
                     .with_max_bad_rows(Some(1.0))
                     .execute_on(crate::engine()),

@@ -1,0 +1,487 @@
+//! [`SpillShuffleExec`]: a hash shuffle through files, so that a build
+//! split by key runs on this machine in bounded memory (`Build::with_shards`).
+//!
+//! DataFusion's `RepartitionExec` runs every input partition at once and
+//! hands rows over in memory; below a key group that means every shard's
+//! index is built at the same time, and the whole spine held on its way.
+//! This node instead, the first time any of its partitions is asked for,
+//! runs its input partitions a few at a time (`parallel`, one per core),
+//! hashes each row to one of its output partitions exactly as
+//! `RepartitionExec` does, and appends the rows to that partition's file;
+//! each output partition then reads its file back (removed as it is
+//! opened, so its disk space goes when it is read). A chain of key groups
+//! so runs one stage after the other, with at most `parallel` shards of a
+//! group indexed at once.
+//!
+//! The rows of a partition arrive in no fixed order, as from a
+//! `RepartitionExec`: a key group restores its events' order by row id
+//! and sorts its spine by time, and the writer sorts every bucket by all
+//! its columns (see the module docs of `split`).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics;
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Shared, shared};
+
+/// Rows gathered per output partition before they are appended to its
+/// file as one batch.
+const GATHER_ROWS: usize = 8192;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SpillShuffleExec {
+    input: Arc<dyn ExecutionPlan>,
+    on: Vec<Arc<dyn PhysicalExpr>>,
+    /// The folder under which each run of the shuffle makes its own.
+    dir: PathBuf,
+    /// Input partitions run at once.
+    parallel: usize,
+    cache: Arc<PlanProperties>,
+    written: Arc<Shared<Arc<Written>>>,
+}
+
+/// The shuffle's files, once every input partition is in them.
+#[derive(Debug)]
+struct Written {
+    files: Vec<PathBuf>,
+}
+
+impl SpillShuffleExec {
+    /// `input`'s rows hashed on `on` into `partitions` partitions, through
+    /// files in a folder of their own under `dir`, `parallel` input
+    /// partitions at a time.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        on: Vec<Arc<dyn PhysicalExpr>>,
+        partitions: usize,
+        dir: PathBuf,
+        parallel: usize,
+    ) -> Self {
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            Partitioning::Hash(on.clone(), partitions.max(1)),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        SpillShuffleExec {
+            input,
+            on,
+            dir,
+            parallel: parallel.max(1),
+            cache,
+            written: Arc::new(Shared::new()),
+        }
+    }
+
+    fn partitions(&self) -> usize {
+        self.cache.output_partitioning().partition_count()
+    }
+}
+
+impl DisplayAs for SpillShuffleExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "SpillShuffleExec: partitions={}, parallel={}",
+            self.partitions(),
+            self.parallel
+        )
+    }
+}
+
+impl ExecutionPlan for SpillShuffleExec {
+    fn name(&self) -> &str {
+        "SpillShuffleExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in &self.on {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("SpillShuffleExec needs an input".into()))?;
+        Ok(Arc::new(SpillShuffleExec::new(
+            input,
+            self.on.clone(),
+            self.partitions(),
+            self.dir.clone(),
+            self.parallel,
+        )))
+    }
+
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(SpillShuffleExec::new(
+            self.input.clone(),
+            self.on.clone(),
+            self.partitions(),
+            self.dir.clone(),
+            self.parallel,
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let written = self.written.clone();
+        let input = self.input.clone();
+        let on = self.on.clone();
+        let (partitions, parallel) = (self.partitions(), self.parallel);
+        let dir = self.dir.clone();
+        let schema = self.input.schema();
+        let stream = futures::stream::once(async move {
+            let written = shared(&written, || {
+                write(input, on, partitions, parallel, dir, context)
+            })
+            .await?;
+            read(&written.files[partition])
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Runs every input partition, `parallel` at a time, each row appended to
+/// the file of its output partition. The first error in partition order
+/// is the one reported (the partitions before it still finish), as in a
+/// sequential read of the inputs.
+async fn write(
+    input: Arc<dyn ExecutionPlan>,
+    on: Vec<Arc<dyn PhysicalExpr>>,
+    partitions: usize,
+    parallel: usize,
+    dir: PathBuf,
+    context: Arc<TaskContext>,
+) -> Result<Arc<Written>> {
+    // A folder per run of a shuffle: the shuffles of one plan, and of
+    // plans run side by side, never share a file.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let dir = dir.join(format!(
+        "shuffle-{}-{}",
+        crate::write::commit::process_token(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DataFusionError::Execution(format!("creating `{}`: {e}", dir.display())))?;
+    let schema = input.schema();
+    let files: Vec<PathBuf> = (0..partitions)
+        .map(|p| dir.join(format!("{p:06}.arrow")))
+        .collect();
+    let writers = files
+        .iter()
+        .map(|path| {
+            let file = File::create(path).map_err(|e| {
+                DataFusionError::Execution(format!("creating `{}`: {e}", path.display()))
+            })?;
+            let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 16, file), &schema)?;
+            Ok(Mutex::new(writer))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let writers = Arc::new(writers);
+    let inputs = input.output_partitioning().partition_count();
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut tasks = Vec::new();
+    for _ in 0..parallel.min(inputs.max(1)) {
+        let (input, context, next) = (input.clone(), context.clone(), next.clone());
+        let (failed, writers, on, schema) =
+            (failed.clone(), writers.clone(), on.clone(), schema.clone());
+        tasks.push(SpawnedTask::spawn(async move {
+            loop {
+                let partition = next.fetch_add(1, Ordering::Relaxed);
+                if partition >= inputs.min(failed.load(Ordering::Relaxed)) {
+                    return Ok(());
+                }
+                let hashed = hash_into(&input, partition, &context, &on, &writers, &schema);
+                if let Err(e) = hashed.await {
+                    failed.fetch_min(partition, Ordering::Relaxed);
+                    return Err((partition, e));
+                }
+            }
+        }));
+    }
+    let mut first_error: Option<(usize, DataFusionError)> = None;
+    for task in tasks {
+        let joined = task
+            .join()
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("a shuffle failed: {e}")))?;
+        if let Err((partition, e)) = joined
+            && first_error.as_ref().is_none_or(|(p, _)| partition < *p)
+        {
+            first_error = Some((partition, e));
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    let writers = Arc::into_inner(writers)
+        .ok_or_else(|| DataFusionError::Internal("a shuffle's writer is still held".into()))?;
+    for writer in writers {
+        let mut writer = writer
+            .into_inner()
+            .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
+        writer.finish()?;
+    }
+    Ok(Arc::new(Written { files }))
+}
+
+/// Input partition `partition`'s rows, hashed and appended to the files.
+async fn hash_into(
+    input: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: &Arc<TaskContext>,
+    on: &[Arc<dyn PhysicalExpr>],
+    writers: &[Mutex<StreamWriter<BufWriter<File>>>],
+    schema: &SchemaRef,
+) -> Result<()> {
+    let mut partitioner =
+        BatchPartitioner::new_hash_partitioner(on.to_vec(), writers.len(), metrics::Time::new())?;
+    let mut gathered: Vec<(Vec<RecordBatch>, usize)> = vec![(Vec::new(), 0); writers.len()];
+    let append = |p: usize, batches: &mut Vec<RecordBatch>| -> Result<()> {
+        let batch = concat_batches(schema, batches.iter())?;
+        batches.clear();
+        let mut writer = writers[p]
+            .lock()
+            .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
+        writer.write(&batch)?;
+        Ok(())
+    };
+    let mut stream = input.execute(partition, context.clone())?;
+    while let Some(batch) = stream.try_next().await? {
+        for piece in partitioner.partition_iter(batch)? {
+            let (p, piece) = piece?;
+            let (batches, rows) = &mut gathered[p];
+            *rows += piece.num_rows();
+            batches.push(piece);
+            if *rows >= GATHER_ROWS {
+                *rows = 0;
+                append(p, batches)?;
+            }
+        }
+    }
+    for (p, (batches, _)) in gathered.iter_mut().enumerate() {
+        if !batches.is_empty() {
+            append(p, batches)?;
+        }
+    }
+    Ok(())
+}
+
+/// One output partition's rows, read back from its file, which is removed
+/// once open (its space is given back when the read is done).
+fn read(path: &Path) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + use<>> {
+    let file = File::open(path)
+        .map_err(|e| DataFusionError::Execution(format!("reading `{}`: {e}", path.display())))?;
+    // An error here leaves the file to the staging folder's removal.
+    let _ = std::fs::remove_file(path);
+    let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)?;
+    Ok(futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        match tokio::task::spawn_blocking(move || (reader.next(), reader)).await {
+            Ok((None, _)) => None,
+            Ok((Some(Ok(batch)), reader)) => Some((Ok(batch), Some(reader))),
+            Ok((Some(Err(e)), _)) => Some((Err(e.into()), None)),
+            Err(e) => Some((
+                Err(DataFusionError::Execution(format!(
+                    "reading a shuffle's file failed: {e}"
+                ))),
+                None,
+            )),
+        }
+    })
+    .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_expr::expressions::{CastExpr, Column};
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// `partitions` input partitions of `(id, key)` rows in batches of 97,
+    /// ids distinct, keys repeating and some null; `bad` puts a key that
+    /// is no number at the start or end of some partitions.
+    fn input(partitions: usize, rows: usize, bad: &[(usize, bool)]) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("key", DataType::Utf8, true),
+        ]));
+        let data: Vec<Vec<RecordBatch>> = (0..partitions)
+            .map(|p| {
+                let ids: Vec<i64> = (0..rows as i64).map(|i| p as i64 * 1_000_000 + i).collect();
+                let mut keys: Vec<Option<String>> = (ids.iter())
+                    .map(|id| (id % 11 != 0).then(|| (id % 37).to_string()))
+                    .collect();
+                if let Some(&(_, at_end)) = bad.iter().find(|(b, _)| *b == p) {
+                    let at = if at_end { rows - 1 } else { 0 };
+                    keys[at] = Some(format!("bad{p}"));
+                }
+                (0..rows)
+                    .step_by(97)
+                    .map(|start| {
+                        let end = (start + 97).min(rows);
+                        RecordBatch::try_new(
+                            schema.clone(),
+                            vec![
+                                Arc::new(Int64Array::from(ids[start..end].to_vec())),
+                                Arc::new(StringArray::from(keys[start..end].to_vec())),
+                            ],
+                        )
+                        .unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        MemorySourceConfig::try_new_exec(&data, schema, None).unwrap()
+    }
+
+    /// The ids each output partition of `plan` holds.
+    async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<BTreeSet<i64>>> {
+        let ctx = SessionContext::new().task_ctx();
+        let mut all = Vec::new();
+        for p in 0..plan.output_partitioning().partition_count() {
+            let batches: Vec<RecordBatch> = plan.execute(p, ctx.clone())?.try_collect().await?;
+            let ids = batches.iter().flat_map(|b| {
+                let ids = b.column(0).as_primitive::<Int64Type>();
+                ids.values().to_vec()
+            });
+            all.push(ids.collect());
+        }
+        Ok(all)
+    }
+
+    /// Every row reaches the output partition a `RepartitionExec` hashing
+    /// the same key gives it (nulls included), once; each partition's
+    /// file is gone once it has been read.
+    #[test]
+    fn rows_land_where_a_repartition_puts_them_and_the_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(4, 500, &[]);
+        let on: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("key", 1))];
+        let shuffle = SpillShuffleExec::new(input.clone(), on.clone(), 5, dir.path().into(), 2);
+        let repartition = RepartitionExec::try_new(input, Partitioning::Hash(on, 5)).unwrap();
+        let rt = runtime();
+        let shuffled = rt.block_on(ids_by_partition(Arc::new(shuffle))).unwrap();
+        let expected = rt
+            .block_on(ids_by_partition(Arc::new(repartition)))
+            .unwrap();
+        assert_eq!(shuffled, expected);
+        let rows: usize = shuffled.iter().map(BTreeSet::len).sum();
+        assert_eq!(rows, 2000);
+        assert!(shuffled.iter().all(|ids| !ids.is_empty()));
+        let left: Vec<_> = walk(dir.path());
+        assert!(left.is_empty(), "files left: {left:?}");
+    }
+
+    /// Of two failing input partitions, the error of the first in
+    /// partition order is the one every output partition reports, even
+    /// when the later one fails first.
+    #[test]
+    fn the_first_failing_input_partition_is_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // Partition 1 fails at its last row, partition 3 at its first.
+        let input = input(4, 20_000, &[(1, true), (3, false)]);
+        let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(
+            Arc::new(Column::new("key", 1)),
+            DataType::Int64,
+            None,
+        ));
+        let exprs = vec![
+            (
+                Arc::new(Column::new("id", 0)) as Arc<dyn PhysicalExpr>,
+                "id".to_owned(),
+            ),
+            (cast.clone(), "key".to_owned()),
+        ];
+        let projected = Arc::new(ProjectionExec::try_new(exprs, input).unwrap());
+        let on: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("key", 1))];
+        let shuffle = SpillShuffleExec::new(projected, on, 3, dir.path().into(), 2);
+        let err = runtime()
+            .block_on(ids_by_partition(Arc::new(shuffle)))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bad1") && !text.contains("bad3"), "{text}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => files.extend(walk(&path)),
+                false => files.push(path),
+            }
+        }
+        files
+    }
+}
