@@ -368,16 +368,16 @@ mod tests {
             .unwrap()
     }
 
-    /// `partitions` input partitions of `(id, key)` rows in batches of 97,
-    /// ids distinct, keys repeating and some null; `bad` puts a key that
-    /// is no number at the start or end of some partitions.
-    fn input(partitions: usize, rows: usize, bad: &[(usize, bool)]) -> Arc<dyn ExecutionPlan> {
+    /// Input partitions of `(id, key)` rows in batches of 97 (`rows[p]` in
+    /// partition `p`), ids distinct, keys repeating and some null; `bad`
+    /// puts a key that is no number at the start or end of some partitions.
+    fn input(rows: &[usize], bad: &[(usize, bool)]) -> Arc<dyn ExecutionPlan> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("key", DataType::Utf8, true),
         ]));
-        let data: Vec<Vec<RecordBatch>> = (0..partitions)
-            .map(|p| {
+        let data: Vec<Vec<RecordBatch>> = (rows.iter().enumerate())
+            .map(|(p, &rows)| {
                 let ids: Vec<i64> = (0..rows as i64).map(|i| p as i64 * 1_000_000 + i).collect();
                 let mut keys: Vec<Option<String>> = (ids.iter())
                     .map(|id| (id % 11 != 0).then(|| (id % 37).to_string()))
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn rows_land_where_a_repartition_puts_them_and_the_files_go() {
         let dir = tempfile::tempdir().unwrap();
-        let input = input(4, 500, &[]);
+        let input = input(&[500; 4], &[]);
         let on: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("key", 1))];
         let shuffle = SpillShuffleExec::new(input.clone(), on.clone(), 5, dir.path().into(), 2);
         let repartition = RepartitionExec::try_new(input, Partitioning::Hash(on, 5)).unwrap();
@@ -449,8 +449,9 @@ mod tests {
     #[test]
     fn the_first_failing_input_partition_is_the_error() {
         let dir = tempfile::tempdir().unwrap();
-        // Partition 1 fails at its last row, partition 3 at its first.
-        let input = input(4, 20_000, &[(1, true), (3, false)]);
+        // Partition 1 fails at its last row, long after partition 3 (read
+        // after two short ones) fails at its first.
+        let input = input(&[10, 50_000, 10, 10], &[(1, true), (3, false)]);
         let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(
             Arc::new(Column::new("key", 1)),
             DataType::Int64,
