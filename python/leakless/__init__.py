@@ -185,6 +185,7 @@ def build(
     overwrite: bool = False,
     sources: Optional[Mapping[str, PathLike]] = None,
     partitions: Optional[int] = None,
+    shards: Optional[int] = None,
     incremental: bool = False,
     format: Optional[str] = None,
     bad_rows: str = "fail",
@@ -203,6 +204,9 @@ def build(
     time up to which label sources are complete (RFC 3339 or a datetime;
     naive is UTC). ``sources``: replace sources' paths by name.
     ``partitions``: DataFusion partitions (default: the cores).
+    ``shards``: bound memory by cutting the keys into this many shards,
+    only ``partitions`` of them indexed at once, rows passing between key
+    groups through files (the same bytes; see ``leakless build --shards``).
     ``incremental``: add to the dataset at ``out`` computing only what
     changed. ``format``: ``"parquet"`` or ``"delta"`` (default: the spec's).
     ``bad_rows``: ``"fail"`` or ``"quarantine"``; ``max_bad_rows``: the
@@ -231,6 +235,7 @@ def build(
             overwrite=overwrite,
             sources=_sources(sources),
             partitions=partitions,
+            shards=shards,
             incremental=incremental,
             format=format,
             bad_rows=bad_rows,

@@ -459,7 +459,7 @@ fn overrides(sources: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, PathB
 /// command line's `--json`).
 #[pyfunction]
 #[pyo3(signature = (spec, out, *, watermark=None, overwrite=false, sources=None,
-    partitions=None, incremental=false, format=None, bad_rows="fail", max_bad_rows=None,
+    partitions=None, shards=None, incremental=false, format=None, bad_rows="fail", max_bad_rows=None,
     publish_on_failed_checks=false, wait=false, ignore=None, watermark_margin=None,
     scheduler=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
@@ -471,6 +471,7 @@ fn build(
     overwrite: bool,
     sources: Option<&Bound<'_, PyDict>>,
     partitions: Option<usize>,
+    shards: Option<usize>,
     incremental: bool,
     format: Option<&str>,
     bad_rows: &str,
@@ -511,6 +512,9 @@ fn build(
     if partitions == Some(0) {
         return Err(invalid("partitions must be at least 1".into()));
     }
+    if shards == Some(0) {
+        return Err(invalid("shards must be at least 1".into()));
+    }
     let margin = leakless::spec::parse_duration(watermark_margin.unwrap_or("7d"), true)
         .map_err(|e| invalid(format!("watermark_margin: {e}")))?;
     let format =
@@ -544,6 +548,7 @@ fn build(
         .with_max_bad_rows(max_bad_rows)
         .with_publish_on_failed_checks(publish_on_failed_checks)
         .with_incremental(incremental)
+        .with_shards(shards)
         .with_reporter(state.clone());
     if let Some(n) = partitions {
         job = job.with_target_partitions(n);

@@ -52,6 +52,17 @@ def test_marketplace_gives_the_cli_bytes(market, tmp_path):
         assert printed == ours
 
 
+def test_shards_give_the_bytes_of_a_whole_build(market, tmp_path):
+    whole = build_market(market, tmp_path / "whole")
+    sharded = build_market(market, tmp_path / "sharded", shards=5)
+    assert dataset_bytes(tmp_path / "sharded") == dataset_bytes(tmp_path / "whole")
+    assert sharded.rows_written == whole.rows_written
+    # Every key group ran over the five shards.
+    assert sharded.key_groups and all(g["tasks"] == 5 for g in sharded.key_groups)
+    with pytest.raises(leakless.LeaklessError, match="shards must be at least 1"):
+        build_market(market, tmp_path / "none", shards=0)
+
+
 def test_a_dict_spec_equals_its_toml(market, tmp_path):
     try:
         import tomllib

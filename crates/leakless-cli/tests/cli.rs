@@ -317,6 +317,26 @@ fn two_runs_write_identical_bytes() {
     assert!(first == snapshot(), "the second run wrote different bytes");
 }
 
+/// `--shards N` writes the Parquet files of a build without it; no shards
+/// is a usage mistake.
+#[test]
+fn shards_write_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let impressions = examples().join("impressions.csv");
+    let (whole, sharded) = (dir.path().join("whole"), dir.path().join("sharded"));
+    assert!(build(&impressions, &whole, &[]).status.success());
+    let output = build(&impressions, &sharded, &["--shards", "7", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(parquet_files(&sharded) == parquet_files(&whole));
+    assert!(!parquet_files(&whole).is_empty());
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let groups = summary["key_groups"].as_array().unwrap();
+    assert!(!groups.is_empty() && groups.iter().all(|g| g["tasks"] == 7), "{groups:?}");
+    let none = build(&impressions, &dir.path().join("none"), &["--shards", "0"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(text(&none.stderr).contains("--shards must be at least 1"));
+}
+
 /// A Python interpreter that can `import pyarrow`: the machine's `python3`
 /// when it can, else a virtualenv's.
 fn python_with_pyarrow() -> PathBuf {
