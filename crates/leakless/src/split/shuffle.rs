@@ -33,7 +33,8 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::BatchPartitioner;
@@ -45,10 +46,8 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Shared, shared};
+use crate::order::BATCH_ROWS;
 
-/// Rows gathered per output partition before they are appended to its
-/// file as one batch.
-const GATHER_ROWS: usize = 8192;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -59,6 +58,8 @@ pub struct SpillShuffleExec {
     dir: PathBuf,
     /// Input partitions run at once.
     parallel: usize,
+    /// Each output partition's rows sorted by this timestamp column.
+    sort: Option<usize>,
     cache: Arc<PlanProperties>,
     written: Arc<Shared<Arc<Written>>>,
 }
@@ -80,25 +81,49 @@ impl SpillShuffleExec {
         dir: PathBuf,
         parallel: usize,
     ) -> Self {
-        let cache = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::Hash(on.clone(), partitions.max(1)),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
         SpillShuffleExec {
+            cache: properties(&input, &on, partitions, None),
             input,
             on,
             dir,
             parallel: parallel.max(1),
-            cache,
+            sort: None,
             written: Arc::new(Shared::new()),
         }
+    }
+
+    /// Each output partition emits its rows sorted by the timestamp column
+    /// `time` (ties in no set order), read back whole and sorted at once
+    /// (`order::sort_rows`); without, in batches of about
+    /// `order::BATCH_ROWS` rows as they were appended.
+    pub fn with_sort(mut self, time: Option<usize>) -> Self {
+        self.cache = properties(&self.input, &self.on, self.partitions(), time);
+        self.sort = time;
+        self
     }
 
     fn partitions(&self) -> usize {
         self.cache.output_partitioning().partition_count()
     }
+}
+
+fn properties(
+    input: &Arc<dyn ExecutionPlan>,
+    on: &[Arc<dyn PhysicalExpr>],
+    partitions: usize,
+    sort: Option<usize>,
+) -> Arc<PlanProperties> {
+    let schema = input.schema();
+    let orderings = sort.map(|time| {
+        let column = Column::new(schema.field(time).name(), time);
+        [PhysicalSortExpr::new_default(Arc::new(column))]
+    });
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new_with_orderings(schema.clone(), orderings),
+        Partitioning::Hash(on.to_vec(), partitions.max(1)),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
 }
 
 impl DisplayAs for SpillShuffleExec {
@@ -152,23 +177,29 @@ impl ExecutionPlan for SpillShuffleExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("SpillShuffleExec needs an input".into()))?;
-        Ok(Arc::new(SpillShuffleExec::new(
-            input,
-            self.on.clone(),
-            self.partitions(),
-            self.dir.clone(),
-            self.parallel,
-        )))
+        Ok(Arc::new(
+            SpillShuffleExec::new(
+                input,
+                self.on.clone(),
+                self.partitions(),
+                self.dir.clone(),
+                self.parallel,
+            )
+            .with_sort(self.sort),
+        ))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(SpillShuffleExec::new(
-            self.input.clone(),
-            self.on.clone(),
-            self.partitions(),
-            self.dir.clone(),
-            self.parallel,
-        )))
+        Ok(Arc::new(
+            SpillShuffleExec::new(
+                self.input.clone(),
+                self.on.clone(),
+                self.partitions(),
+                self.dir.clone(),
+                self.parallel,
+            )
+            .with_sort(self.sort),
+        ))
     }
 
     fn execute(
@@ -182,12 +213,13 @@ impl ExecutionPlan for SpillShuffleExec {
         let (partitions, parallel) = (self.partitions(), self.parallel);
         let dir = self.dir.clone();
         let schema = self.input.schema();
+        let (sort, read_schema) = (self.sort, schema.clone());
         let stream = futures::stream::once(async move {
             let written = shared(&written, || {
                 write(input, on, partitions, parallel, dir, context)
             })
             .await?;
-            read(&written.files[partition])
+            read(&written.files[partition], read_schema, sort)
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -237,15 +269,14 @@ async fn write(
     let mut tasks = Vec::new();
     for _ in 0..parallel.min(inputs.max(1)) {
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
-        let (failed, writers, on, schema) =
-            (failed.clone(), writers.clone(), on.clone(), schema.clone());
+        let (failed, writers, on) = (failed.clone(), writers.clone(), on.clone());
         tasks.push(SpawnedTask::spawn(async move {
             loop {
                 let partition = next.fetch_add(1, Ordering::Relaxed);
                 if partition >= inputs.min(failed.load(Ordering::Relaxed)) {
                     return Ok(());
                 }
-                let hashed = hash_into(&input, partition, &context, &on, &writers, &schema);
+                let hashed = hash_into(&input, partition, &context, &on, &writers);
                 if let Err(e) = hashed.await {
                     failed.fetch_min(partition, Ordering::Relaxed);
                     return Err((partition, e));
@@ -279,71 +310,107 @@ async fn write(
     Ok(Arc::new(Written { files }))
 }
 
-/// Input partition `partition`'s rows, hashed and appended to the files.
+/// Input partition `partition`'s rows, hashed and appended to the files,
+/// each piece as it comes (the reads coalesce them again).
 async fn hash_into(
     input: &Arc<dyn ExecutionPlan>,
     partition: usize,
     context: &Arc<TaskContext>,
     on: &[Arc<dyn PhysicalExpr>],
     writers: &[Mutex<StreamWriter<BufWriter<File>>>],
-    schema: &SchemaRef,
 ) -> Result<()> {
     let mut partitioner =
         BatchPartitioner::new_hash_partitioner(on.to_vec(), writers.len(), metrics::Time::new())?;
-    let mut gathered: Vec<(Vec<RecordBatch>, usize)> = vec![(Vec::new(), 0); writers.len()];
-    let append = |p: usize, batches: &mut Vec<RecordBatch>| -> Result<()> {
-        let batch = concat_batches(schema, batches.iter())?;
-        batches.clear();
-        let mut writer = writers[p]
-            .lock()
-            .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
-        writer.write(&batch)?;
-        Ok(())
-    };
     let mut stream = input.execute(partition, context.clone())?;
     while let Some(batch) = stream.try_next().await? {
         for piece in partitioner.partition_iter(batch)? {
             let (p, piece) = piece?;
-            let (batches, rows) = &mut gathered[p];
-            *rows += piece.num_rows();
-            batches.push(piece);
-            if *rows >= GATHER_ROWS {
-                *rows = 0;
-                append(p, batches)?;
-            }
-        }
-    }
-    for (p, (batches, _)) in gathered.iter_mut().enumerate() {
-        if !batches.is_empty() {
-            append(p, batches)?;
+            let mut writer = writers[p]
+                .lock()
+                .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
+            writer.write(&piece)?;
         }
     }
     Ok(())
 }
 
 /// One output partition's rows, read back from its file, which is removed
-/// once open (its space is given back when the read is done).
-fn read(path: &Path) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + use<>> {
+/// once open (its space is given back when the read is done): sorted by
+/// `sort` when given, else in batches of about `order::BATCH_ROWS` rows
+/// (the pieces were appended small, to hold little while hashing; the
+/// operators above run much faster on large batches).
+fn read(
+    path: &Path,
+    schema: SchemaRef,
+    sort: Option<usize>,
+) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
     let file = File::open(path)
         .map_err(|e| DataFusionError::Execution(format!("reading `{}`: {e}", path.display())))?;
     // An error here leaves the file to the staging folder's removal.
     let _ = std::fs::remove_file(path);
     let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)?;
-    Ok(futures::stream::unfold(Some(reader), |reader| async move {
-        let mut reader = reader?;
-        match tokio::task::spawn_blocking(move || (reader.next(), reader)).await {
-            Ok((None, _)) => None,
-            Ok((Some(Ok(batch)), reader)) => Some((Ok(batch), Some(reader))),
-            Ok((Some(Err(e)), _)) => Some((Err(e.into()), None)),
-            Err(e) => Some((
-                Err(DataFusionError::Execution(format!(
-                    "reading a shuffle's file failed: {e}"
-                ))),
-                None,
-            )),
+    if let Some(time) = sort {
+        let sorted = async move {
+            tokio::task::spawn_blocking(move || {
+                let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+                let sorted = crate::order::sort_rows(&schema, &batches, &[time])?;
+                let slices: Vec<Result<RecordBatch>> = (0..sorted.num_rows())
+                    .step_by(BATCH_ROWS)
+                    .map(|start| Ok(sorted.slice(start, BATCH_ROWS.min(sorted.num_rows() - start))))
+                    .collect();
+                Ok::<_, DataFusionError>(futures::stream::iter(slices))
+            })
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("sorting a shuffle's file failed: {e}")))?
+        };
+        return Ok(futures::stream::once(sorted).try_flatten().boxed());
+    }
+    Ok(futures::stream::unfold(Some(reader), move |reader| {
+        let schema = schema.clone();
+        async move {
+            let mut reader = reader?;
+            let next = tokio::task::spawn_blocking(move || {
+                let next = coalesced(&mut reader, &schema);
+                (next, reader)
+            });
+            match next.await {
+                Ok((None, _)) => None,
+                Ok((Some(Ok(batch)), reader)) => Some((Ok(batch), Some(reader))),
+                Ok((Some(Err(e)), _)) => Some((Err(e), None)),
+                Err(e) => Some((
+                    Err(DataFusionError::Execution(format!(
+                        "reading a shuffle's file failed: {e}"
+                    ))),
+                    None,
+                )),
+            }
         }
     })
     .boxed())
+}
+
+/// The next batches of `reader` up to `order::BATCH_ROWS` rows, as one.
+fn coalesced(
+    reader: &mut StreamReader<BufReader<File>>,
+    schema: &SchemaRef,
+) -> Option<Result<RecordBatch>> {
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while rows < BATCH_ROWS {
+        match reader.next() {
+            None => break,
+            Some(Err(e)) => return Some(Err(e.into())),
+            Some(Ok(batch)) => {
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+        }
+    }
+    match batches.len() {
+        0 => None,
+        1 => batches.pop().map(Ok),
+        _ => Some(concat_batches(schema, &batches).map_err(Into::into)),
+    }
 }
 
 #[cfg(test)]
@@ -378,7 +445,9 @@ mod tests {
         ]));
         let data: Vec<Vec<RecordBatch>> = (rows.iter().enumerate())
             .map(|(p, &rows)| {
-                let ids: Vec<i64> = (0..rows as i64).map(|i| p as i64 * 1_000_000 + i).collect();
+                // Distinct, in no order (7919 is prime to every size used).
+                let n = rows as i64;
+                let ids: Vec<i64> = (0..n).map(|i| p as i64 * 1_000_000 + i * 7919 % n).collect();
                 let mut keys: Vec<Option<String>> = (ids.iter())
                     .map(|id| (id % 11 != 0).then(|| (id % 37).to_string()))
                     .collect();
@@ -405,8 +474,8 @@ mod tests {
         MemorySourceConfig::try_new_exec(&data, schema, None).unwrap()
     }
 
-    /// The ids each output partition of `plan` holds.
-    async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<BTreeSet<i64>>> {
+    /// The ids of each output partition of `plan`, in the order emitted.
+    async fn ids_in_order(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<Vec<i64>>> {
         let ctx = SessionContext::new().task_ctx();
         let mut all = Vec::new();
         for p in 0..plan.output_partitioning().partition_count() {
@@ -418,6 +487,34 @@ mod tests {
             all.push(ids.collect());
         }
         Ok(all)
+    }
+
+    /// The ids each output partition of `plan` holds.
+    async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<BTreeSet<i64>>> {
+        let ids = ids_in_order(plan).await?;
+        Ok(ids.into_iter().map(|ids| ids.into_iter().collect()).collect())
+    }
+
+    /// Sorted by a column, each partition holds the same rows, in
+    /// ascending order of it.
+    #[test]
+    fn a_sorted_shuffle_emits_each_partition_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(&[700, 0, 300], &[]);
+        let on: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("key", 1))];
+        let shuffle = |sort| {
+            let exec = SpillShuffleExec::new(input.clone(), on.clone(), 4, dir.path().into(), 2);
+            Arc::new(exec.with_sort(sort))
+        };
+        let rt = runtime();
+        let sorted = rt.block_on(ids_in_order(shuffle(Some(0)))).unwrap();
+        let unsorted = rt.block_on(ids_by_partition(shuffle(None))).unwrap();
+        for (ids, expected) in sorted.iter().zip(&unsorted) {
+            assert!(ids.is_sorted(), "{ids:?}");
+            assert_eq!(&ids.iter().copied().collect::<BTreeSet<i64>>(), expected);
+            assert_eq!(ids.len(), expected.len());
+        }
+        assert_eq!(sorted.iter().map(Vec::len).sum::<usize>(), 1000);
     }
 
     /// Every row reaches the output partition a `RepartitionExec` hashing
