@@ -183,8 +183,9 @@ def main():
         "rows_in": gen["rows"], "watermark": wm, "generate_seconds": gen_seconds,
         "startup": {"leakless": startup["leakless"], "polars": startup["polars"]},
         "tools": [{"tool": name, "wall": wall, "walls": [w for w, _ in every], "rss": rss,
-                   "startup": startup["leakless" if name == LEAKLESS else "polars"],
-                   "output": run.du(out / ("leakless" if name == LEAKLESS else "polars")), "ratio": wall / base}
+                   "startup": startup["polars" if name == POLARS else "leakless"],
+                   "output": run.du(Path(tools[name][tools[name].index("--out") + 1]) if name != POLARS
+                                    else out / "polars"), "ratio": wall / base}
                   for name, (wall, rss, every) in results.items()],
         "leakless_over_polars": base / results[POLARS][0], "versions": run.reference_versions(),
         "rows": rows, "identical": check.returncode == 0,

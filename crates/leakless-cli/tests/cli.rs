@@ -331,7 +331,10 @@ fn shards_write_the_same_files() {
     assert!(!parquet_files(&whole).is_empty());
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let groups = summary["key_groups"].as_array().unwrap();
-    assert!(!groups.is_empty() && groups.iter().all(|g| g["tasks"] == 7), "{groups:?}");
+    assert!(
+        !groups.is_empty() && groups.iter().all(|g| g["tasks"] == 7),
+        "{groups:?}"
+    );
     let none = build(&impressions, &dir.path().join("none"), &["--shards", "0"]);
     assert_eq!(none.status.code(), Some(2));
     assert!(text(&none.stderr).contains("--shards must be at least 1"));

@@ -351,8 +351,7 @@ pub fn plan(
                 datafusion::physical_plan::Partitioning::Hash(exprs, n),
             )?),
             Shuffle::Spilled { .. } => Arc::new(
-                SpillShuffleExec::new(input, exprs, shards, spill.0.to_owned(), n)
-                    .with_sort(sort),
+                SpillShuffleExec::new(input, exprs, shards, spill.0.to_owned(), n).with_sort(sort),
             ),
         })
     };

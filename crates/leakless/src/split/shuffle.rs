@@ -48,7 +48,6 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Shared, shared};
 use crate::order::BATCH_ROWS;
 
-
 /// See the module docs.
 #[derive(Debug)]
 pub struct SpillShuffleExec {
@@ -270,13 +269,14 @@ async fn write(
     for _ in 0..parallel.min(inputs.max(1)) {
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
         let (failed, writers, on) = (failed.clone(), writers.clone(), on.clone());
+        let paths = files.clone();
         tasks.push(SpawnedTask::spawn(async move {
             loop {
                 let partition = next.fetch_add(1, Ordering::Relaxed);
                 if partition >= inputs.min(failed.load(Ordering::Relaxed)) {
                     return Ok(());
                 }
-                let hashed = hash_into(&input, partition, &context, &on, &writers);
+                let hashed = hash_into(&input, partition, &context, &on, &writers, &paths);
                 if let Err(e) = hashed.await {
                     failed.fetch_min(partition, Ordering::Relaxed);
                     return Err((partition, e));
@@ -301,11 +301,13 @@ async fn write(
     }
     let writers = Arc::into_inner(writers)
         .ok_or_else(|| DataFusionError::Internal("a shuffle's writer is still held".into()))?;
-    for writer in writers {
-        let mut writer = writer
+    for (writer, path) in writers.into_iter().zip(&files) {
+        let writer = writer
             .into_inner()
             .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
-        writer.finish()?;
+        // Finished and flushed here, so that a failed write (a full disk)
+        // is an error, never a file that ends early.
+        writer.into_inner().map_err(|e| writing(path, e))?;
     }
     Ok(Arc::new(Written { files }))
 }
@@ -318,6 +320,7 @@ async fn hash_into(
     context: &Arc<TaskContext>,
     on: &[Arc<dyn PhysicalExpr>],
     writers: &[Mutex<StreamWriter<BufWriter<File>>>],
+    paths: &[PathBuf],
 ) -> Result<()> {
     let mut partitioner =
         BatchPartitioner::new_hash_partitioner(on.to_vec(), writers.len(), metrics::Time::new())?;
@@ -328,10 +331,14 @@ async fn hash_into(
             let mut writer = writers[p]
                 .lock()
                 .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
-            writer.write(&piece)?;
+            writer.write(&piece).map_err(|e| writing(&paths[p], e))?;
         }
     }
     Ok(())
+}
+
+fn writing(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("writing `{}`: {e}", path.display()))
 }
 
 /// One output partition's rows, read back from its file, which is removed
@@ -361,7 +368,9 @@ fn read(
                 Ok::<_, DataFusionError>(futures::stream::iter(slices))
             })
             .await
-            .map_err(|e| DataFusionError::Execution(format!("sorting a shuffle's file failed: {e}")))?
+            .map_err(|e| {
+                DataFusionError::Execution(format!("sorting a shuffle's file failed: {e}"))
+            })?
         };
         return Ok(futures::stream::once(sorted).try_flatten().boxed());
     }
@@ -447,7 +456,9 @@ mod tests {
             .map(|(p, &rows)| {
                 // Distinct, in no order (7919 is prime to every size used).
                 let n = rows as i64;
-                let ids: Vec<i64> = (0..n).map(|i| p as i64 * 1_000_000 + i * 7919 % n).collect();
+                let ids: Vec<i64> = (0..n)
+                    .map(|i| p as i64 * 1_000_000 + i * 7919 % n)
+                    .collect();
                 let mut keys: Vec<Option<String>> = (ids.iter())
                     .map(|id| (id % 11 != 0).then(|| (id % 37).to_string()))
                     .collect();
@@ -492,7 +503,10 @@ mod tests {
     /// The ids each output partition of `plan` holds.
     async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<BTreeSet<i64>>> {
         let ids = ids_in_order(plan).await?;
-        Ok(ids.into_iter().map(|ids| ids.into_iter().collect()).collect())
+        Ok(ids
+            .into_iter()
+            .map(|ids| ids.into_iter().collect())
+            .collect())
     }
 
     /// Sorted by a column, each partition holds the same rows, in
