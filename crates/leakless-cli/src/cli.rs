@@ -65,6 +65,7 @@ where
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::limit_malloc_arenas();
+    crate::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -9,6 +9,30 @@ pub mod reporter;
 
 pub use cli::main_with;
 
+/// Raises this process's soft limit of open files to its hard limit: a
+/// build with `--shards N` holds N files open per shuffle, several
+/// shuffles at once (the soft limit is often 1,024, the hard one far
+/// above). Call it before any file opens.
+pub fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit for both calls; a refused
+        // setrlimit changes nothing.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+}
+
 /// Caps glibc's malloc arenas at the number of cores (at least 2), unless
 /// `MALLOC_ARENA_MAX` says otherwise. glibc gives threads that allocate at
 /// once arenas of their own, up to 8 per core, and memory freed in one

@@ -839,14 +839,14 @@ impl Build {
         let plan = Arc::new(PitPlan::new(self.spec.clone(), self.watermark));
         let sources = self.open_sources(&plan, dir)?;
         let mut hot = None;
-        if self.split_by_key {
+        if self.split_by_key || self.shards.is_some() {
             let stats = crate::split::stats_dir(dir);
             std::fs::create_dir_all(&stats).map_err(|e| Error::io("creating", &stats, e))?;
             hot = Some((
                 crate::split::hot_keys_plan(
                     &plan,
                     &sources,
-                    self.target_partitions,
+                    self.shuffle().group_partitions(self.target_partitions),
                     separate_partitions,
                 )?,
                 self.hot_keys(&plan, &sources, &Embedded).await?,

@@ -218,7 +218,10 @@ impl ExecutionPlan for SpillShuffleExec {
                 write(input, on, partitions, parallel, dir, context)
             })
             .await?;
-            read(&written.files[partition], read_schema, sort)
+            let file = written.files.get(partition).ok_or_else(|| {
+                DataFusionError::Internal(format!("a shuffle has no partition {partition}"))
+            })?;
+            read(file, read_schema, sort)
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -341,6 +344,10 @@ fn writing(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("writing `{}`: {e}", path.display()))
 }
 
+fn reading(path: &Path, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("reading `{}`: {e}", path.display()))
+}
+
 /// One output partition's rows, read back from its file, which is removed
 /// once open (its space is given back when the read is done): sorted by
 /// `sort` when given, else in batches of about `order::BATCH_ROWS` rows
@@ -351,16 +358,20 @@ fn read(
     schema: SchemaRef,
     sort: Option<usize>,
 ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
-    let file = File::open(path)
-        .map_err(|e| DataFusionError::Execution(format!("reading `{}`: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| reading(path, e))?;
     // An error here leaves the file to the staging folder's removal.
     let _ = std::fs::remove_file(path);
-    let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)?;
+    let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
+        .map_err(|e| reading(path, e))?;
+    let path = path.to_owned();
     if let Some(time) = sort {
+        let sort_path = path.clone();
         let sorted = async move {
             tokio::task::spawn_blocking(move || {
-                let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-                let sorted = crate::order::sort_rows(&schema, &batches, &[time])?;
+                let batches = (reader.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| reading(&path, e))?;
+                let sorted = crate::order::sort_rows(&schema, &batches, &[time])
+                    .map_err(|e| reading(&path, e))?;
                 let slices: Vec<Result<RecordBatch>> = (0..sorted.num_rows())
                     .step_by(BATCH_ROWS)
                     .map(|start| Ok(sorted.slice(start, BATCH_ROWS.min(sorted.num_rows() - start))))
@@ -368,14 +379,12 @@ fn read(
                 Ok::<_, DataFusionError>(futures::stream::iter(slices))
             })
             .await
-            .map_err(|e| {
-                DataFusionError::Execution(format!("sorting a shuffle's file failed: {e}"))
-            })?
+            .map_err(|e| reading(&sort_path, e))?
         };
         return Ok(futures::stream::once(sorted).try_flatten().boxed());
     }
     Ok(futures::stream::unfold(Some(reader), move |reader| {
-        let schema = schema.clone();
+        let (schema, path) = (schema.clone(), path.clone());
         async move {
             let mut reader = reader?;
             let next = tokio::task::spawn_blocking(move || {
@@ -385,13 +394,8 @@ fn read(
             match next.await {
                 Ok((None, _)) => None,
                 Ok((Some(Ok(batch)), reader)) => Some((Ok(batch), Some(reader))),
-                Ok((Some(Err(e)), _)) => Some((Err(e), None)),
-                Err(e) => Some((
-                    Err(DataFusionError::Execution(format!(
-                        "reading a shuffle's file failed: {e}"
-                    ))),
-                    None,
-                )),
+                Ok((Some(Err(e)), _)) => Some((Err(reading(&path, e)), None)),
+                Err(e) => Some((Err(reading(&path, e)), None)),
             }
         }
     })
@@ -424,8 +428,6 @@ fn coalesced(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::datasource::memory::MemorySourceConfig;
@@ -500,17 +502,16 @@ mod tests {
         Ok(all)
     }
 
-    /// The ids each output partition of `plan` holds.
-    async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<BTreeSet<i64>>> {
-        let ids = ids_in_order(plan).await?;
-        Ok(ids
-            .into_iter()
-            .map(|ids| ids.into_iter().collect())
-            .collect())
+    /// The ids each output partition of `plan` holds, in ascending order
+    /// (a row emitted twice is there twice).
+    async fn ids_by_partition(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<Vec<i64>>> {
+        let mut all = ids_in_order(plan).await?;
+        all.iter_mut().for_each(|ids| ids.sort_unstable());
+        Ok(all)
     }
 
-    /// Sorted by a column, each partition holds the same rows, in
-    /// ascending order of it.
+    /// Sorted by a column, each partition emits the same rows as unsorted,
+    /// in ascending order of it.
     #[test]
     fn a_sorted_shuffle_emits_each_partition_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -523,11 +524,8 @@ mod tests {
         let rt = runtime();
         let sorted = rt.block_on(ids_in_order(shuffle(Some(0)))).unwrap();
         let unsorted = rt.block_on(ids_by_partition(shuffle(None))).unwrap();
-        for (ids, expected) in sorted.iter().zip(&unsorted) {
-            assert!(ids.is_sorted(), "{ids:?}");
-            assert_eq!(&ids.iter().copied().collect::<BTreeSet<i64>>(), expected);
-            assert_eq!(ids.len(), expected.len());
-        }
+        // `unsorted` is each partition's ids sorted after the fact.
+        assert_eq!(sorted, unsorted);
         assert_eq!(sorted.iter().map(Vec::len).sum::<usize>(), 1000);
     }
 
@@ -547,7 +545,7 @@ mod tests {
             .block_on(ids_by_partition(Arc::new(repartition)))
             .unwrap();
         assert_eq!(shuffled, expected);
-        let rows: usize = shuffled.iter().map(BTreeSet::len).sum();
+        let rows: usize = shuffled.iter().map(Vec::len).sum();
         assert_eq!(rows, 2000);
         assert!(shuffled.iter().all(|ids| !ids.is_empty()));
         let left: Vec<_> = walk(dir.path());
@@ -578,11 +576,20 @@ mod tests {
         let projected = Arc::new(ProjectionExec::try_new(exprs, input).unwrap());
         let on: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("key", 1))];
         let shuffle = SpillShuffleExec::new(projected, on, 3, dir.path().into(), 2);
-        let err = runtime()
-            .block_on(ids_by_partition(Arc::new(shuffle)))
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("bad1") && !text.contains("bad3"), "{text}");
+        let shuffle: Arc<dyn ExecutionPlan> = Arc::new(shuffle);
+        let ctx = SessionContext::new().task_ctx();
+        let rt = runtime();
+        for p in 0..3 {
+            let read = async {
+                let stream = shuffle.execute(p, ctx.clone())?;
+                stream.try_collect::<Vec<RecordBatch>>().await
+            };
+            let text = rt.block_on(read).unwrap_err().to_string();
+            assert!(
+                text.contains("bad1") && !text.contains("bad3"),
+                "{p}: {text}"
+            );
+        }
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
