@@ -13,7 +13,9 @@
 //!  last group ─ RouteExec (bucket) ─ hash(bucket) ─> BucketSortExec ─> columns in output order ─> WriteExec
 //! ```
 //!
-//! Each shuffle is a `RepartitionExec` (Ballista cuts a stage there). Every
+//! Each shuffle is a `RepartitionExec` (Ballista cuts a stage there), or
+//! on this machine in bounded memory a [`SpillShuffleExec`] over N shards
+//! ([`Shuffle`]; the writer's sort then reads the last group itself). Every
 //! figure the manifest needs that only the scans see (each file's rows,
 //! SHA-256, rows dropped by `where`, latest event) is written by the scan's
 //! [`RouteExec`] into the staging's statistics folder as [`ScanStats`];
