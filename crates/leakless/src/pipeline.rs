@@ -543,11 +543,7 @@ impl Build {
         let (inputs, indexed, spine_max_time) = if split {
             let loads = crate::split::TaskLoad::read_all(&stats).map_err(Error::from)?;
             held_back_buckets = loads.iter().flat_map(|l| l.held_back.clone()).collect();
-            key_groups = crate::split::GroupLoad::of(
-                &plan,
-                &loads,
-                self.shuffle().group_partitions(self.target_partitions),
-            );
+            key_groups = crate::split::GroupLoad::of(&plan, &loads, self.group_partitions());
             let scans = crate::split::ScanStats::read_all(&stats).map_err(Error::from)?;
             let spine = &self.spec.spine.source;
             let spine_rows: u64 = (scans.iter())
@@ -846,7 +842,7 @@ impl Build {
                 crate::split::hot_keys_plan(
                     &plan,
                     &sources,
-                    self.shuffle().group_partitions(self.target_partitions),
+                    self.group_partitions(),
                     separate_partitions,
                 )?,
                 self.hot_keys(&plan, &sources, &Embedded).await?,
@@ -871,6 +867,11 @@ impl Build {
         }
     }
 
+    /// The partitions of each key group of a build split by key.
+    fn group_partitions(&self) -> usize {
+        self.shuffle().group_partitions(self.target_partitions)
+    }
+
     /// The hot keys of each key group of a build split by key, found by a
     /// first plan on `engine` (see `crate::split::hot`).
     async fn hot_keys(
@@ -880,7 +881,7 @@ impl Build {
         engine: &dyn Engine,
     ) -> Result<Vec<Vec<crate::split::hot::HotKey>>> {
         let groups = crate::split::key_groups(plan).len();
-        let n = self.shuffle().group_partitions(self.target_partitions);
+        let n = self.group_partitions();
         let mode = engine.hot_keys().unwrap_or(self.hot_keys);
         if mode == HotKeys::Off || n < 2 {
             return Ok(vec![Vec::new(); groups]);

@@ -104,6 +104,12 @@ impl SpillShuffleExec {
     fn partitions(&self) -> usize {
         self.cache.output_partitioning().partition_count()
     }
+
+    /// A new instance over `input`, with no state.
+    fn renew(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        let (on, dir) = (self.on.clone(), self.dir.clone());
+        SpillShuffleExec::new(input, on, self.partitions(), dir, self.parallel).with_sort(self.sort)
+    }
 }
 
 fn properties(
@@ -176,29 +182,11 @@ impl ExecutionPlan for SpillShuffleExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("SpillShuffleExec needs an input".into()))?;
-        Ok(Arc::new(
-            SpillShuffleExec::new(
-                input,
-                self.on.clone(),
-                self.partitions(),
-                self.dir.clone(),
-                self.parallel,
-            )
-            .with_sort(self.sort),
-        ))
+        Ok(Arc::new(self.renew(input)))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            SpillShuffleExec::new(
-                self.input.clone(),
-                self.on.clone(),
-                self.partitions(),
-                self.dir.clone(),
-                self.parallel,
-            )
-            .with_sort(self.sort),
-        ))
+        Ok(Arc::new(self.renew(self.input.clone())))
     }
 
     fn execute(
