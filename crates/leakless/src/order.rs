@@ -22,6 +22,7 @@
 //! - memory holds at most twice [`SPILL_BYTES`] of pending rows (one spill
 //!   being written while the next gathers) plus the buckets being sorted.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -760,10 +761,13 @@ pub fn sort_rows(
         let order = lexsort_to_indices(&columns, None)?;
         return Ok(take_record_batch(&all, &order)?);
     };
-    let mut order: Vec<u32> = if keys.windows(2).all(|w| w[0] <= w[1]) {
-        (0..all.num_rows() as u32).collect()
+    // The order, and the keys in it (less the smallest), read in
+    // sequence below to find the ties.
+    let (mut order, sorted): (Vec<u32>, Cow<'_, [i64]>) = if keys.windows(2).all(|w| w[0] <= w[1]) {
+        ((0..all.num_rows() as u32).collect(), Cow::Borrowed(keys))
     } else {
-        radix_order(keys)
+        let (order, digits) = radix_order(keys);
+        (order, Cow::Owned(digits))
     };
     let mut identity = order.iter().enumerate().all(|(i, &r)| i == r as usize);
     if let Some((&second, others)) = rest.split_first() {
@@ -776,26 +780,37 @@ pub fn sort_rows(
             .chain(others)
             .map(|&i| make_comparator(all.column(i), all.column(i), SortOptions::default()))
             .collect::<Result<Vec<_>, _>>()?;
-        let compare = |a: u32, b: u32| {
-            let by_second = match second_values {
-                Some(v) => v[a as usize].cmp(&v[b as usize]),
-                None => std::cmp::Ordering::Equal,
-            };
-            by_second.then_with(|| compare_rows(&comparators, a, b))
-        };
-        let runs: Vec<(usize, usize)> = equal_runs(order.len(), |a, b| {
-            keys[order[a] as usize] == keys[order[b] as usize]
-        })
-        .collect();
-        for (start, end) in runs.into_iter().filter(|(s, e)| e - s > 1) {
-            let group = &mut order[start..end];
-            let sorted_already = group
-                .windows(2)
-                .all(|w| compare(w[0], w[1]) != std::cmp::Ordering::Greater);
-            if !sorted_already {
-                group.sort_by(|&a, &b| compare(a, b));
-                identity = false;
+        // Each run of equal keys sorted by the rest, through a buffer of
+        // (second value, row): the rows' values are gathered once, and the
+        // sort compares neighbours in the buffer (a stable sort: rows tied
+        // on every column keep their order).
+        let mut group: Vec<(i64, u32)> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len() && sorted[end] == sorted[start] {
+                end += 1;
             }
+            if end - start > 1 {
+                group.clear();
+                group.extend(
+                    order[start..end]
+                        .iter()
+                        .map(|&row| (second_values.map_or(0, |v| v[row as usize]), row)),
+                );
+                let compare = |a: &(i64, u32), b: &(i64, u32)| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| compare_rows(&comparators, a.1, b.1))
+                };
+                if !group.is_sorted_by(|a, b| compare(a, b).is_le()) {
+                    group.sort_by(compare);
+                    for (slot, &(_, row)) in order[start..end].iter_mut().zip(&group) {
+                        *slot = row;
+                    }
+                    identity = false;
+                }
+            }
+            start = end;
         }
     }
     if identity {
@@ -836,11 +851,12 @@ fn compare_rows(
     std::cmp::Ordering::Equal
 }
 
-/// Row positions in ascending order of `keys`, ties in row order: a least
+/// Row positions in ascending order of `keys`, ties in row order, and the
+/// keys in that order less the smallest (as the same bits): a least
 /// significant digit radix sort on the keys' distance from the smallest,
 /// 11 bits a pass, as many passes as the spread needs (four for a day of
 /// microseconds).
-fn radix_order(keys: &[i64]) -> Vec<u32> {
+fn radix_order(keys: &[i64]) -> (Vec<u32>, Vec<i64>) {
     const BITS: u32 = 11;
     let min = keys.iter().copied().min().unwrap_or(0);
     let max = keys.iter().copied().max().unwrap_or(0);
@@ -872,7 +888,8 @@ fn radix_order(keys: &[i64]) -> Vec<u32> {
         std::mem::swap(&mut order, &mut next_order);
         std::mem::swap(&mut digits, &mut next_digits);
     }
-    order
+    let sorted = digits.into_iter().map(|d| d as i64).collect();
+    (order, sorted)
 }
 
 /// The values of a non-null `Int64` or microsecond timestamp column.

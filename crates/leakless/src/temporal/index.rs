@@ -153,8 +153,19 @@ impl Cursor {
     /// Asks the CPU to fetch the times at `slot`'s last positions in
     /// `times` (its run), where its next probe starts galloping. Reads the
     /// state, so call it after [`Cursor::prefetch_state`] had time to work.
+    /// Without state (keys with few events each), the times its binary
+    /// searches read first: the middle of the run, and its ends, which for
+    /// a run of a few events are the whole run.
     pub fn prefetch_times(&self, slot: usize, times: &[i64]) {
         let stride = self.plan.offsets.len() + 1;
+        if self.state.is_empty() {
+            if let (Some(first), Some(last)) = (times.first(), times.last()) {
+                prefetch(first);
+                prefetch(&times[times.len() / 2]);
+                prefetch(last);
+            }
+            return;
+        }
         let Some(state) = self.state.get(slot * stride..(slot + 1) * stride) else {
             return;
         };
