@@ -15,6 +15,7 @@ order and for scale, and the issue 8 targets computed from the data).
 import argparse
 import hashlib
 import random as random_module
+import re
 import json
 import threading
 import os
@@ -458,6 +459,13 @@ def shuffled_copy(source, target):
 SHUFFLE_VERSION = "\nshuffle 2: impression ids random\n"
 
 
+def spill_budget_mb():
+    """The spine's spill budget of the code measured (`order::SPILL_BYTES`)."""
+    text = (ROOT / "crates" / "leakless" / "src" / "order.rs").read_text()
+    shift = re.search(r"pub const SPILL_BYTES: usize = (\d+) << 20;", text)
+    return int(shift.group(1)) if shift else "?"
+
+
 def random_id(i):
     """A bijection of the ids below 2^40 that scatters consecutive ones:
     multiplication by an odd constant and a xor, modulo 2^40."""
@@ -535,7 +543,7 @@ def scale(leakless, sizes, runs):
                   + ", ".join(f"{r['timings']['probe'] / r['n'] * 1e9:.0f} ns" for r in rows)
                   + " of probe CPU per row at " + ", ".join(f"{r['n']:,}" for r in rows)
                   + "; so the line underestimates 1 B if the keys grow with it. Flat: start-up and the spill "
-                  "budget (256 MB of pending rows, and one spill of as much being written). Peak memory grew "
+                  f"budget ({spill_budget_mb()} MB of pending rows, and one spill of as much being written). Peak memory grew "
                   + ", ".join(f"{r['rss']:.0f}" for r in rows) + " MB."]
     stored = load_results()
     stored["scale"] = {"lines": lines, "rows": [{"n": r["n"], "wall": r["wall"], "rss": r["rss"]} for r in rows]}
