@@ -163,19 +163,33 @@ fn split_record(buf: &[u8], delimiter: u8, at_eof: bool, fields: &mut Vec<FieldR
 }
 
 /// The position of the first `delimiter` or line end in `bytes`. Fields
-/// are mostly short (ids, times): a plain loop over the first bytes finds
-/// the end sooner than a call to a vectorised search, which takes over
-/// for long fields.
+/// are mostly short (ids, times): eight bytes at a time in a word find the
+/// end sooner than a call to a vectorised search, which takes over for
+/// long fields.
 fn find_end(bytes: &[u8], delimiter: u8) -> Option<usize> {
-    const SHORT: usize = 24;
-    let head = &bytes[..bytes.len().min(SHORT)];
-    if let Some(k) = head.iter().position(|&b| b == delimiter || b == b'\n') {
-        return Some(k);
+    const SHORT: usize = 32;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte of `v`, and maybe of bytes after the
+    // first zero one (a borrow), never before it: the lowest bit is exact.
+    let zeros = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let (delimiters, newlines) = (ONES * u64::from(delimiter), ONES * u64::from(b'\n'));
+    let mut at = 0;
+    while at + 8 <= bytes.len().min(SHORT) {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let found = zeros(word ^ delimiters) | zeros(word ^ newlines);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
     }
-    if bytes.len() <= SHORT {
-        return None;
+    if at < SHORT || bytes.len() <= SHORT {
+        return bytes[at..]
+            .iter()
+            .position(|&b| b == delimiter || b == b'\n')
+            .map(|k| at + k);
     }
-    memchr::memchr2(delimiter, b'\n', &bytes[SHORT..]).map(|k| SHORT + k)
+    memchr::memchr2(delimiter, b'\n', &bytes[at..]).map(|k| at + k)
 }
 
 fn unquoted(start: usize, end: usize) -> FieldRef {
@@ -1254,6 +1268,27 @@ mod tests {
                 split_all(&text),
                 vec![vec![&*long, &*long], vec![&*long], vec![&*long, "y"]],
                 "fields of {n} bytes"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds the first delimiter or line end
+        /// a byte-by-byte one finds, among bytes around them and with the
+        /// high bit set, at any length.
+        #[test]
+        fn field_ends_found_as_byte_by_byte(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b",;\n\t\x00\x01\x0b\x2b\x2d\x80\x8a\xac\xffx".to_vec()), 0..80),
+            delimiter in proptest::sample::select(b",;\t".to_vec()),
+            plain in 0usize..80,
+        ) {
+            // A run of plain bytes first, so that the ends fall anywhere.
+            let mut text = vec![b'x'; plain];
+            text.extend(bytes);
+            proptest::prop_assert_eq!(
+                find_end(&text, delimiter),
+                text.iter().position(|&b| b == delimiter || b == b'\n')
             );
         }
     }
