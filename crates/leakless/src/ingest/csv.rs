@@ -747,14 +747,12 @@ struct Parsed {
     bad: Vec<BadRow>,
 }
 
-/// Appends up to `n` bytes of `file` to `buf`; `true` at end of file.
+/// Appends up to `n` bytes of `file` to `buf` (into its spare capacity,
+/// never zeroed first); `true` at end of file.
 fn read_more(file: &mut std::fs::File, buf: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
-    let old = buf.len();
-    buf.resize(old + n, 0);
-    let read = file.read(&mut buf[old..]);
-    let got = *read.as_ref().unwrap_or(&0);
-    buf.truncate(old + got);
-    Ok(read? == 0)
+    buf.reserve(n);
+    let got = file.take(n as u64).read_to_end(buf)?;
+    Ok(got < n)
 }
 
 /// The parallel read of the rest of `input` (see [`read`]).
@@ -814,7 +812,11 @@ fn read_blocks(
         let mut flight: std::collections::VecDeque<(
             u64,
             std::thread::ScopedJoinHandle<'_, Result<Parsed>>,
+            Arc<Vec<u8>>,
         )> = std::collections::VecDeque::new();
+        // Blocks parsed and hashed, their memory reused for the next ones
+        // (fresh memory for every block cost its page faults).
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
             while flight.len() <= threads && !(eof && carry.is_empty()) {
                 // Fill the carry to a block, then cut after its last line end.
@@ -838,7 +840,10 @@ fn read_blocks(
                         }
                     },
                 };
-                let rest = carry.split_off(cut);
+                let mut rest = spare.pop().unwrap_or_default();
+                rest.clear();
+                rest.extend_from_slice(&carry[cut..]);
+                carry.truncate(cut);
                 let block = Arc::new(std::mem::replace(&mut carry, rest));
                 let at_eof = eof && carry.is_empty();
                 let (start, first_line) = (offset, line);
@@ -847,9 +852,9 @@ fn read_blocks(
                 offset += block.len() as u64;
                 line += count_newlines(&block);
                 // A thread the system cannot start is an error, not a panic.
+                let bytes = block.clone();
                 let handle = std::thread::Builder::new()
                     .spawn_scoped(scope, move || {
-                        let bytes = block;
                         // Its bad rows are its own until the block is taken
                         // (a block after a cut inside a quote is dropped).
                         let block_reader = FileReader {
@@ -895,14 +900,18 @@ fn read_blocks(
                         })
                     })
                     .map_err(|e| Error::io("starting a thread to read", path, e))?;
-                flight.push_back((start, handle));
+                flight.push_back((start, handle, block));
             }
-            let Some((start, handle)) = flight.pop_front() else {
+            let Some((start, handle, block)) = flight.pop_front() else {
                 break;
             };
             let parsed = handle
                 .join()
                 .map_err(|_| Error::Invalid(format!("parsing `{}` failed", path.display())))??;
+            // Still being hashed: dropped by the hashing thread instead.
+            if let Ok(block) = Arc::try_unwrap(block) {
+                spare.push(block);
+            }
             for batch in parsed.batches {
                 if !emit(batch) {
                     return Ok((None, None));
