@@ -747,6 +747,13 @@ struct Parsed {
     bad: Vec<BadRow>,
 }
 
+/// A block being parsed: its start offset, the parse, and its bytes.
+type InFlight<'scope> = (
+    u64,
+    std::thread::ScopedJoinHandle<'scope, Result<Parsed>>,
+    Arc<Vec<u8>>,
+);
+
 /// Appends up to `n` bytes of `file` to `buf` (into its spare capacity,
 /// never zeroed first); `true` at end of file.
 fn read_more(file: &mut std::fs::File, buf: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
@@ -809,11 +816,8 @@ fn read_blocks(
         // Blocks being parsed, in file order: start offset and the parse.
         // One more than the threads, so that a thread that finishes finds
         // the next block cut while the oldest one's batches go out.
-        let mut flight: std::collections::VecDeque<(
-            u64,
-            std::thread::ScopedJoinHandle<'_, Result<Parsed>>,
-            Arc<Vec<u8>>,
-        )> = std::collections::VecDeque::new();
+        let mut flight: std::collections::VecDeque<InFlight<'_>> =
+            std::collections::VecDeque::new();
         // Blocks parsed and hashed, their memory reused for the next ones
         // (fresh memory for every block cost its page faults).
         let mut spare: Vec<Vec<u8>> = Vec::new();
