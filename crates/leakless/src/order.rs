@@ -764,8 +764,9 @@ pub fn sort_rows(
         let order = lexsort_to_indices(&columns, None)?;
         return Ok(take_record_batch(&all, &order)?);
     };
-    // The order, and the keys in it (less the smallest), read in
-    // sequence below to find the ties.
+    // The order, and the keys in it (as they are when they already
+    // ascend, else as the radix sort left them: equal where the keys are),
+    // read in sequence below to find the ties.
     let (mut order, sorted): (Vec<u32>, Cow<'_, [i64]>) = if keys.windows(2).all(|w| w[0] <= w[1]) {
         ((0..all.num_rows() as u32).collect(), Cow::Borrowed(keys))
     } else {
