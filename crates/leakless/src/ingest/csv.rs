@@ -755,7 +755,7 @@ type InFlight<'scope> = (
 );
 
 /// Appends up to `n` bytes of `file` to `buf` (into its spare capacity,
-/// never zeroed first); `true` at end of file.
+/// never zeroed first); `true` when the file ended before `n` bytes.
 fn read_more(file: &mut std::fs::File, buf: &mut Vec<u8>, n: usize) -> std::io::Result<bool> {
     buf.reserve(n);
     let got = file.take(n as u64).read_to_end(buf)?;
@@ -813,7 +813,8 @@ fn read_blocks(
                 .join()
                 .map_err(|_| Error::Invalid(format!("hashing `{}` failed", path.display())))
         };
-        // Blocks being parsed, in file order: start offset and the parse.
+        // Blocks being parsed, in file order: start offset, the parse and
+        // the bytes.
         // One more than the threads, so that a thread that finishes finds
         // the next block cut while the oldest one's batches go out.
         let mut flight: std::collections::VecDeque<InFlight<'_>> =
@@ -912,8 +913,12 @@ fn read_blocks(
             let parsed = handle
                 .join()
                 .map_err(|_| Error::Invalid(format!("parsing `{}` failed", path.display())))??;
-            // Still being hashed: dropped by the hashing thread instead.
-            if let Ok(block) = Arc::try_unwrap(block) {
+            // Still being hashed: dropped by the hashing thread instead. A
+            // block grown past twice the size (a line longer than a block)
+            // is freed, not kept for the rest of the read.
+            if let Ok(block) = Arc::try_unwrap(block)
+                && block.capacity() <= 2 * block_bytes
+            {
                 spare.push(block);
             }
             for batch in parsed.batches {
@@ -1285,6 +1290,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn read_more_appends_what_remains_and_says_when_the_file_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bytes");
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        for skip in [0usize, 1, 999, 1000] {
+            for n in [1usize, 7, 1000 - skip, 1001 - skip, 4096] {
+                let n = n.max(1);
+                let mut file = std::fs::File::open(&path).unwrap();
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(skip as u64)).unwrap();
+                let mut buf = b"head".to_vec();
+                let ended = read_more(&mut file, &mut buf, n).unwrap();
+                let got = n.min(1000 - skip);
+                assert_eq!(&buf[..4], b"head");
+                assert_eq!(&buf[4..], &bytes[skip..skip + got], "skip {skip}, n {n}");
+                assert_eq!(ended, got < n, "skip {skip}, n {n}");
+            }
+        }
+    }
+
     proptest::proptest! {
         /// The word-at-a-time search finds the first delimiter or line end
         /// a byte-by-byte one finds, among bytes around them and with the
@@ -1401,7 +1427,11 @@ mod tests {
         /// plus or minus 16 or 128).
         #[test]
         fn integers_read_as_digit_by_digit(
-            n in proptest::prelude::any::<i64>(),
+            n in proptest::prop_oneof![
+                proptest::prelude::any::<i64>(),
+                -1_000_000_000_000_000_000i64..1_000_000_000_000_000_000,
+                -1000i64..1000,
+            ],
             sign in 0u8..3,
             zeros in 0usize..4,
             digits in "[0-9]{1,20}",

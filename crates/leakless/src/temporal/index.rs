@@ -154,7 +154,7 @@ impl Cursor {
     /// `times` (its run), where its next probe starts galloping. Reads the
     /// state, so call it after [`Cursor::prefetch_state`] had time to work.
     /// Without state (keys with few events each), the times its binary
-    /// searches read first: the middle of the run, and its ends, which for
+    /// searches read: the middle of the run first, and its ends, which for
     /// a run of a few events are the whole run.
     pub fn prefetch_times(&self, slot: usize, times: &[i64]) {
         let stride = self.plan.offsets.len() + 1;
