@@ -357,15 +357,7 @@ impl ExecutionPlan for BucketSortExec {
                 let _timer = sort_time.timer();
                 Some(sorted_bucket(&drained.schema, chunks, &sort_columns))
             }))
-            .map_ok(|sorted| {
-                let slices: Vec<Result<RecordBatch>> = (0..sorted.num_rows())
-                    .step_by(BATCH_ROWS)
-                    .map(|offset| {
-                        Ok(sorted.slice(offset, BATCH_ROWS.min(sorted.num_rows() - offset)))
-                    })
-                    .collect();
-                futures::stream::iter(slices)
-            })
+            .map_ok(|sorted| futures::stream::iter(slices(&sorted).into_iter().map(Ok)))
             .try_flatten();
             Ok::<_, DataFusionError>(slices)
         })
@@ -705,6 +697,14 @@ impl Drop for SpillWriter {
     }
 }
 
+/// `batch` in slices of at most [`BATCH_ROWS`] rows, in order.
+pub(crate) fn slices(batch: &RecordBatch) -> Vec<RecordBatch> {
+    (0..batch.num_rows())
+        .step_by(BATCH_ROWS)
+        .map(|offset| batch.slice(offset, BATCH_ROWS.min(batch.num_rows() - offset)))
+        .collect()
+}
+
 /// A bucket's rows, read back and sorted.
 fn sorted_bucket(
     schema: &SchemaRef,
@@ -790,32 +790,25 @@ pub fn sort_rows(
         // sort compares neighbours in the buffer (a stable sort: rows tied
         // on every column keep their order).
         let mut group: Vec<(i64, u32)> = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start + 1;
-            while end < order.len() && sorted[end] == sorted[start] {
-                end += 1;
-            }
-            if end - start > 1 {
-                group.clear();
-                group.extend(
-                    order[start..end]
-                        .iter()
-                        .map(|&row| (second_values.map_or(0, |v| v[row as usize]), row)),
-                );
-                let compare = |a: &(i64, u32), b: &(i64, u32)| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| compare_rows(&comparators, a.1, b.1))
-                };
-                if !group.is_sorted_by(|a, b| compare(a, b).is_le()) {
-                    group.sort_by(compare);
-                    for (slot, &(_, row)) in order[start..end].iter_mut().zip(&group) {
-                        *slot = row;
-                    }
-                    identity = false;
+        let runs = equal_runs(order.len(), |a, b| sorted[a] == sorted[b]);
+        for (start, end) in runs.filter(|(start, end)| end - start > 1) {
+            group.clear();
+            group.extend(
+                order[start..end]
+                    .iter()
+                    .map(|&row| (second_values.map_or(0, |v| v[row as usize]), row)),
+            );
+            let compare = |a: &(i64, u32), b: &(i64, u32)| {
+                a.0.cmp(&b.0)
+                    .then_with(|| compare_rows(&comparators, a.1, b.1))
+            };
+            if !group.is_sorted_by(|a, b| compare(a, b).is_le()) {
+                group.sort_by(compare);
+                for (slot, &(_, row)) in order[start..end].iter_mut().zip(&group) {
+                    *slot = row;
                 }
+                identity = false;
             }
-            start = end;
         }
     }
     if identity {

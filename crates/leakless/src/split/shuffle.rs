@@ -360,10 +360,7 @@ fn read(
                     .map_err(|e| reading(&path, e))?;
                 let sorted = crate::order::sort_rows(&schema, &batches, &[time])
                     .map_err(|e| reading(&path, e))?;
-                let slices: Vec<Result<RecordBatch>> = (0..sorted.num_rows())
-                    .step_by(BATCH_ROWS)
-                    .map(|start| Ok(sorted.slice(start, BATCH_ROWS.min(sorted.num_rows() - start))))
-                    .collect();
+                let slices = crate::order::slices(&sorted).into_iter().map(Ok);
                 Ok::<_, DataFusionError>(futures::stream::iter(slices))
             })
             .await
