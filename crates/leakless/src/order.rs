@@ -549,7 +549,11 @@ impl Bucketer {
             self.add(first, batch.clone(), bytes);
         } else {
             // One take puts the rows in bucket order (stable); each bucket
-            // is then a slice of it, charged its share of the bytes.
+            // is then a slice of it, charged its share of the bytes. (Not
+            // copying here, the sort gathering each bucket's rows from the
+            // batches read, was tried: the sort's gathers then reach over
+            // the whole spine instead of one bucket's rows, and the
+            // marketplace's sort took 1.6 s instead of 0.6.)
             let buckets: Vec<i64> = times.iter().map(|&t| bucket_of(partitioning, t)).collect();
             let order = bucket_order(&buckets);
             let bucket_at = |i: usize| buckets[order[i] as usize];

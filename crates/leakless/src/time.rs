@@ -279,7 +279,9 @@ mod tests {
         let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
         let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
         let separators = [(4, "-"), (7, "-"), (13, ":"), (16, ":")];
-        if separators.iter().any(|&(i, c)| text.get(i..i + 1) != Some(c))
+        if separators
+            .iter()
+            .any(|&(i, c)| text.get(i..i + 1) != Some(c))
             || !matches!(text.get(10..11), Some("T" | "t" | " "))
         {
             return None;
