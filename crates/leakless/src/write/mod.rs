@@ -696,16 +696,23 @@ fn open_file(
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(
         ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet_error)?,
     ));
-    // A misfit is written plain, or delta-encoded when it is an integer:
-    // fewer bytes for zstd to compress (ids and durations use a fraction of
-    // their 64 bits).
+    // A misfit is written plain, or delta-encoded when it is an integer
+    // (ids and durations use a fraction of their 64 bits), then without
+    // compression: delta-packed values with most of them distinct are
+    // what zstd cannot shrink (the marketplace's ids and ages: 1,724,211
+    // bytes compressed against 1,724,009 not, files 0.1 % larger in time
+    // order, 0.002 % smaller shuffled), and compressing them was about a
+    // tenth of the encoding's CPU.
     let props = dictionary_misfits(first).iter().fold(props, |p, column| {
         let integer = matches!(
             schema.field_with_name(column).map(|f| f.data_type()),
             Ok(DataType::Int64)
         );
         if integer {
-            delta(p, column)
+            delta(p, column).set_column_compression(
+                ColumnPath::from(column.as_str()),
+                Compression::UNCOMPRESSED,
+            )
         } else {
             p.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false)
         }
@@ -1072,8 +1079,9 @@ mod tests {
         .unwrap();
         assert_eq!(dictionary_misfits(&batch), ["ids", "prices"]);
 
-        // As written: an integer misfit delta-encoded, a float misfit
-        // plain, the others with a dictionary.
+        // As written: an integer misfit delta-encoded and not compressed,
+        // a float misfit plain, the others with a dictionary, all but the
+        // integer misfit compressed.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
         let mut writer = open_file(&path, &batch.schema(), &[], &batch).unwrap();
@@ -1082,14 +1090,19 @@ mod tests {
         let file = File::open(&path).unwrap();
         let reader = datafusion::parquet::file::reader::SerializedFileReader::new(file).unwrap();
         let group = datafusion::parquet::file::reader::FileReader::metadata(&reader).row_group(0);
-        let encodings = |name: &str| {
-            let column = group
-                .columns()
-                .iter()
+        let column = |name: &str| {
+            (group.columns().iter())
                 .find(|c| c.column_path().string() == name)
-                .unwrap();
-            column.encodings().collect::<Vec<_>>()
+                .unwrap()
         };
+        let encodings = |name: &str| column(name).encodings().collect::<Vec<_>>();
+        for name in ["ids", "few", "prices", "flags", "names", "sparse"] {
+            let expected = match name {
+                "ids" => Compression::UNCOMPRESSED,
+                _ => Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).unwrap()),
+            };
+            assert_eq!(column(name).compression(), expected, "{name}");
+        }
         assert!(encodings("ids").contains(&Encoding::DELTA_BINARY_PACKED));
         assert!(!encodings("ids").contains(&Encoding::RLE_DICTIONARY));
         assert!(!encodings("prices").contains(&Encoding::RLE_DICTIONARY));
