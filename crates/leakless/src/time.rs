@@ -61,9 +61,7 @@ pub fn parse_date(date: &str) -> Option<i64> {
 }
 
 fn parse_timestamp(s: &[u8]) -> Option<i64> {
-    let Some(head) = s.first_chunk::<19>() else {
-        return None;
-    };
+    let head = s.first_chunk::<19>()?;
     // The fourteen digits of `YYYY-MM-DD HH:MM:SS` checked and read
     // together, without a branch per byte (timestamps were a tenth of the
     // CSV parse's time read digit by digit).
