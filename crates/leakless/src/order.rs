@@ -555,7 +555,8 @@ impl Bucketer {
             // the whole spine instead of one bucket's rows, and the
             // marketplace's sort took 1.6 s instead of 0.6.)
             let buckets: Vec<i64> = times.iter().map(|&t| bucket_of(partitioning, t)).collect();
-            let order = bucket_order(&buckets);
+            // A stable radix sort: one counting pass for batches within 2,048 buckets.
+            let (order, _) = radix_order(&buckets);
             let bucket_at = |i: usize| buckets[order[i] as usize];
             let runs: Vec<(usize, usize)> =
                 equal_runs(order.len(), |a, b| bucket_at(a) == bucket_at(b)).collect();
@@ -618,36 +619,6 @@ impl Bucketer {
         }
         Ok((self.chunks, spill, self.max_time))
     }
-}
-
-/// The positions of `buckets` in ascending order of their value, ties in
-/// position order: a counting sort when the values span no more than
-/// twice as many buckets as there are rows (a batch of a few days, hours
-/// or weeks), else a stable comparison sort.
-fn bucket_order(buckets: &[i64]) -> Vec<u32> {
-    let (Some(&lo), Some(&hi)) = (buckets.iter().min(), buckets.iter().max()) else {
-        return Vec::new();
-    };
-    let span = hi.abs_diff(lo) as usize;
-    if span >= 2 * buckets.len() {
-        let mut order: Vec<u32> = (0..buckets.len() as u32).collect();
-        order.sort_by_key(|&row| buckets[row as usize]);
-        return order;
-    }
-    let mut starts = vec![0u32; span + 2];
-    for &b in buckets {
-        starts[b.abs_diff(lo) as usize + 1] += 1;
-    }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
-    }
-    let mut order = vec![0u32; buckets.len()];
-    for (row, &b) in buckets.iter().enumerate() {
-        let slot = &mut starts[b.abs_diff(lo) as usize];
-        order[*slot as usize] = row as u32;
-        *slot += 1;
-    }
-    order
 }
 
 /// A spill file written on a thread of its own: reading and parsing the
@@ -971,9 +942,9 @@ mod tests {
     }
 
     proptest! {
-        /// Counting or comparison sort, the order of a stable sort by
-        /// bucket: buckets a few apart (negative too), or spread far
-        /// (the comparison sort's side of the span rule).
+        /// The radix order of buckets, the order of a stable sort by
+        /// bucket: buckets a few apart (negative too; one pass), or
+        /// spread far (several passes).
         #[test]
         fn buckets_ordered_as_by_a_stable_sort(
             base in -1_000_000i64..1_000_000,
@@ -986,7 +957,7 @@ mod tests {
                 .collect();
             let mut expected: Vec<u32> = (0..buckets.len() as u32).collect();
             expected.sort_by_key(|&row| buckets[row as usize]);
-            prop_assert_eq!(bucket_order(&buckets), expected);
+            prop_assert_eq!(radix_order(&buckets).0, expected);
         }
     }
 
