@@ -15,7 +15,9 @@
 //!
 //! Each shuffle is a `RepartitionExec` (Ballista cuts a stage there), or
 //! on this machine in bounded memory a [`SpillShuffleExec`] over N shards
-//! ([`Shuffle`]; the writer's sort then reads the last group itself). Every
+//! ([`Shuffle`]; the writer's sort then reads the last group itself, and
+//! each event source is read once, into one shuffle per group and key that
+//! indexes it: a fanout). Every
 //! figure the manifest needs that only the scans see (each file's rows,
 //! SHA-256, rows dropped by `where`, latest event) is written by the scan's
 //! [`RouteExec`] into the staging's statistics folder as [`ScanStats`];
@@ -50,7 +52,7 @@ use crate::order::BucketSortExec;
 use crate::temporal::{GroupMode, Latest, PitPlan, PointInTimeExec};
 use hot::{HotKey, HotKeysExec, HotKeysOptions, SaltOptions};
 use route::{RouteExec, RouteOptions};
-use shuffle::SpillShuffleExec;
+use shuffle::{OutletOptions, SpillShuffleExec};
 
 /// The row id column a [`RouteExec`] adds to events.
 pub const ROW_ID: &str = "__leakless_row";
@@ -372,9 +374,109 @@ pub fn plan(
     let spine_width = source(spine_name).layout.schema.fields().len();
     let mut width = carried.schema().fields().len();
     let groups = key_groups(plan);
-    for (g, members) in groups.iter().enumerate() {
+    let hot_of = |g: usize| hot.get(g).filter(|h| !h.is_empty());
+    // What a scan of an event source does for every group alike: every
+    // scan of a file writes the same statistics, and one of the spine's
+    // source counts its `where` too.
+    let event_scan = |name: &str, options: RouteOptions| {
+        let filter = (name == spine_name)
+            .then(|| spec.spine.filter.clone())
+            .flatten();
+        RouteExec::scan(
+            ScanExec::new(source(name).clone()),
+            RouteOptions {
+                row_ids: true,
+                filter,
+                count_only: true,
+                stats: Some((stats_dir.clone(), time_of(name))),
+                errors_as_text,
+                ..options
+            },
+        )
+    };
+    // Each group's events, per route: a hot key's rows copied to each of
+    // its salts, the salt (the last column) hashed with the key.
+    let salt = |g: usize, key: &[usize]| {
+        hot_of(g).map(|hot| SaltOptions {
+            key: key.to_vec(),
+            hot: hot.clone(),
+            copies: true,
+            hashed: 0,
+        })
+    };
+    let mut events: Vec<Vec<Arc<dyn ExecutionPlan>>> = Vec::with_capacity(groups.len());
+    match shuffle {
+        Shuffle::InMemory => {
+            for (g, members) in groups.iter().enumerate() {
+                let inputs = (plan.routes(members).into_iter())
+                    .map(|(input, key)| {
+                        let options = RouteOptions {
+                            whole_key: key.clone(),
+                            salt: salt(g, &key),
+                            ..RouteOptions::default()
+                        };
+                        let routed = event_scan(&plan.inputs[input], options)?;
+                        let mut on = key.clone();
+                        if hot_of(g).is_some() {
+                            on.push(routed.schema().fields().len() - 1);
+                        }
+                        hash(Arc::new(routed), &on, None)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                events.push(inputs);
+            }
+        }
+        // Each source read once, into a shuffle per group and route that
+        // index it (an outlet of one fanout).
+        Shuffle::Spilled { .. } => {
+            let routes: Vec<Vec<(usize, Vec<usize>)>> =
+                groups.iter().map(|members| plan.routes(members)).collect();
+            let mut slots: Vec<Vec<Option<Arc<dyn ExecutionPlan>>>> =
+                routes.iter().map(|r| vec![None; r.len()]).collect();
+            for input in 0..plan.inputs.len() {
+                let at: Vec<(usize, usize)> = (routes.iter().enumerate())
+                    .flat_map(|(g, routes)| {
+                        let mine = routes.iter().enumerate().filter(|(_, r)| r.0 == input);
+                        mine.map(move |(r, _)| (g, r))
+                    })
+                    .collect();
+                if at.is_empty() {
+                    continue;
+                }
+                let routed = event_scan(&plan.inputs[input], RouteOptions::default())?;
+                let salt_column = routed.schema().fields().len();
+                let outlets = (at.iter())
+                    .map(|&(g, r)| {
+                        let key = &routes[g][r].1;
+                        let mut on = key.clone();
+                        on.extend(hot_of(g).map(|_| salt_column));
+                        OutletOptions {
+                            whole_key: key.clone(),
+                            salt: salt(g, key),
+                            on,
+                        }
+                    })
+                    .collect();
+                let fanout = SpillShuffleExec::fanout(
+                    Arc::new(routed),
+                    outlets,
+                    shards,
+                    spill.0.to_owned(),
+                    n,
+                )?;
+                for ((g, r), exec) in at.into_iter().zip(fanout) {
+                    slots[g][r] = Some(Arc::new(exec));
+                }
+            }
+            for slots in slots {
+                let inputs = slots.into_iter().map(|s| s.expect("every route's outlet"));
+                events.push(inputs.collect());
+            }
+        }
+    }
+    for ((g, members), inputs) in groups.iter().enumerate().zip(events) {
         let spine_key = &plan.indexes[members[0]].spine_key;
-        let hot = hot.get(g).filter(|h| !h.is_empty());
+        let hot = hot_of(g);
         let group = GroupMode {
             indexes: members.clone(),
             carried: width,
@@ -382,41 +484,6 @@ pub fn plan(
             errors_as_text,
             number: g,
         };
-        let inputs = plan
-            .routes(members)
-            .into_iter()
-            .map(|(input, key)| {
-                let name = &plan.inputs[input];
-                // Every scan of a file writes the same statistics: one of
-                // the spine's source counts its `where` too.
-                let filter = (name == spine_name)
-                    .then(|| spec.spine.filter.clone())
-                    .flatten();
-                let routed = RouteExec::scan(
-                    ScanExec::new(source(name).clone()),
-                    RouteOptions {
-                        row_ids: true,
-                        whole_key: key.clone(),
-                        filter,
-                        count_only: true,
-                        stats: Some((stats_dir.clone(), time_of(name))),
-                        errors_as_text,
-                        salt: hot.map(|hot| SaltOptions {
-                            key: key.clone(),
-                            hot: hot.clone(),
-                            copies: true,
-                            hashed: 0,
-                        }),
-                        ..RouteOptions::default()
-                    },
-                )?;
-                let mut on = key.clone();
-                if hot.is_some() {
-                    on.push(routed.schema().fields().len() - 1);
-                }
-                hash(Arc::new(routed), &on, None)
-            })
-            .collect::<Result<Vec<_>>>()?;
         let spine = match hot {
             // A hot key's spine rows over its salts: the salt (past the
             // carried columns) goes with the key into the hash.

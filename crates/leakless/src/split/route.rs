@@ -252,17 +252,7 @@ impl Seen {
                 keep = Some(mask);
             }
         }
-        if !options.whole_key.is_empty() {
-            let whole: BooleanArray = (0..n)
-                .map(|i| {
-                    Some(
-                        options
-                            .whole_key
-                            .iter()
-                            .all(|&k| batch.column(k).is_valid(i)),
-                    )
-                })
-                .collect();
+        if let Some(whole) = whole_key_mask(&batch, &options.whole_key) {
             keep = Some(match keep {
                 Some(mask) => datafusion::arrow::compute::and(&mask, &whole)?,
                 None => whole,
@@ -277,6 +267,18 @@ impl Seen {
             None => Ok(out),
         }
     }
+}
+
+/// Which rows of `batch` have every one of the columns `key` set, or
+/// `None` when there is no key to check.
+pub(crate) fn whole_key_mask(batch: &RecordBatch, key: &[usize]) -> Option<BooleanArray> {
+    if key.is_empty() {
+        return None;
+    }
+    let mask = (0..batch.num_rows())
+        .map(|i| Some(key.iter().all(|&k| batch.column(k).is_valid(i))))
+        .collect();
+    Some(mask)
 }
 
 impl DisplayAs for RouteExec {

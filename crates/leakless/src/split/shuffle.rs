@@ -13,6 +13,14 @@
 //! so runs one stage after the other, with at most `parallel` shards of a
 //! group indexed at once.
 //!
+//! One run of the input can feed several shuffles ([`SpillShuffleExec::fanout`]):
+//! each of its outlets keeps the rows whose key columns are all set, salts
+//! them for hot keys if asked, and hashes them on its own columns into
+//! files of its own. A source that several key groups index is so read
+//! (and its files hashed, and its rows given their ids) once, not once
+//! per group; the outlets share what was written, and each group reads
+//! its own outlet's files when it runs.
+//!
 //! The rows of a partition arrive in no fixed order, as from a
 //! `RepartitionExec`: a key group restores its events' order by row id
 //! and sorts its spine by time, and the writer sorts every bucket by all
@@ -25,8 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::runtime::SpawnedTask;
@@ -45,6 +53,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::hot::{SALT, SaltOptions, Salter};
+use super::route::whole_key_mask;
 use crate::error::{Shared, shared};
 use crate::order::BATCH_ROWS;
 
@@ -52,7 +62,10 @@ use crate::order::BATCH_ROWS;
 #[derive(Debug)]
 pub struct SpillShuffleExec {
     input: Arc<dyn ExecutionPlan>,
-    on: Vec<Arc<dyn PhysicalExpr>>,
+    /// Every outlet of the run of `input` this node shares.
+    outlets: Arc<Vec<Outlet>>,
+    /// This node's outlet.
+    outlet: usize,
     /// The folder under which each run of the shuffle makes its own.
     dir: PathBuf,
     /// Input partitions run at once.
@@ -63,10 +76,80 @@ pub struct SpillShuffleExec {
     written: Arc<Shared<Arc<Written>>>,
 }
 
-/// The shuffle's files, once every input partition is in them.
+/// What one outlet of a [`SpillShuffleExec::fanout`] takes of its input's
+/// rows: those whose `whole_key` columns are all set, with the salt
+/// column appended when `salt` is given, hashed on the columns `on` (of
+/// the rows so routed).
+#[derive(Debug, Clone)]
+pub struct OutletOptions {
+    pub whole_key: Vec<usize>,
+    pub salt: Option<SaltOptions>,
+    pub on: Vec<usize>,
+}
+
+/// An outlet ready to route.
+#[derive(Debug)]
+struct Outlet {
+    whole_key: Vec<usize>,
+    salter: Option<Salter>,
+    schema: SchemaRef,
+    on: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl Outlet {
+    /// Every row of `input`, hashed on `on`.
+    fn all(input: &SchemaRef, on: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        Outlet {
+            whole_key: Vec::new(),
+            salter: None,
+            schema: input.clone(),
+            on,
+        }
+    }
+
+    fn new(input: &SchemaRef, options: OutletOptions) -> Result<Self> {
+        let (salter, schema) = match options.salt {
+            Some(salt) => {
+                let mut fields: Vec<_> = input.fields().iter().cloned().collect();
+                fields.push(Arc::new(Field::new(SALT, DataType::UInt32, false)));
+                (Some(Salter::new(salt)?), Arc::new(Schema::new(fields)))
+            }
+            None => (None, input.clone()),
+        };
+        let on = (options.on.iter())
+            .map(|&k| {
+                let field = schema.fields().get(k).ok_or_else(|| {
+                    DataFusionError::Internal(format!("an outlet hashes on column {k}"))
+                })?;
+                Ok(Arc::new(Column::new(field.name(), k)) as Arc<dyn PhysicalExpr>)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Outlet {
+            whole_key: options.whole_key,
+            salter,
+            schema,
+            on,
+        })
+    }
+
+    /// The rows of `batch` this outlet takes.
+    fn route(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let batch = match whole_key_mask(batch, &self.whole_key) {
+            Some(mask) => filter_record_batch(batch, &mask)?,
+            None => batch.clone(),
+        };
+        match &self.salter {
+            Some(salter) => salter.apply(batch, &self.schema),
+            None => Ok(batch),
+        }
+    }
+}
+
+/// The shuffle's files (per outlet, per output partition), once every
+/// input partition is in them.
 #[derive(Debug)]
 struct Written {
-    files: Vec<PathBuf>,
+    files: Vec<Vec<PathBuf>>,
 }
 
 impl SpillShuffleExec {
@@ -80,10 +163,55 @@ impl SpillShuffleExec {
         dir: PathBuf,
         parallel: usize,
     ) -> Self {
+        let outlets = Arc::new(vec![Outlet::all(&input.schema(), on)]);
+        SpillShuffleExec::over(input, outlets, 0, partitions, dir, parallel)
+    }
+
+    /// One shuffle per outlet, all from one run of `input` (the first
+    /// of them asked for a partition writes every outlet's files).
+    pub fn fanout(
+        input: Arc<dyn ExecutionPlan>,
+        outlets: Vec<OutletOptions>,
+        partitions: usize,
+        dir: PathBuf,
+        parallel: usize,
+    ) -> Result<Vec<Self>> {
+        let schema = input.schema();
+        let outlets: Arc<Vec<Outlet>> = Arc::new(
+            (outlets.into_iter())
+                .map(|o| Outlet::new(&schema, o))
+                .collect::<Result<_>>()?,
+        );
+        let written = Arc::new(Shared::new());
+        Ok((0..outlets.len())
+            .map(|o| {
+                let mut exec = SpillShuffleExec::over(
+                    input.clone(),
+                    outlets.clone(),
+                    o,
+                    partitions,
+                    dir.clone(),
+                    parallel,
+                );
+                exec.written = written.clone();
+                exec
+            })
+            .collect())
+    }
+
+    fn over(
+        input: Arc<dyn ExecutionPlan>,
+        outlets: Arc<Vec<Outlet>>,
+        outlet: usize,
+        partitions: usize,
+        dir: PathBuf,
+        parallel: usize,
+    ) -> Self {
         SpillShuffleExec {
-            cache: properties(&input, &on, partitions, None),
+            cache: properties(&outlets[outlet], partitions, None),
             input,
-            on,
+            outlets,
+            outlet,
             dir,
             parallel: parallel.max(1),
             sort: None,
@@ -96,7 +224,7 @@ impl SpillShuffleExec {
     /// (`order::sort_rows`); without, in batches of about
     /// `order::BATCH_ROWS` rows as they were appended.
     pub fn with_sort(mut self, time: Option<usize>) -> Self {
-        self.cache = properties(&self.input, &self.on, self.partitions(), time);
+        self.cache = properties(&self.outlets[self.outlet], self.partitions(), time);
         self.sort = time;
         self
     }
@@ -105,27 +233,25 @@ impl SpillShuffleExec {
         self.cache.output_partitioning().partition_count()
     }
 
-    /// A new instance over `input`, with no state.
+    /// A new instance over `input`, with no state (a node of a fanout
+    /// then writes every outlet's files again, for itself).
     fn renew(&self, input: Arc<dyn ExecutionPlan>) -> Self {
-        let (on, dir) = (self.on.clone(), self.dir.clone());
-        SpillShuffleExec::new(input, on, self.partitions(), dir, self.parallel).with_sort(self.sort)
+        let (outlets, dir) = (self.outlets.clone(), self.dir.clone());
+        let partitions = self.partitions();
+        SpillShuffleExec::over(input, outlets, self.outlet, partitions, dir, self.parallel)
+            .with_sort(self.sort)
     }
 }
 
-fn properties(
-    input: &Arc<dyn ExecutionPlan>,
-    on: &[Arc<dyn PhysicalExpr>],
-    partitions: usize,
-    sort: Option<usize>,
-) -> Arc<PlanProperties> {
-    let schema = input.schema();
+fn properties(outlet: &Outlet, partitions: usize, sort: Option<usize>) -> Arc<PlanProperties> {
+    let schema = &outlet.schema;
     let orderings = sort.map(|time| {
         let column = Column::new(schema.field(time).name(), time);
         [PhysicalSortExpr::new_default(Arc::new(column))]
     });
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new_with_orderings(schema.clone(), orderings),
-        Partitioning::Hash(on.to_vec(), partitions.max(1)),
+        Partitioning::Hash(outlet.on.clone(), partitions.max(1)),
         EmissionType::Final,
         Boundedness::Bounded,
     ))
@@ -135,9 +261,11 @@ impl DisplayAs for SpillShuffleExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "SpillShuffleExec: partitions={}, parallel={}",
+            "SpillShuffleExec: partitions={}, parallel={}, outlet={} of {}",
             self.partitions(),
-            self.parallel
+            self.parallel,
+            self.outlet,
+            self.outlets.len()
         )
     }
 }
@@ -159,7 +287,7 @@ impl ExecutionPlan for SpillShuffleExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in &self.on {
+        for e in &self.outlets[self.outlet].on {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -196,19 +324,23 @@ impl ExecutionPlan for SpillShuffleExec {
     ) -> Result<SendableRecordBatchStream> {
         let written = self.written.clone();
         let input = self.input.clone();
-        let on = self.on.clone();
+        let (outlets, outlet) = (self.outlets.clone(), self.outlet);
         let (partitions, parallel) = (self.partitions(), self.parallel);
         let dir = self.dir.clone();
-        let schema = self.input.schema();
+        let schema = outlets[outlet].schema.clone();
         let (sort, read_schema) = (self.sort, schema.clone());
         let stream = futures::stream::once(async move {
             let written = shared(&written, || {
-                write(input, on, partitions, parallel, dir, context)
+                write(input, outlets, partitions, parallel, dir, context)
             })
             .await?;
-            let file = written.files.get(partition).ok_or_else(|| {
-                DataFusionError::Internal(format!("a shuffle has no partition {partition}"))
-            })?;
+            let file = (written.files.get(outlet))
+                .and_then(|files| files.get(partition))
+                .ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "a shuffle has no partition {partition} in outlet {outlet}"
+                    ))
+                })?;
             read(file, read_schema, sort)
         })
         .try_flatten();
@@ -216,13 +348,16 @@ impl ExecutionPlan for SpillShuffleExec {
     }
 }
 
+/// The writers of one run of a shuffle: per outlet, per output partition.
+type Writers = Vec<Vec<Mutex<StreamWriter<BufWriter<File>>>>>;
+
 /// Runs every input partition, `parallel` at a time, each row appended to
-/// the file of its output partition. The first error in partition order
-/// is the one reported (the partitions before it still finish), as in a
-/// sequential read of the inputs.
+/// the file of its output partition in each outlet that takes it. The
+/// first error in partition order is the one reported (the partitions
+/// before it still finish), as in a sequential read of the inputs.
 async fn write(
     input: Arc<dyn ExecutionPlan>,
-    on: Vec<Arc<dyn PhysicalExpr>>,
+    outlets: Arc<Vec<Outlet>>,
     partitions: usize,
     parallel: usize,
     dir: PathBuf,
@@ -238,20 +373,26 @@ async fn write(
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| DataFusionError::Execution(format!("creating `{}`: {e}", dir.display())))?;
-    let schema = input.schema();
-    let files: Vec<PathBuf> = (0..partitions)
-        .map(|p| dir.join(format!("{p:06}.arrow")))
-        .collect();
-    let writers = files
-        .iter()
-        .map(|path| {
-            let file = File::create(path).map_err(|e| {
-                DataFusionError::Execution(format!("creating `{}`: {e}", path.display()))
-            })?;
-            let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 16, file), &schema)?;
-            Ok(Mutex::new(writer))
+    let files: Vec<Vec<PathBuf>> = (0..outlets.len())
+        .map(|o| {
+            (0..partitions)
+                .map(|p| dir.join(format!("{o:03}-{p:06}.arrow")))
+                .collect()
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect();
+    let writers: Writers = (files.iter().zip(outlets.iter()))
+        .map(|(files, outlet)| {
+            (files.iter())
+                .map(|path| {
+                    let file = File::create(path).map_err(|e| {
+                        DataFusionError::Execution(format!("creating `{}`: {e}", path.display()))
+                    })?;
+                    let file = BufWriter::with_capacity(1 << 16, file);
+                    Ok(Mutex::new(StreamWriter::try_new(file, &outlet.schema)?))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
     let writers = Arc::new(writers);
     let inputs = input.output_partitioning().partition_count();
     let next = Arc::new(AtomicUsize::new(0));
@@ -259,7 +400,7 @@ async fn write(
     let mut tasks = Vec::new();
     for _ in 0..parallel.min(inputs.max(1)) {
         let (input, context, next) = (input.clone(), context.clone(), next.clone());
-        let (failed, writers, on) = (failed.clone(), writers.clone(), on.clone());
+        let (failed, writers, outlets) = (failed.clone(), writers.clone(), outlets.clone());
         let paths = files.clone();
         tasks.push(SpawnedTask::spawn(async move {
             loop {
@@ -267,7 +408,7 @@ async fn write(
                 if partition >= inputs.min(failed.load(Ordering::Relaxed)) {
                     return Ok(());
                 }
-                let hashed = hash_into(&input, partition, &context, &on, &writers, &paths);
+                let hashed = hash_into(&input, partition, &context, &outlets, &writers, &paths);
                 if let Err(e) = hashed.await {
                     failed.fetch_min(partition, Ordering::Relaxed);
                     return Err((partition, e));
@@ -292,7 +433,7 @@ async fn write(
     }
     let writers = Arc::into_inner(writers)
         .ok_or_else(|| DataFusionError::Internal("a shuffle's writer is still held".into()))?;
-    for (writer, path) in writers.into_iter().zip(&files) {
+    for (writer, path) in writers.into_iter().flatten().zip(files.iter().flatten()) {
         let writer = writer
             .into_inner()
             .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
@@ -303,26 +444,37 @@ async fn write(
     Ok(Arc::new(Written { files }))
 }
 
-/// Input partition `partition`'s rows, hashed and appended to the files,
-/// each piece as it comes (the reads coalesce them again).
+/// Input partition `partition`'s rows, routed by each outlet, hashed and
+/// appended to its files, each piece as it comes (the reads coalesce them
+/// again).
 async fn hash_into(
     input: &Arc<dyn ExecutionPlan>,
     partition: usize,
     context: &Arc<TaskContext>,
-    on: &[Arc<dyn PhysicalExpr>],
-    writers: &[Mutex<StreamWriter<BufWriter<File>>>],
-    paths: &[PathBuf],
+    outlets: &[Outlet],
+    writers: &Writers,
+    paths: &[Vec<PathBuf>],
 ) -> Result<()> {
-    let mut partitioner =
-        BatchPartitioner::new_hash_partitioner(on.to_vec(), writers.len(), metrics::Time::new())?;
+    let mut partitioners = (outlets.iter().zip(writers))
+        .map(|(outlet, writers)| {
+            let time = metrics::Time::new();
+            BatchPartitioner::new_hash_partitioner(outlet.on.clone(), writers.len(), time)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut stream = input.execute(partition, context.clone())?;
     while let Some(batch) = stream.try_next().await? {
-        for piece in partitioner.partition_iter(batch)? {
-            let (p, piece) = piece?;
-            let mut writer = writers[p]
-                .lock()
-                .map_err(|_| DataFusionError::Internal("a shuffle's writer was poisoned".into()))?;
-            writer.write(&piece).map_err(|e| writing(&paths[p], e))?;
+        for (o, outlet) in outlets.iter().enumerate() {
+            let routed = outlet.route(&batch)?;
+            if routed.num_rows() == 0 {
+                continue;
+            }
+            for piece in partitioners[o].partition_iter(routed)? {
+                let (p, piece) = piece?;
+                let mut writer = writers[o][p].lock().map_err(|_| {
+                    DataFusionError::Internal("a shuffle's writer was poisoned".into())
+                })?;
+                writer.write(&piece).map_err(|e| writing(&paths[o][p], e))?;
+            }
         }
     }
     Ok(())
@@ -413,7 +565,7 @@ fn coalesced(
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::physical_expr::expressions::{CastExpr, Column};
@@ -575,6 +727,110 @@ mod tests {
                 "{p}: {text}"
             );
         }
+    }
+
+    /// A fanout runs its input once: the first of its shuffles asked for
+    /// a partition writes every outlet's files, in one folder. Each
+    /// outlet's rows are those its own routing gives (rows with their key
+    /// whole, a hot key's rows once per salt), in the partitions a
+    /// repartition of them on the outlet's columns puts them.
+    #[test]
+    fn a_fanout_runs_its_input_once_and_each_outlet_takes_its_rows() {
+        use super::super::hot::HotKey;
+        use super::super::route::{RouteExec, RouteOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let input = input(&[400, 0, 900], &[]);
+        let hot_key = {
+            let keys = RecordBatch::try_from_iter([(
+                "key",
+                Arc::new(StringArray::from(vec!["5"])) as Arc<dyn Array>,
+            )])
+            .unwrap();
+            let rows = super::super::hot::key_rows(&keys, &[0]).unwrap();
+            let bytes = rows.row(0).as_ref().to_vec();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let salt = SaltOptions {
+            key: vec![1],
+            hot: vec![HotKey {
+                key: hot_key,
+                salts: 3,
+            }],
+            copies: true,
+            hashed: 0,
+        };
+        let outlets = vec![
+            OutletOptions {
+                whole_key: vec![1],
+                salt: None,
+                on: vec![1],
+            },
+            OutletOptions {
+                whole_key: vec![],
+                salt: None,
+                on: vec![0],
+            },
+            OutletOptions {
+                whole_key: vec![1],
+                salt: Some(salt.clone()),
+                on: vec![1, 2],
+            },
+        ];
+        let fanout =
+            SpillShuffleExec::fanout(input.clone(), outlets.clone(), 4, dir.path().into(), 2);
+        let rt = runtime();
+        let mut folders = Vec::new();
+        for (exec, outlet) in fanout.unwrap().into_iter().zip(outlets) {
+            let routed = RouteExec::over(
+                input.clone(),
+                RouteOptions {
+                    whole_key: outlet.whole_key.clone(),
+                    salt: outlet.salt.clone(),
+                    ..RouteOptions::default()
+                },
+            )
+            .unwrap();
+            let schema = routed.schema();
+            let on: Vec<Arc<dyn PhysicalExpr>> = (outlet.on.iter())
+                .map(|&k| Arc::new(Column::new(schema.field(k).name(), k)) as _)
+                .collect();
+            let repartition =
+                RepartitionExec::try_new(Arc::new(routed), Partitioning::Hash(on, 4)).unwrap();
+            let shuffled = rt.block_on(ids_by_partition(Arc::new(exec))).unwrap();
+            let expected = rt
+                .block_on(ids_by_partition(Arc::new(repartition)))
+                .unwrap();
+            assert_eq!(shuffled, expected);
+            folders.push(std::fs::read_dir(dir.path()).unwrap().count());
+        }
+        // Keys are null for ids divisible by 11; key "5" is hot.
+        let ids: Vec<i64> = (0..400).chain(2_000_000..2_000_900).collect();
+        let whole = ids.iter().filter(|id| *id % 11 != 0).count();
+        let hot = ids
+            .iter()
+            .filter(|id| *id % 11 != 0 && *id % 37 == 5)
+            .count();
+        let rows = |o: usize| {
+            let fanout = SpillShuffleExec::fanout(
+                input.clone(),
+                vec![OutletOptions {
+                    whole_key: vec![1],
+                    salt: (o == 2).then(|| salt.clone()),
+                    on: vec![1],
+                }],
+                4,
+                dir.path().join("count"),
+                2,
+            );
+            let exec = fanout.unwrap().pop().unwrap();
+            let ids = rt.block_on(ids_by_partition(Arc::new(exec))).unwrap();
+            ids.iter().map(Vec::len).sum::<usize>()
+        };
+        assert!(hot > 0);
+        assert_eq!((rows(0), rows(2)), (whole, whole + 2 * hot));
+        assert_eq!(folders, vec![1, 1, 1]);
+        let left: Vec<_> = walk(dir.path());
+        assert!(left.is_empty(), "files left: {left:?}");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
