@@ -21,6 +21,20 @@ pub(crate) enum Value<'a> {
     Bool(bool),
 }
 
+impl Value<'_> {
+    /// The value a word holds for a builder of `ty`: an integer or µs as
+    /// is, a float's bits, a bool as 0 or 1.
+    pub(crate) fn of_word(ty: ValueType, word: i64) -> Value<'static> {
+        match ty {
+            ValueType::Int64 | ValueType::Int8 => Value::Int(word),
+            ValueType::Float64 => Value::Float(f64::from_bits(word as u64)),
+            ValueType::Bool => Value::Bool(word != 0),
+            ValueType::Timestamp => Value::Ts(word),
+            ValueType::String => Value::Null,
+        }
+    }
+}
+
 pub(crate) enum ColumnBuilder {
     Int(Int64Builder),
     Float(Float64Builder),
@@ -63,14 +77,57 @@ impl ColumnBuilder {
         }
     }
 
-    pub(crate) fn finish(&mut self) -> ArrayRef {
+    /// Appends a column of words ([`Value::of_word`]), each null where
+    /// `nulls` (each value's validity; none: every one valid) says so.
+    pub(crate) fn extend_words(&mut self, words: &[i64], nulls: Option<&[bool]>) {
+        let valid = |i: usize| nulls.is_none_or(|v| v[i]);
         match self {
-            ColumnBuilder::Int(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float(b) => Arc::new(b.finish()),
-            ColumnBuilder::Str(b) => Arc::new(b.finish()),
-            ColumnBuilder::Ts(b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int8(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => match nulls {
+                None => b.append_slice(words),
+                Some(v) => b.append_values(words, v),
+            },
+            ColumnBuilder::Ts(b) => match nulls {
+                None => b.append_slice(words),
+                Some(v) => b.append_values(words, v),
+            },
+            ColumnBuilder::Float(b) => (0..words.len())
+                .for_each(|i| b.append_option(valid(i).then(|| f64::from_bits(words[i] as u64)))),
+            ColumnBuilder::Bool(b) => {
+                (0..words.len()).for_each(|i| b.append_option(valid(i).then_some(words[i] != 0)))
+            }
+            ColumnBuilder::Int8(b) => {
+                (0..words.len()).for_each(|i| b.append_option(valid(i).then_some(words[i] as i8)))
+            }
+            ColumnBuilder::Str(b) => (0..words.len()).for_each(|_| b.append_null()),
         }
+    }
+
+    /// Appends a column of texts, each null where `valid` says so.
+    pub(crate) fn extend_texts(&mut self, texts: &[&str], nulls: Option<&[bool]>) {
+        let ColumnBuilder::Str(b) = self else {
+            return (0..texts.len()).for_each(|_| self.push(&Value::Null));
+        };
+        for (i, text) in texts.iter().enumerate() {
+            match nulls.is_none_or(|v| v[i]) {
+                true => b.append_value(text),
+                false => b.append_null(),
+            }
+        }
+    }
+
+    /// The column so far; the builder starts again with room for as many
+    /// values (an arrow builder's `finish` leaves it none, and it grew by
+    /// doubling, each step a copy, for every batch).
+    pub(crate) fn finish(&mut self) -> ArrayRef {
+        let (array, ty): (ArrayRef, _) = match self {
+            ColumnBuilder::Int(b) => (Arc::new(b.finish()), ValueType::Int64),
+            ColumnBuilder::Float(b) => (Arc::new(b.finish()), ValueType::Float64),
+            ColumnBuilder::Str(b) => (Arc::new(b.finish()), ValueType::String),
+            ColumnBuilder::Ts(b) => (Arc::new(b.finish()), ValueType::Timestamp),
+            ColumnBuilder::Bool(b) => (Arc::new(b.finish()), ValueType::Bool),
+            ColumnBuilder::Int8(b) => (Arc::new(b.finish()), ValueType::Int8),
+        };
+        *self = ColumnBuilder::new(ty, array.len());
+        array
     }
 }
