@@ -252,7 +252,7 @@ def main():
             "Polars, the rich spec by hand": [PY, HERE / "ref_polars_rich.py", csv_dir, out / "rich-polars", wm],
         }
         rich_results = {name: (wall, rss) for name, (wall, rss, _) in
-                        in_rounds(rich, args.runs, lambda cmd: Path(cmd[-2])).items()}
+                        in_rounds(rich, args.runs, target).items()}
         for name, (wall, rss) in rich_results.items():
             print(f"{n:>11,} {name:<60} {wall:7.2f} s {rss:8.0f} MB", flush=True)
         r = subprocess.run([PY, HERE / "compare.py", out / "rich-leakless", out / "rich-polars", "--all-columns"],
