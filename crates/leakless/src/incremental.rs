@@ -161,29 +161,30 @@ impl Increment {
 }
 
 /// The bucket of a partition folder's name (the inverse of
-/// `write::folder_name`).
+/// `write::folder_name`); `None` for a name it never writes (a manifest
+/// edited by hand: `dt=2026-02-30`, a year of twenty digits, `hour=24`).
 pub fn bucket_of_folder(partitioning: Partitioning, folder: &str) -> Option<i64> {
     let date = |s: &str| -> Option<i64> {
         let s = s.strip_prefix("dt=")?;
         let (y, rest) = s.split_once('-')?;
         let (m, d) = rest.split_once('-')?;
-        Some(crate::time::days_from_civil(
-            y.parse().ok()?,
-            m.parse().ok()?,
-            d.parse().ok()?,
-        ))
+        let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+        // The years a folder name spells: no overflow below.
+        ((0..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
+            .then(|| crate::time::days_from_civil(y, m, d))
     };
-    match partitioning {
-        Partitioning::Day => date(folder),
+    let bucket = match partitioning {
+        Partitioning::Day => date(folder)?,
         Partitioning::Hour => {
             let (day, hour) = folder.split_once("/hour=")?;
-            Some(date(day)? * 24 + hour.parse::<i64>().ok()?)
+            let hour: i64 = hour.parse().ok().filter(|h| (0..24).contains(h))?;
+            date(day)? * 24 + hour
         }
-        Partitioning::None => folder.is_empty().then_some(0),
-    }
+        Partitioning::None => return folder.is_empty().then_some(0),
+    };
+    (crate::write::folder_name(partitioning, bucket) == folder).then_some(bucket)
 }
 
-/// The first and last instant (µs) of bucket `bucket`.
 fn bucket_bounds(partitioning: Partitioning, bucket: i64) -> (i64, i64) {
     match crate::order::bucket_micros(partitioning) {
         Some(w) => (bucket * w, bucket * w + w - 1),
@@ -537,5 +538,37 @@ pub fn mark_completeness(
         p.complete = open.is_empty();
         p.partial = (!open.is_empty())
             .then(|| format!("{}; {} rows held back", open.join(", "), p.held_back));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_read_back_as_their_buckets_and_no_other_name_does() {
+        for partitioning in [Partitioning::Day, Partitioning::Hour] {
+            for bucket in [-30_000, -1, 0, 1, 20_000, 480_000, 2_900_000] {
+                let name = crate::write::folder_name(partitioning, bucket);
+                assert_eq!(
+                    bucket_of_folder(partitioning, &name),
+                    Some(bucket),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(bucket_of_folder(Partitioning::None, ""), Some(0));
+        for (partitioning, name) in [
+            (Partitioning::Day, "dt=2026-02-30"),
+            (Partitioning::Day, "dt=2026-2-03"),
+            (Partitioning::Day, "dt=99999999999999999-01-01"),
+            (Partitioning::Day, "dt=-9223372036854775808-01-01"),
+            (Partitioning::Hour, "dt=2026-02-03/hour=24"),
+            (Partitioning::Hour, "dt=2026-02-03/hour=9223372036854775807"),
+            (Partitioning::Hour, "dt=2026-02-03"),
+            (Partitioning::None, "dt=2026-02-03"),
+        ] {
+            assert_eq!(bucket_of_folder(partitioning, name), None, "{name}");
+        }
     }
 }
