@@ -559,6 +559,26 @@ pub(super) fn read(
     read_with(reader, blocks_for(reader.file), true, emit)
 }
 
+/// Every batch of a read of the file as text, or the error, with the fast
+/// path of runs (`fast.rs`) or record by record only: the fuzzer checks
+/// that the two agree.
+#[cfg(any(test, feature = "fuzz"))]
+pub(super) fn read_as_text(reader: &FileReader<'_>, fast: bool) -> String {
+    let mut batches = Vec::new();
+    let read = read_with(reader, blocks_for(reader.file), fast, &mut |batch| {
+        batches.push(batch);
+        true
+    });
+    let bad = reader.bad.lock().unwrap_or_else(|e| e.into_inner()).len();
+    match read {
+        Ok((rows, _)) => match datafusion::arrow::util::pretty::pretty_format_batches(&batches) {
+            Ok(table) => format!("{rows:?} rows, {bad} set aside\n{table}"),
+            Err(e) => format!("unprintable: {e}"),
+        },
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 /// How [`read`] reads `file`: in blocks when it is large, not compressed,
 /// and there are several cores.
 pub(super) fn blocks_for(file: &super::InputFile) -> Option<Blocks> {

@@ -772,6 +772,13 @@ impl Source {
     }
 
     /// What the format readers need to read file `index`.
+    /// CSV file `index` read with the fast path of runs and record by
+    /// record only (`csv::read_as_text`), in batches of `batch_rows`.
+    #[cfg(any(test, feature = "fuzz"))]
+    pub(crate) fn csv_both_ways(&self, index: usize, batch_rows: usize) -> [String; 2] {
+        [true, false].map(|fast| csv::read_as_text(&self.reader(index, batch_rows), fast))
+    }
+
     fn reader(&self, index: usize, batch_rows: usize) -> FileReader<'_> {
         FileReader {
             file: &self.files[index],
