@@ -1,7 +1,9 @@
 //! Fuzzing: arbitrary bytes and mutations of valid inputs (flipped bytes,
 //! cut lines, stray quotes, huge fields, invalid UTF-8, odd timestamps) fed
 //! to the CSV reader, the Parquet reader and the spec parser. Each input
-//! must be read, or refused with its place; none may panic or hang.
+//! must be read, or refused with its place; none may panic or hang. A CSV
+//! input must also read the same with and without the reader's fast path
+//! (runs of plain records parsed a column at a time).
 //!
 //! The tests run a few thousand cases; `bench/fuzz.sh` runs a million
 //! through the hidden `leakless fuzz` command (feature `fuzz`, release
