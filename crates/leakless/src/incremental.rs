@@ -185,6 +185,7 @@ pub fn bucket_of_folder(partitioning: Partitioning, folder: &str) -> Option<i64>
     (crate::write::folder_name(partitioning, bucket) == folder).then_some(bucket)
 }
 
+/// The first and last instant (µs) of bucket `bucket`.
 fn bucket_bounds(partitioning: Partitioning, bucket: i64) -> (i64, i64) {
     match crate::order::bucket_micros(partitioning) {
         Some(w) => (bucket * w, bucket * w + w - 1),

@@ -98,13 +98,19 @@ impl ColumnBuilder {
             ColumnBuilder::Int8(b) => {
                 (0..words.len()).for_each(|i| b.append_option(valid(i).then_some(words[i] as i8)))
             }
-            ColumnBuilder::Str(b) => (0..words.len()).for_each(|_| b.append_null()),
+            // Texts go through `extend_texts`.
+            ColumnBuilder::Str(b) => {
+                debug_assert!(false, "words for a string column");
+                (0..words.len()).for_each(|_| b.append_null())
+            }
         }
     }
 
-    /// Appends a column of texts, each null where `valid` says so.
+    /// Appends a column of texts, each null where `nulls` (each value's
+    /// validity; none: every one valid) says so.
     pub(crate) fn extend_texts(&mut self, texts: &[&str], nulls: Option<&[bool]>) {
         let ColumnBuilder::Str(b) = self else {
+            debug_assert!(false, "texts for a column of words");
             return (0..texts.len()).for_each(|_| self.push(&Value::Null));
         };
         for (i, text) in texts.iter().enumerate() {

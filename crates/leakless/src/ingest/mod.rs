@@ -771,14 +771,26 @@ impl Source {
         }
     }
 
-    /// What the format readers need to read file `index`.
-    /// CSV file `index` read with the fast path of runs and record by
-    /// record only (`csv::read_as_text`), in batches of `batch_rows`.
+    /// CSV file `index` read under `policy` with the fast path of runs and
+    /// record by record only (`csv::read_as_text`), in batches of
+    /// `batch_rows`.
     #[cfg(any(test, feature = "fuzz"))]
-    pub(crate) fn csv_both_ways(&self, index: usize, batch_rows: usize) -> [String; 2] {
-        [true, false].map(|fast| csv::read_as_text(&self.reader(index, batch_rows), fast))
+    pub(crate) fn csv_both_ways(
+        &self,
+        index: usize,
+        batch_rows: usize,
+        policy: BadRowPolicy,
+    ) -> [String; 2] {
+        [true, false].map(|fast| {
+            let reader = FileReader {
+                policy,
+                ..self.reader(index, batch_rows)
+            };
+            csv::read_as_text(&reader, fast)
+        })
     }
 
+    /// What the format readers need to read file `index`.
     fn reader(&self, index: usize, batch_rows: usize) -> FileReader<'_> {
         FileReader {
             file: &self.files[index],

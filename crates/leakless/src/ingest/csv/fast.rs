@@ -6,13 +6,13 @@
 //! end, each exactly the header's width, none a blank line. Their field
 //! ends are found 64 bytes at a time with vector compares (a bit per byte
 //! for the delimiter and the line end), then each wanted column is parsed
-//! down the run with the same [`parse_value`] the record-by-record parse
-//! uses. The run stops before the first record that is not plain or holds
-//! a value that does not parse; that record goes through the
-//! record-by-record parse (`Records::parse`), which reports it, sets it
-//! aside or reads it (a quoted value), so rows, values, errors and line
-//! numbers are that parse's by construction. Each record of a run is one
-//! line.
+//! down the run with the same `is_null` and `parse_word` (or UTF-8 check)
+//! as the record-by-record parse's `parse_value`. The run stops before the
+//! first record that is not plain or holds a value that does not parse;
+//! that record goes through the record-by-record parse (`Records::parse`),
+//! which reports it, sets it aside or reads it (a quoted value), so rows,
+//! values, errors and line numbers are that parse's by construction. Each
+//! record of a run is one line.
 
 use super::{is_null, parse_word};
 use crate::ingest::ColumnSpec;
@@ -23,8 +23,12 @@ use crate::spec::ColumnType;
 /// parse and the builders.
 pub(super) const RUN: usize = 4096;
 
-/// Field ends and parsed values of one run, kept between runs for their
-/// capacity.
+/// Field ends a run holds at most (a file of a thousand columns takes
+/// runs of a thousand records).
+pub(super) const RUN_FIELDS: usize = 1 << 20;
+
+/// Field ends and parsed values of a run, kept for the next runs of the
+/// same buffer for their capacity.
 #[derive(Default)]
 pub(super) struct Scratch<'a> {
     /// The start of each record, then the end of the last.
@@ -188,15 +192,15 @@ fn split(
                 field_start = p + 1;
                 continue;
             }
-            // A blank line: skipped by the record-by-record parse, never
-            // a row.
-            if fields != width || (width == 1 && p == field_start) {
-                return truncate(records, done, width, starts, ends);
-            }
             let end = match p > field_start && buf[p - 1] == b'\r' {
                 true => p - 1,
                 false => p,
             };
+            // A blank line (`\r` before its line end or not): skipped by
+            // the record-by-record parse, never a row.
+            if fields != width || (width == 1 && end == field_start) {
+                return truncate(records, done, width, starts, ends);
+            }
             ends.push(end as u32);
             starts.push(done as u32);
             records += 1;
