@@ -14,7 +14,7 @@
 //! values, errors and line numbers are that parse's by construction. Each
 //! record of a run is one line.
 
-use super::{is_null, parse_word};
+use super::{eight_digits, is_null, parse_word};
 use crate::ingest::ColumnSpec;
 use crate::ingest::columns::ColumnBuilder;
 use crate::spec::ColumnType;
@@ -93,18 +93,19 @@ pub(super) fn run<'a>(
     columns.resize_with(wanted.len(), Column::default);
     for (&(field, spec), column) in wanted.iter().zip(columns.iter_mut()) {
         column.clear();
-        let value = |record: usize| {
+        let span = |record: usize| {
             let start = match field {
                 0 => starts[record],
                 _ => ends[record * width + field - 1] + 1,
             };
-            &buf[start as usize..ends[record * width + field] as usize]
+            start as usize..ends[record * width + field] as usize
         };
         // A value that does not parse cuts the run before its record (the
         // record-by-record parse reads it); the columns before this one
         // parsed past it and are cut when committed.
         for record in 0..records {
-            let bytes = value(record);
+            let span = span(record);
+            let bytes = &buf[span.clone()];
             let Ok(null) = is_null(spec, bytes, false, null_values) else {
                 records = record;
                 break;
@@ -122,6 +123,10 @@ pub(super) fn run<'a>(
                     column.words.push(0);
                     true
                 }
+                (ColumnType::Int64, false) => int_in(buf, span.start, span.end)
+                    .or_else(|| parse_word(ColumnType::Int64, bytes).ok())
+                    .map(|word| column.words.push(word))
+                    .is_some(),
                 (ty, false) => parse_word(ty, bytes)
                     .map(|word| column.words.push(word))
                     .is_ok(),
@@ -144,6 +149,28 @@ pub(super) fn run<'a>(
     }
     // Where the record after the last kept starts.
     (records, starts[records] as usize)
+}
+
+/// `buf[start..end]` as an unsigned integer of 1 to 16 digits, read in one
+/// or two words from the bytes that end there, the bytes before `start`
+/// counted as `0`s (no branch per digit: the marketplace's ids are 5 to 12
+/// digits); `None` for anything else (a sign, a non-digit, a value near
+/// the buffer's start), which `parse_i64` then reads.
+fn int_in(buf: &[u8], start: usize, end: usize) -> Option<i64> {
+    let len = end.checked_sub(start)?;
+    if !(1..=16).contains(&len) || end < 16 {
+        return None;
+    }
+    // The `n` (1 to 8) digits that end at `to`.
+    let digits = |to: usize, n: usize| {
+        let raw = u64::from_le_bytes(buf[to - 8..to].try_into().ok()?);
+        let kept = u64::MAX << (8 * (8 - n));
+        eight_digits(raw & kept | 0x3030_3030_3030_3030 & !kept)
+    };
+    Some(match len {
+        ..=8 => i64::from(digits(end, len)?),
+        _ => i64::from(digits(end - 8, len - 8)?) * 100_000_000 + i64::from(digits(end, 8)?),
+    })
 }
 
 /// Finds the plain records at the start of `buf`, at most `max`: each
@@ -310,6 +337,32 @@ mod tests {
             delimiter in prop::sample::select(vec![b',', b';', 0, b'a']),
         ) {
             prop_assert_eq!(masks(&bytes, delimiter), masks_bytewise(&bytes, delimiter));
+        }
+    }
+
+    proptest! {
+        /// An integer read in words is the integer read digit by digit,
+        /// wherever it lies in the buffer and whatever precedes it.
+        #[test]
+        fn integers_in_words_read_as_digit_by_digit(
+            before in prop::collection::vec(
+                prop::sample::select(vec![b'0', b'7', b',', b'-', b'x', 0xff]), 0..24),
+            digits in "[0-9]{0,20}",
+            mixed in prop::collection::vec(
+                prop::sample::select(vec![b'0', b'1', b'5', b'9', b'-', b'+', b'a', b'/', b':']), 0..20),
+            only_digits in any::<bool>(),
+            after in prop::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let value = if only_digits { digits.into_bytes() } else { mixed };
+            let buf: Vec<u8> = before.iter().chain(&value).chain(&after).copied().collect();
+            let (start, end) = (before.len(), before.len() + value.len());
+            let words = int_in(&buf, start, end);
+            if let Some(n) = words {
+                prop_assert_eq!(Some(n), super::super::parse_i64(&value));
+            }
+            // Every string of 1 to 16 digits far enough in is read in words.
+            let digits = (1..=16).contains(&value.len()) && value.iter().all(u8::is_ascii_digit);
+            prop_assert_eq!(words.is_some(), digits && end >= 16);
         }
     }
 
