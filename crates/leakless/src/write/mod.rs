@@ -661,8 +661,8 @@ fn dictionary_misfits(first: &RecordBatch) -> Vec<String> {
                 _ => return false,
             };
             let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
-            // Counted by sorting the values as words (a hash set of byte
-            // slices took a tenth of the file's encoding time).
+            // Counted by sorting the values as words (a SipHash set of
+            // byte slices took 1.5 % of the marketplace build's CPU).
             let mut values: Vec<u128> = bytes
                 .chunks_exact(width)
                 .take(sample)

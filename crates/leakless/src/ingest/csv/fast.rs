@@ -89,7 +89,7 @@ pub(super) fn run<'a>(
         ends,
         columns,
     } = scratch;
-    let (mut records, _) = split(buf, delimiter, width, max, starts, ends);
+    let mut records = split(buf, delimiter, width, max, starts, ends);
     columns.resize_with(wanted.len(), Column::default);
     for (&(field, spec), column) in wanted.iter().zip(columns.iter_mut()) {
         column.clear();
@@ -174,8 +174,8 @@ fn int_in(buf: &[u8], start: usize, end: usize) -> Option<i64> {
 }
 
 /// Finds the plain records at the start of `buf`, at most `max`: each
-/// one's start in `starts` and its `width` field ends in `ends`. Returns
-/// their number and bytes.
+/// one's start in `starts` (then the start after the last) and its `width`
+/// field ends in `ends`. Returns their number.
 fn split(
     buf: &[u8],
     delimiter: u8,
@@ -183,7 +183,7 @@ fn split(
     max: usize,
     starts: &mut Vec<u32>,
     ends: &mut Vec<u32>,
-) -> (usize, usize) {
+) -> usize {
     starts.clear();
     ends.clear();
     // Positions are u32: a run never looks further.
@@ -253,11 +253,11 @@ fn truncate(
     width: usize,
     starts: &mut Vec<u32>,
     ends: &mut Vec<u32>,
-) -> (usize, usize) {
+) -> usize {
     ends.truncate(records * width);
     starts.truncate(records);
     starts.push(done as u32);
-    (records, done)
+    records
 }
 
 /// A bit per byte of a chunk of up to 64 bytes (bit `i` for byte `i`).
@@ -369,7 +369,8 @@ mod tests {
     /// The fields `split` finds, as text, and the bytes it took.
     fn split_text(text: &str, width: usize, max: usize) -> (Vec<Vec<String>>, usize) {
         let (mut starts, mut ends) = (Vec::new(), Vec::new());
-        let (records, bytes) = split(text.as_bytes(), b',', width, max, &mut starts, &mut ends);
+        let records = split(text.as_bytes(), b',', width, max, &mut starts, &mut ends);
+        let bytes = starts[records] as usize;
         let rows = (0..records)
             .map(|r| {
                 (0..width)
