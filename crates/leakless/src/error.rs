@@ -464,11 +464,87 @@ where
     T: Clone,
     F: std::future::Future<Output = datafusion::error::Result<T>>,
 {
-    match cell
+    let value = cell
         .get_or_init(|| async { init().await.map_err(Arc::new) })
-        .await
-    {
+        .await;
+    // The callers that waited were woken by the one that computed the
+    // value, on its thread: the scheduler keeps a task woken that way in a
+    // slot no other thread takes from, so it would wait until the caller
+    // that computed it next waits. Every caller yields once, and the
+    // partitions go on on every thread at once.
+    tokio::task::yield_now().await;
+    match value {
         Ok(value) => Ok(value.clone()),
         Err(e) => Err(DataFusionError::Shared(e.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A partition that waited for a shared value goes on on another
+    /// thread while the one that computed it keeps its own thread busy (as
+    /// the first partition does, sorting its first bucket, once the spine
+    /// is bucketed).
+    #[test]
+    fn a_waiter_goes_on_while_the_caller_that_computed_the_value_is_busy() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let went_on = runtime.block_on(async {
+            let cell: Arc<Shared<u32>> = Arc::new(Shared::new());
+            let (computing, waiting, waiter_done) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let computer = tokio::spawn({
+                let (cell, computing, waiting) = (cell.clone(), computing.clone(), waiting.clone());
+                let waiter_done = waiter_done.clone();
+                async move {
+                    shared(&cell, || async {
+                        computing.store(true, Ordering::SeqCst);
+                        while !waiting.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        // The waiter parks on the cell meanwhile.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(7)
+                    })
+                    .await
+                    .unwrap();
+                    // Busy, never waiting, until the waiter has its value.
+                    let started = Instant::now();
+                    while !waiter_done.load(Ordering::SeqCst) {
+                        if started.elapsed() > Duration::from_secs(5) {
+                            return false;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    true
+                }
+            });
+            while !computing.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let waiter = tokio::spawn(async move {
+                waiting.store(true, Ordering::SeqCst);
+                let value = shared(&cell, || async { Ok(0) }).await.unwrap();
+                waiter_done.store(true, Ordering::SeqCst);
+                value
+            });
+            let went_on = computer.await.unwrap();
+            assert_eq!(waiter.await.unwrap(), 7);
+            went_on
+        });
+        assert!(
+            went_on,
+            "the waiter waited for the computing caller to wait"
+        );
     }
 }
