@@ -83,6 +83,7 @@ fn to_py(py: Python<'_>, err: &Error) -> PyErr {
         Error::Spec(_) => SpecError::new_err(message),
         Error::BadRow(_)
         | Error::MissingColumn { .. }
+        | Error::AmbiguousColumn { .. }
         | Error::ColumnType { .. }
         | Error::NoInputFiles { .. }
         | Error::UnreadableFile { .. }
@@ -181,6 +182,9 @@ fn set_place(py: Python<'_>, py_err: &PyErr, err: &Error) -> PyResult<()> {
             value.setattr("value", &e.time)?;
         }
         Error::MissingColumn {
+            path: p, column, ..
+        }
+        | Error::AmbiguousColumn {
             path: p, column, ..
         }
         | Error::ColumnType {

@@ -108,7 +108,7 @@ pub fn hint_for(err: &leakless::Error) -> Option<String> {
         Error::EventAfterSpine(_) => Some(
             "pass --watermark with the time up to which the label source is complete, fix the event's time, or raise --watermark-margin if it is real".into(),
         ),
-        Error::MissingColumn { .. } => Some(
+        Error::MissingColumn { .. } | Error::AmbiguousColumn { .. } => Some(
             "fix the spec's `columns` or the file; `leakless check --spec S` checks every header"
                 .into(),
         ),

@@ -184,6 +184,19 @@ pub enum Error {
         found: String,
     },
 
+    /// A declared column's name appears more than once in a file's header
+    /// (or schema): which one holds it is ambiguous.
+    #[error(
+        "`{path}` has column `{column}`, declared in source `{source_name}`, {times} times (at positions {positions}): which one to read is ambiguous"
+    )]
+    AmbiguousColumn {
+        source_name: String,
+        path: PathBuf,
+        column: String,
+        times: usize,
+        positions: String,
+    },
+
     /// An input column has a type that cannot be read as the one required.
     #[error("`{path}` column `{column}` is {found}, expected {expected}")]
     ColumnType {
@@ -366,6 +379,19 @@ impl Error {
                 path: path.clone(),
                 column: column.clone(),
                 found: found.clone(),
+            },
+            Error::AmbiguousColumn {
+                source_name,
+                path,
+                column,
+                times,
+                positions,
+            } => Error::AmbiguousColumn {
+                source_name: source_name.clone(),
+                path: path.clone(),
+                column: column.clone(),
+                times: *times,
+                positions: positions.clone(),
             },
             Error::ColumnType {
                 path,

@@ -182,6 +182,7 @@ fn read_file(fixture: &Fixture, name: &str, format: Format, bytes: &[u8]) -> Res
         },
         Err(
             Error::MissingColumn { path: p, .. }
+            | Error::AmbiguousColumn { path: p, .. }
             | Error::UnreadableFile { path: p, .. }
             | Error::ColumnType { path: p, .. },
         ) if p == path => Ok(()),

@@ -1081,6 +1081,9 @@ fn hash_range(
         left = left.map(|l| l - n as u64);
     }
 }
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The column names of the header, consumed from `input`, and the line the
 /// data starts on (2, unless a quoted name spans lines).
 fn read_header(
@@ -1089,6 +1092,12 @@ fn read_header(
     fields: &mut Vec<FieldRef>,
 ) -> Result<(Vec<String>, u64)> {
     let path = &reader.file.name;
+    // A UTF-8 byte order mark before the header is dropped, before the
+    // header is split: a quoted first name then starts with its quote.
+    while input.buf.len() - input.pos < BOM.len() && input.fill(reader, 1)? {}
+    if input.buf[input.pos..].starts_with(BOM) {
+        input.pos += BOM.len();
+    }
     let header: (Vec<String>, u64) = match input.next_record(reader, fields)? {
         Some(Split::Record { end, newlines }) => {
             let names = fields
@@ -1096,7 +1105,6 @@ fn read_header(
                 .map(|f| {
                     String::from_utf8_lossy(&field_bytes(&input.buf[input.pos..], f)).into_owned()
                 })
-                .map(|name| name.trim_start_matches('\u{feff}').to_owned())
                 .collect();
             input.pos += end;
             (names, 1 + newlines.max(1))

@@ -950,11 +950,25 @@ impl<'a> FileReader<'a> {
             .columns
             .iter()
             .map(|spec| {
-                names
-                    .iter()
-                    .position(|n| *n == spec.name)
-                    .map(|i| (i, spec))
-                    .ok_or_else(|| self.missing_column(&spec.name, names))
+                let mut at = (names.iter().enumerate()).filter(|(_, n)| **n == spec.name);
+                let (i, _) = at
+                    .next()
+                    .ok_or_else(|| self.missing_column(&spec.name, names))?;
+                let others: Vec<usize> = at.map(|(j, _)| j + 1).collect();
+                if !others.is_empty() {
+                    let positions: Vec<String> = std::iter::once(i + 1)
+                        .chain(others)
+                        .map(|p| p.to_string())
+                        .collect();
+                    return Err(Error::AmbiguousColumn {
+                        source_name: self.layout.name.clone(),
+                        path: self.file.name.clone(),
+                        column: spec.name.clone(),
+                        times: positions.len(),
+                        positions: positions.join(", "),
+                    });
+                }
+                Ok((i, spec))
             })
             .collect()
     }

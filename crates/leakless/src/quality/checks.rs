@@ -271,7 +271,8 @@ fn measure(metric: &Metric, p: &PartitionProfile) -> Option<f64> {
         Metric::HeldBackRate => Some(p.held_back as f64 / (rows + p.held_back as f64)),
         Metric::Column { column, stat } => {
             let c = p.columns.iter().find(|c| c.name == *column)?;
-            let json = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_f64());
+            let json =
+                |v: &Option<serde_json::Value>| v.as_ref().and_then(super::profile::float_of);
             match stat {
                 Stat::Rate => p.labels.get(column).map(|l| l.rate),
                 Stat::NullRate => Some(c.nulls as f64 / rows),

@@ -83,12 +83,24 @@ pub struct ColumnProfile {
     pub max: Option<serde_json::Value>,
     /// Over the non-null values of a numeric, boolean (as 0/1) or
     /// timestamp (µs) column.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "float_text::option"
+    )]
     pub mean: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "float_text::option"
+    )]
     pub std: Option<f64>,
     /// p1, p5, p25, p50, p75, p95, p99 (nearest rank over the sample).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "float_text::map"
+    )]
     pub quantiles: Option<BTreeMap<String, f64>>,
     /// Distinct non-null values (HyperLogLog estimate).
     pub distinct: u64,
@@ -495,8 +507,110 @@ impl ColumnAcc {
     }
 }
 
+/// `x` as JSON: a number, or, when it is not finite (a float sum beyond the
+/// float64 range is `inf`), the text `inf`, `-inf` or `NaN`.
 fn number(x: f64) -> Option<serde_json::Value> {
-    serde_json::Number::from_f64(x).map(serde_json::Value::Number)
+    Some(match serde_json::Number::from_f64(x) {
+        Some(n) => serde_json::Value::Number(n),
+        None => serde_json::Value::String(float_text::name(x).into()),
+    })
+}
+
+/// A profile's `min` or `max` as a float: a number, or the text of a
+/// value that is not finite; `None` for a timestamp's RFC 3339 text.
+pub fn float_of(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::String(text) => float_text::parse(text),
+        other => other.as_f64(),
+    }
+}
+
+/// Floats of the profile in JSON, which has no number for infinities and
+/// NaN: those are written as the text `inf`, `-inf` or `NaN` and read back
+/// to the same value (serde_json would write `null`, and then fail to read
+/// it as a float).
+mod float_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn name(x: f64) -> &'static str {
+        match x {
+            f64::INFINITY => "inf",
+            f64::NEG_INFINITY => "-inf",
+            _ => "NaN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<f64> {
+        match text {
+            "inf" => Some(f64::INFINITY),
+            "-inf" => Some(f64::NEG_INFINITY),
+            "NaN" => Some(f64::NAN),
+            _ => None,
+        }
+    }
+
+    /// One float, as a number or its text.
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Float {
+        Number(f64),
+        Text(String),
+    }
+
+    impl Float {
+        fn of(x: f64) -> Self {
+            match x.is_finite() {
+                true => Float::Number(x),
+                false => Float::Text(name(x).into()),
+            }
+        }
+
+        fn value<E: serde::de::Error>(self) -> Result<f64, E> {
+            match self {
+                Float::Number(x) => Ok(x),
+                Float::Text(text) => parse(&text).ok_or_else(|| {
+                    E::custom(format!("`{text}` is not a number, inf, -inf or NaN"))
+                }),
+            }
+        }
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            x.map(Float::of).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            Option::<Float>::deserialize(d)?
+                .map(Float::value)
+                .transpose()
+        }
+    }
+
+    pub mod map {
+        use super::*;
+
+        type Map = Option<BTreeMap<String, f64>>;
+
+        pub fn serialize<S: Serializer>(map: &Map, s: S) -> Result<S::Ok, S::Error> {
+            map.as_ref()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, &v)| (k, Float::of(v)))
+                        .collect::<BTreeMap<_, _>>()
+                })
+                .serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+            Option::<BTreeMap<String, Float>>::deserialize(d)?
+                .map(|m| m.into_iter().map(|(k, v)| Ok((k, v.value()?))).collect())
+                .transpose()
+        }
+    }
 }
 
 /// Count, sums of the values less the first one and of their squares,
@@ -523,7 +637,13 @@ impl Moments {
     #[inline(always)]
     fn add(&mut self, values: &[f64]) {
         if self.n == 0 && !values.is_empty() {
-            self.shift = values[0];
+            // An infinite or NaN first value shifts nothing (subtracted
+            // from itself it would make every sum NaN).
+            self.shift = if values[0].is_finite() {
+                values[0]
+            } else {
+                0.0
+            };
             self.min = [f64::INFINITY; LANES];
             self.max = [f64::NEG_INFINITY; LANES];
         }
@@ -592,13 +712,15 @@ impl Moments {
         self.shift + Self::total(&self.sum) / self.n as f64
     }
 
-    /// The population standard deviation.
+    /// The population standard deviation; NaN over values that are not
+    /// all finite.
     fn std(&self) -> f64 {
         let n = self.n as f64;
-        let sum = Self::total(&self.sum);
-        ((Self::total(&self.squares) - sum * sum / n) / n)
-            .max(0.0)
-            .sqrt()
+        let (sum, squares) = (Self::total(&self.sum), Self::total(&self.squares));
+        if !(sum.is_finite() && squares.is_finite()) {
+            return f64::NAN;
+        }
+        ((squares - sum * sum / n) / n).max(0.0).sqrt()
     }
 }
 
@@ -930,6 +1052,80 @@ mod tests {
                 "batches of {cut}"
             );
         }
+    }
+
+    /// A float column holding infinities (an exact sum beyond the float64
+    /// range) or NaN profiles to text for them, and the profile reads back
+    /// to the same floats: serde_json wrote `null`, which a build then
+    /// failed to read back from its tasks' reports.
+    #[test]
+    fn floats_that_are_not_finite_read_back_as_written() {
+        use datafusion::arrow::array::Float64Array;
+        let cases: [&[f64]; 4] = [
+            &[1.0, f64::INFINITY, 2.0],
+            &[f64::NEG_INFINITY, -3.0],
+            &[f64::INFINITY, f64::NEG_INFINITY],
+            &[f64::NAN, 0.5],
+        ];
+        for values in cases {
+            let column: ArrayRef = std::sync::Arc::new(Float64Array::from(values.to_vec()));
+            let mut acc = ColumnAcc::new(column.data_type());
+            acc.push(&column, &mut Scratch::default());
+            let profile = PartitionProfile {
+                partition: "dt=2026-01-01".into(),
+                rows: values.len() as u64,
+                held_back: 0,
+                labels: BTreeMap::new(),
+                columns: vec![acc.finish("x".into())],
+            };
+            let text = serde_json::to_string(&profile).unwrap();
+            let back: PartitionProfile = serde_json::from_str(&text).unwrap();
+            let column = &back.columns[0];
+            // NaN read back is the one NaN (its sign bit is not kept).
+            let bits = |x: Option<f64>| x.map(|x| if x.is_nan() { f64::NAN } else { x }.to_bits());
+            let written = &profile.columns[0];
+            assert_eq!(bits(column.mean), bits(written.mean), "{text}");
+            assert_eq!(bits(column.std), bits(written.std), "{text}");
+            let quantiles = |c: &ColumnProfile| {
+                (c.quantiles.iter().flatten())
+                    .map(|(k, &v)| (k.clone(), bits(Some(v))))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(quantiles(column), quantiles(written), "{text}");
+            let extreme = |v: &Option<serde_json::Value>| v.as_ref().and_then(float_of);
+            let (lo, hi) = (
+                values.iter().copied().fold(f64::INFINITY, f64::min),
+                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+            if !values.iter().any(|v| v.is_nan()) {
+                assert_eq!(extreme(&column.min), Some(lo), "{text}");
+                assert_eq!(extreme(&column.max), Some(hi), "{text}");
+            }
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+            // The mean is the sum's: infinite, or NaN over both infinities
+            // or a NaN; the standard deviation is NaN.
+            let sum: f64 = values.iter().sum();
+            assert_eq!(
+                bits(written.mean),
+                bits(Some(sum / values.len() as f64)),
+                "{text}"
+            );
+            assert!(written.std.is_some_and(f64::is_nan), "{text}");
+        }
+        let mean = |text: &str| {
+            serde_json::from_str::<ColumnProfile>(&format!(
+                r#"{{"name":"x","nulls":0,"distinct":1,"mean":{text}}}"#
+            ))
+            .map(|c| c.mean)
+        };
+        assert_eq!(mean("\"-inf\"").unwrap(), Some(f64::NEG_INFINITY));
+        assert_eq!(mean("2.5").unwrap(), Some(2.5));
+        assert!(
+            mean("\"infinite\"")
+                .unwrap_err()
+                .to_string()
+                .contains("`infinite` is not a number")
+        );
     }
 
     /// Mean and standard deviation against a two-pass computation.

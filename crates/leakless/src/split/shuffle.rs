@@ -510,8 +510,12 @@ fn read(
             tokio::task::spawn_blocking(move || {
                 let batches = (reader.collect::<std::result::Result<Vec<_>, _>>())
                     .map_err(|e| reading(&path, e))?;
-                let sorted = crate::order::sort_rows(&schema, &batches, &[time])
-                    .map_err(|e| reading(&path, e))?;
+                let sorted = crate::order::sort_rows(&schema, &batches, &[time]).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "sorting the rows of `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
                 let slices = crate::order::slices(&sorted).into_iter().map(Ok);
                 Ok::<_, DataFusionError>(futures::stream::iter(slices))
             })

@@ -8,7 +8,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, Volatility};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
@@ -52,6 +54,15 @@ impl FilterExpr {
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
+        // Simplified first, as a query's plan would be: some functions
+        // (`coalesce`, `arrow_cast`) only exist as rewrites of the
+        // simplifier, and fail at evaluation without it.
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::new(df_schema.clone()))
+                .build(),
+        );
+        let expr = simplifier.simplify(simplifier.coerce(expr, &df_schema)?)?;
         let physical = ctx.create_physical_expr(expr, &df_schema)?;
         let ty = physical.data_type(&schema)?;
         if ty != DataType::Boolean {
@@ -88,4 +99,52 @@ pub fn declared_schema(source: &SourceDef) -> SchemaRef {
             .map(|c| Field::new(&c.name, arrow_type(c.ty.value_type()), true))
             .collect::<Vec<_>>(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+
+    /// Functions that DataFusion only knows as its simplifier's rewrites
+    /// (`coalesce`, `arrow_cast`, `nvl`) evaluate like the others: the
+    /// expression is simplified as a query's plan would be.
+    #[test]
+    fn functions_the_simplifier_rewrites_evaluate() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Float64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Float64Array::from(vec![Some(2.0), None, Some(0.5), None])),
+                Arc::new(Int64Array::from(vec![Some(1), Some(5), None, Some(3)])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("b"),
+                    Some("c"),
+                ])),
+            ],
+        )
+        .unwrap();
+        let cases = [
+            ("coalesce(x, 0) > 1", [true, false, false, false]),
+            ("coalesce(x, n, 9) >= 3", [false, true, false, true]),
+            ("arrow_cast(n, 'Float64') > 2.5", [false, true, false, true]),
+            ("nvl(s, 'z') = 'z'", [false, true, false, false]),
+            ("x > 1 or n = 3", [true, false, false, true]),
+        ];
+        for (sql, expected) in cases {
+            let filter = FilterExpr::for_schema(sql, schema.clone())
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mask = filter
+                .evaluate(&batch)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let got: Vec<bool> = mask.iter().map(|v| v == Some(true)).collect();
+            assert_eq!(got, expected, "{sql}");
+        }
+    }
 }

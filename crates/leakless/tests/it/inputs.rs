@@ -237,11 +237,15 @@ fn empty_header_only_bom_and_crlf_files() {
     let (first, second) = clicks_halves();
     let folder = inputs.path("clicks");
     std::fs::create_dir(&folder).unwrap();
-    // A BOM and CRLF line ends (and a last line without one), then a file
-    // with only a header: the same rows.
+    // A BOM and CRLF line ends (and a last line without one), a BOM before
+    // a quoted header (as spreadsheets write them), then a file with only
+    // a header: the same rows.
     let crlf = format!("\u{feff}{}", first.replace('\n', "\r\n"));
     std::fs::write(folder.join("a.csv"), crlf.trim_end()).unwrap();
-    std::fs::write(folder.join("b.csv"), second).unwrap();
+    let (header, rows) = second.split_once('\n').unwrap();
+    let quoted: Vec<String> = header.split(',').map(|n| format!("\"{n}\"")).collect();
+    let quoted = format!("\u{feff}{}\n{rows}", quoted.join(","));
+    std::fs::write(folder.join("b.csv"), quoted).unwrap();
     std::fs::write(folder.join("c.csv"), "listing_id,click_ts\r\n").unwrap();
     build_with_clicks(&inputs, &folder, &[]).unwrap();
     assert_eq!(read_rows(&inputs.out()), expected);
@@ -254,6 +258,43 @@ fn empty_header_only_bom_and_crlf_files() {
         }
         other => panic!("expected a missing header, got {other:?}"),
     }
+}
+
+/// A declared column twice in a header is refused, naming the file, the
+/// column and where it is: reading either one could be the wrong one. A
+/// name repeated that the spec does not read is left alone.
+#[test]
+fn a_declared_column_twice_in_a_header_is_refused() {
+    let text = unindent(CLICKS);
+    let (header, rows) = text.split_once('\n').unwrap();
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    let twice = inputs.path("twice.csv");
+    let doubled: String = rows.lines().map(|l| format!("{l},{l}\n")).collect();
+    std::fs::write(&twice, format!("{header},{header}\n{doubled}")).unwrap();
+    match build_with_clicks(&inputs, &twice, &[]) {
+        Err(Error::AmbiguousColumn {
+            path,
+            column,
+            times,
+            positions,
+            ..
+        }) => {
+            assert_eq!(path, twice);
+            assert_eq!(column, "listing_id");
+            assert_eq!(times, 2);
+            assert_eq!(positions, "1, 3");
+        }
+        other => panic!("expected an ambiguous column, got {other:?}"),
+    }
+    assert!(!inputs.out().exists(), "nothing published");
+    // An undeclared name twice: read as before.
+    build_with_clicks(&inputs, &inputs.path("clicks.csv"), &[]).unwrap();
+    let expected = read_rows(&inputs.out());
+    let extra = inputs.path("extra.csv");
+    let padded: String = rows.lines().map(|l| format!("{l},1,2\n")).collect();
+    std::fs::write(&extra, format!("{header},note,note\n{padded}")).unwrap();
+    build_with_clicks(&inputs, &extra, &[]).unwrap();
+    assert_eq!(read_rows(&inputs.out()), expected);
 }
 
 /// The bad row of a build whose clicks are `clicks`: (line, value, reason).
