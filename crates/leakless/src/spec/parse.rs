@@ -164,6 +164,28 @@ fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 /// The columns of a source that declares none.
 pub type InferColumns<'a> = &'a dyn Fn(&SourceDef) -> Result<Vec<ColumnDef>, String>;
 
+/// The name of the table whose header last precedes byte `at` of `text`
+/// (`features.x` for `[features.x]`; empty at the top level): where a
+/// TOML error is, for its message.
+fn table_at(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    // `[name]` or `[[name]]`, then nothing but a comment (a line of an
+    // array's values has a comma or is not closed).
+    let header = |line: &str| {
+        let name = line.trim().strip_prefix('[')?;
+        let name = name.strip_prefix('[').unwrap_or(name);
+        let (name, rest) = name.split_once(']')?;
+        let rest = rest.strip_prefix(']').unwrap_or(rest).trim_start();
+        (rest.is_empty() || rest.starts_with('#')).then(|| name.trim().to_owned())
+    };
+    // An error inside a header (unclosed, say) is in no table yet.
+    let line = before.rsplit('\n').next().unwrap_or_default();
+    if line.trim_start().starts_with('[') && header(line).is_none() {
+        return String::new();
+    }
+    before.lines().rev().find_map(header).unwrap_or_default()
+}
+
 /// Parses and validates a spec. `path` names the file in messages and its
 /// folder resolves relative source paths; `overrides` replace the paths of
 /// named sources (`--source NAME=PATH`). `infer` supplies the columns of a
@@ -182,7 +204,10 @@ pub fn parse_spec(
         let line = e.span().map(|s| line_column(text, s.start));
         fail(vec![SpecError {
             line,
-            context: String::new(),
+            context: e
+                .span()
+                .map(|s| table_at(text, s.start))
+                .unwrap_or_default(),
             message: e.message().trim_end().to_owned(),
         }])
     })?;
@@ -1109,10 +1134,24 @@ offset = "1h"
     }
 
     #[test]
+    fn table_names_of_toml_errors() {
+        let text =
+            "version = 1\n[sources.a]  # events\npath = [\n  [\"x\"],\n]\n[[checks]]\nk = 1\n";
+        let at = |needle: &str| table_at(text, text.find(needle).unwrap());
+        assert_eq!(at("version"), "");
+        assert_eq!(at("path"), "sources.a");
+        // Past a line of an array's values.
+        assert_eq!(at("]\n[["), "sources.a");
+        // Inside a header: in no table.
+        assert_eq!(table_at("[a]\n[features.x\n", 15), "");
+        assert_eq!(at("k = 1"), "checks");
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         check(
             "[features.x]\nsource = \"orders\"\nkey = \"user\"\nop = \"count\"\nwindwo = \"1h\"\n",
-            "spec.toml:22:1: unknown field `windwo`, expected one of `source`, `key`, `op`, `column`, `window`, `offset`, `where`",
+            "spec.toml:22:1: features.x: unknown field `windwo`, expected one of `source`, `key`, `op`, `column`, `window`, `offset`, `where`",
         );
     }
 

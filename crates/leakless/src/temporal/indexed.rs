@@ -979,7 +979,10 @@ fn check_unique(
                 .collect::<Result<Vec<_>>>()?
                 .join(", ");
             let what = if versioned {
-                format!("{key} and the same valid_from")
+                let name = (index.time.map(|t| table.schema().field(t).name().clone()))
+                    .unwrap_or_else(|| "valid_from".into());
+                let at = crate::time::format_rfc3339(time(b));
+                format!("{key} with {name} {at}")
             } else {
                 key
             };

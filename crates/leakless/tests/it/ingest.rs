@@ -585,7 +585,7 @@ column = "segment"
     let files = [("requests.csv", requests), ("segments.csv", segments)];
     match run_spec_in(dir.path(), &files, spec) {
         Err(Error::DuplicateKey { key, versioned, .. }) => {
-            assert_eq!(key, "user=bob and the same valid_from");
+            assert_eq!(key, "user=bob with valid_from 2026-09-01T00:00:00.000000Z");
             assert!(versioned);
         }
         other => panic!("expected a duplicate version, got {other:?}"),
