@@ -264,6 +264,20 @@ fn the_audit_finds_each_leak_and_passes_right_datasets() {
     );
     assert_eq!(column(&report, "listing_clicks_24h")["mismatching"], 0);
 
+    // Wrong, but no leak: a count of 0 everywhere (a join that missed
+    // its events) and flipped labels. Past every event a 24 h window is
+    // empty, which matches every 0, but that move means nothing for a
+    // sliding window; nor does any move for a label, which looks after t
+    // by its definition: no diagnosis.
+    let (report, code, stderr) = audit(&script("zeros"), &spec, &data, &used);
+    assert_eq!(code, 1, "{stderr}");
+    for name in ["listing_clicks_24h", "clicked"] {
+        let c = column(&report, name);
+        assert!(c["mismatching"].as_u64().unwrap() > 0, "{name}: {stderr}");
+        assert!(c["diagnosis"].is_null(), "{name}: {c}");
+    }
+    assert_eq!(column(&report, "price")["mismatching"], 0);
+
     // Immature rows kept and labelled 0.
     let (report, code, stderr) = audit(&script("immature"), &spec, &data, &used);
     assert_eq!(code, 1, "{stderr}");

@@ -34,6 +34,33 @@ const WHOLE_LOG: &str =
 /// The same, for a dimension's column.
 const SNAPSHOT: &str = "as-of leakage: matches the dimension's latest version (a current snapshot) instead of the version valid at t";
 
+/// The columns a leaky variant (a moved time) can explain: what the move
+/// means is a mistake in those only. A label looks after `t` by its
+/// definition; none explains it.
+#[derive(Debug, Clone, Copy)]
+enum Explains {
+    /// `t + 1 µs`: every feature.
+    Features,
+    /// Past every event: a lifetime feature, or a dimension's (a sliding
+    /// window there is empty, which would "explain" any wrong 0).
+    WholeLog,
+    /// `t + w/2`: a feature over a window of `w`.
+    Window(i64),
+}
+
+impl Explains {
+    fn applies(self, derived: Option<&crate::spec::Derived>) -> bool {
+        let Some(d) = derived.filter(|d| d.role == Role::Feature) else {
+            return false;
+        };
+        match self {
+            Explains::Features => true,
+            Explains::WholeLog => !matches!(d.window, Some(Window::Micros(_))),
+            Explains::Window(w) => d.window == Some(Window::Micros(w)),
+        }
+    }
+}
+
 /// How an audit runs.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -452,11 +479,12 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     .await?;
     let far = crate::time::parse_timestamp_micros(b"2199-01-01T00:00:00Z").expect("a valid time");
     let spine_max = spine_max_time(&spine);
-    let mut variants: Vec<(String, Variant)> = Vec::new();
+    let mut variants: Vec<(String, Variant, Explains)> = Vec::new();
     let every = Some(i64::MAX / 4);
     variants.push((
         "tie leakage: matches a window that includes events at exactly t (`<=` where the definition has `<`)".into(),
         run_variant(spec, &spine, &layout.schema, scratch.path(), 1, every, &compared, &key_types).await?,
+        Explains::Features,
     ));
     if let Some(max) = spine_max {
         variants.push((
@@ -472,6 +500,7 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
                 &key_types,
             )
             .await?,
+            Explains::WholeLog,
         ));
     }
     let mut windows: Vec<i64> = (spec.derived.iter())
@@ -500,6 +529,7 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
                 &key_types,
             )
             .await?,
+            Explains::Window(w),
         ));
     }
 
@@ -534,6 +564,15 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
         })
         .collect();
     let mut explained: Vec<Vec<u64>> = vec![vec![0; variants.len()]; compared.len()];
+    // Which moves can explain which column.
+    let applies: Vec<Vec<bool>> = (compared.iter())
+        .map(|c| {
+            let derived = spec.derived.iter().find(|d| d.name == c.name);
+            (variants.iter())
+                .map(|(_, _, explains)| explains.applies(derived))
+                .collect()
+        })
+        .collect();
     for (key, key_cells, values) in &sampled {
         let Some(expected) = base.rows.get(key) else {
             let t = match key_cells.last() {
@@ -575,11 +614,12 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
                     expected: expected[i].show(column.ty),
                 });
             }
-            for (v, (_, variant)) in variants.iter().enumerate() {
-                if variant
-                    .rows
-                    .get(key)
-                    .is_some_and(|alt| values[i].same(&alt[i]))
+            for (v, (_, variant, _)) in variants.iter().enumerate() {
+                if applies[i][v]
+                    && variant
+                        .rows
+                        .get(key)
+                        .is_some_and(|alt| values[i].same(&alt[i]))
                 {
                     explained[i][v] += 1;
                 }
@@ -588,7 +628,9 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     }
     for (i, audit) in column_audits.iter_mut().enumerate() {
         let best = (0..variants.len()).max_by_key(|&v| (explained[i][v], std::cmp::Reverse(v)));
-        if let Some(v) = best.filter(|&v| explained[i][v] > 0 && audit.mismatching > 0) {
+        // A move that explains half the mismatches or fewer names nothing:
+        // the column is wrong some other way (a join that missed rows).
+        if let Some(v) = best.filter(|&v| 2 * explained[i][v] > audit.mismatching) {
             let dimension = (spec.derived.iter())
                 .find(|d| d.name == audit.column)
                 .and_then(|d| spec.source(&d.source))
