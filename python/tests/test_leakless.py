@@ -66,12 +66,17 @@ def test_shards_give_the_bytes_of_a_whole_build(market, tmp_path):
         build_market(market, tmp_path / "none", shards=0)
 
 
-def test_a_dict_spec_equals_its_toml(market, tmp_path):
+def tomllib_loads(text):
+    """A TOML text as a dict (tomllib, or tomli before Python 3.11)."""
     try:
         import tomllib
     except ImportError:  # Python < 3.11
         tomllib = pytest.importorskip("tomli")
-    spec = tomllib.loads(MARKETPLACE_SPEC.read_text())
+    return tomllib.loads(text)
+
+
+def test_a_dict_spec_equals_its_toml(market, tmp_path):
+    spec = tomllib_loads(MARKETPLACE_SPEC.read_text())
     for name, path in market_sources(market).items():
         spec["sources"][name]["path"] = str(path)
     from_dict = leakless.build(spec, tmp_path / "dict", watermark=WATERMARK, partitions=2)
@@ -112,6 +117,19 @@ def test_spec_errors_carry_their_place(tmp_path):
     assert [e["line"] for e in errors] == [None] * len(errors)
     with pytest.raises(leakless.SpecError, match=r"spine.where: is None"):
         leakless.explain({"version": 1, "spine": {"source": "views", "where": None}})
+    # A key the spec does not know is placed by its table, in a file and in
+    # a dict.
+    unknown = text.replace('window = "24 hours"', 'windw = "24h"')
+    spec.write_text(unknown)
+    with pytest.raises(leakless.SpecError) as caught:
+        leakless.check(spec)
+    (error,) = caught.value.errors
+    assert error["context"] == "features.listing_clicks_24h"
+    assert "unknown field `windw`" in error["message"]
+    with pytest.raises(leakless.SpecError) as caught:
+        leakless.check(tomllib_loads(unknown))
+    (error,) = caught.value.errors
+    assert (error["line"], error["context"]) == (None, "features.listing_clicks_24h")
 
 
 def test_input_errors_carry_file_line_column_and_value(market, tmp_path):
