@@ -513,6 +513,11 @@ fn build(
             "max_bad_rows {f} is not a fraction of a source's rows (0 to 1)"
         )));
     }
+    if max_bad_rows.is_some() && bad_rows == leakless::ingest::BadRowPolicy::Fail {
+        return Err(invalid(
+            "max_bad_rows is the gate of bad_rows=\"quarantine\"; without it the first bad row stops the build".into(),
+        ));
+    }
     if partitions == Some(0) {
         return Err(invalid("partitions must be at least 1".into()));
     }

@@ -154,6 +154,11 @@ def test_input_errors_carry_file_line_column_and_value(market, tmp_path):
     assert cli.returncode == 2
     assert str(e).splitlines()[0] in cli.stderr
 
+    # A gate without quarantine is a mistake, not ignored.
+    with pytest.raises(leakless.LeaklessError, match="max_bad_rows is the gate"):
+        leakless.build(MARKETPLACE_SPEC, tmp_path / "out", sources=sources,
+                       watermark=WATERMARK, max_bad_rows=0.5)
+
     # Quarantined instead: the build goes on and counts it.
     summary = leakless.build(
         MARKETPLACE_SPEC, tmp_path / "out", sources=sources, watermark=WATERMARK,

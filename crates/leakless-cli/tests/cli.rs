@@ -136,6 +136,16 @@ fn quarantine_sets_bad_rows_aside_and_the_gate_stops_above_its_bound() {
     assert!(stderr.contains(&place), "{stderr}");
     assert!(!out.exists(), "a failed gate published {}", out.display());
 
+    // A gate without quarantine is a usage mistake, not ignored.
+    let output = build(&impressions, &out, &["--max-bad-rows", "0.2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--max-bad-rows is the gate of --bad-rows quarantine"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!out.exists());
+
     // Within the bound: the good rows' dataset, and the bad rows in the
     // quarantine file.
     let output = build(

@@ -266,4 +266,59 @@ fn drift_against_a_baseline_flags_the_shifted_column_only() {
     for c in columns.iter().filter(|c| c["column"] != "price") {
         assert!(c["psi"].as_f64().is_none_or(|p| p < 1e-9), "{c}");
     }
+    assert_eq!(summary["drift"]["not_in_reference"], serde_json::json!([]));
+
+    // A baseline without the price (another spec): the price is named as
+    // not compared, not left out without a word.
+    let spec = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/marketplace/leakless.toml"),
+    )
+    .unwrap()
+    .replace(
+        "[features.price]\nsource = \"listings\"\nop = \"lookup\"\ncolumn = \"price\"\n",
+        "",
+    );
+    assert!(!spec.contains("[features.price]"));
+    let spec_path = dir.path().join("no-price.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let build = leakless()
+        .arg("build")
+        .arg("--spec")
+        .arg(&spec_path)
+        .args(
+            ["impressions", "clicks", "listings"]
+                .map(|s| format!("--source={s}={}", data.join(format!("{s}.csv")).display())),
+        )
+        .arg("--out")
+        .arg(dir.path().join("no-price"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let html = dir.path().join("no-price.html");
+    let report = leakless()
+        .arg("report")
+        .arg(dir.path().join("shifted"))
+        .arg("--baseline")
+        .arg(dir.path().join("no-price"))
+        .arg("--html")
+        .arg(&html)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(
+        summary["drift"]["not_in_reference"],
+        serde_json::json!(["price"])
+    );
+    let columns = summary["drift"]["columns"].as_array().unwrap();
+    assert!(columns.iter().all(|c| c["column"] != "price"));
+    assert!(
+        text(&report.stderr).contains("not compared, the baseline")
+            && text(&report.stderr).contains("has no such column: price"),
+        "{}",
+        text(&report.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("id=\"not-compared\""), "the page names it");
 }

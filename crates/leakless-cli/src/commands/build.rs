@@ -152,6 +152,11 @@ pub async fn run_on(
         "quarantine" => leakless::ingest::BadRowPolicy::Quarantine,
         _ => leakless::ingest::BadRowPolicy::Fail,
     };
+    if args.max_bad_rows.is_some() && bad_rows == leakless::ingest::BadRowPolicy::Fail {
+        bail!(
+            "--max-bad-rows is the gate of --bad-rows quarantine; without it the first bad row stops the build"
+        );
+    }
     let build = match (&args.spec, &args.impressions, &args.clicks, &args.listings) {
         (Some(spec), _, _, _) => {
             let overrides = parse_overrides(&args.sources)?;

@@ -49,6 +49,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             c.null_rate.1
         );
     }
+    if !report.drift.not_in_reference.is_empty() {
+        eprintln!(
+            "  not compared, {} has no such column: {}",
+            report.drift.reference,
+            report.drift.not_in_reference.join(", ")
+        );
+    }
     if report.failed_checks > 0 {
         eprintln!("  {} failed check(s) in the build", report.failed_checks);
     }

@@ -393,7 +393,13 @@ fn discover_local(path: &Path, ignore: &[String]) -> Result<Vec<Found>> {
     Ok(if is_glob(path) && !path.exists() {
         discover_glob(path, ignore)?
     } else {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("reading", path, e))?;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            // Nothing there: no input files, as on object storage (the
+            // caller names the source and the path).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
         if meta.is_dir() {
             let mut found = Vec::new();
             Walk::new(path, ignore, true).walk(path, &mut found)?;

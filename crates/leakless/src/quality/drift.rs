@@ -199,6 +199,9 @@ pub struct Drift {
     pub reference: String,
     pub current: String,
     pub columns: Vec<ColumnDrift>,
+    /// Columns of the current side the reference does not have (a
+    /// baseline built from another spec, or with no rows): not compared.
+    pub not_in_reference: Vec<String>,
 }
 
 /// `current` against `reference`, column by column (`columns`: their

@@ -52,6 +52,10 @@ pub fn build(dataset: &Path, baseline: Option<&Path>) -> Result<(Report, String)
                 columns: drift::compare(&columns, &|c| base_rows.values(c, |_| true), &|c| {
                     rows.values(c, |_| true)
                 }),
+                not_in_reference: (compared.iter())
+                    .filter(|c| !columns.contains(c))
+                    .cloned()
+                    .collect(),
             }
         }
         None => {
@@ -73,6 +77,7 @@ pub fn build(dataset: &Path, baseline: Option<&Path>) -> Result<(Report, String)
                     }
                     _ => Vec::new(),
                 },
+                not_in_reference: Vec::new(),
             }
         }
     };
@@ -410,6 +415,17 @@ fn page(
         );
     }
     h.push_str("</table>");
+    if !report.drift.not_in_reference.is_empty() {
+        let names: Vec<String> = (report.drift.not_in_reference.iter())
+            .map(|c| format!("<code>{}</code>", esc(c)))
+            .collect();
+        let _ = write!(
+            h,
+            "<p id=\"not-compared\">Not compared, {} has no such column: {}.</p>",
+            esc(&report.drift.reference),
+            names.join(", ")
+        );
+    }
     // Features.
     h.push_str("<h2>Columns</h2><div class=\"features\">");
     for (i, column) in rows.columns.iter().enumerate() {

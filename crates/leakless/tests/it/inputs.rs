@@ -260,6 +260,20 @@ fn empty_header_only_bom_and_crlf_files() {
     }
 }
 
+/// A source path where nothing is, is no input files for that source,
+/// named (as on object storage), not a failed read.
+#[test]
+fn a_path_where_nothing_is_has_no_input_files() {
+    let inputs = Inputs::new(IMPRESSIONS, CLICKS, LISTINGS);
+    let nowhere = inputs.path("nope.csv");
+    match build_with_clicks(&inputs, &nowhere, &[]) {
+        Err(Error::NoInputFiles { source_name, path }) => {
+            assert_eq!((source_name.as_str(), path), ("clicks", nowhere));
+        }
+        other => panic!("expected no input files, got {other:?}"),
+    }
+}
+
 /// A declared column twice in a header is refused, naming the file, the
 /// column and where it is: reading either one could be the wrong one. A
 /// name repeated that the spec does not read is left alone.
