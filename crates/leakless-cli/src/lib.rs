@@ -108,7 +108,11 @@ pub fn hint_for(err: &leakless::Error) -> Option<String> {
         Error::EventAfterSpine(_) => Some(
             "pass --watermark with the time up to which the label source is complete, fix the event's time, or raise --watermark-margin if it is real".into(),
         ),
-        Error::MissingColumn { .. } | Error::AmbiguousColumn { .. } => Some(
+        Error::AmbiguousColumn { .. } => Some(
+            "rename or remove the repeated column in the file, so that one column has the name"
+                .into(),
+        ),
+        Error::MissingColumn { .. } => Some(
             "fix the spec's `columns` or the file; `leakless check --spec S` checks every header"
                 .into(),
         ),

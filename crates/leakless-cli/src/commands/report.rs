@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !report.drift.not_in_reference.is_empty() {
         eprintln!(
-            "  not compared, {} has no such column: {}",
+            "  not compared, not in {}: {}",
             report.drift.reference,
             report.drift.not_in_reference.join(", ")
         );

@@ -487,6 +487,8 @@ impl ColumnAcc {
                 Some(crate::time::format_rfc3339(self.min_int).into()),
                 Some(crate::time::format_rfc3339(self.max_int).into()),
             ),
+            // All NaN: nothing is smaller or larger than anything.
+            Kind::Float64 | Kind::Bool if self.moments.min() > self.moments.max() => (None, None),
             Kind::Float64 | Kind::Bool => (number(self.moments.min()), number(self.moments.max())),
             _ => (None, None),
         };
@@ -713,14 +715,16 @@ impl Moments {
     }
 
     /// The population standard deviation; NaN over values that are not
-    /// all finite.
+    /// all finite (their sum is not).
     fn std(&self) -> f64 {
         let n = self.n as f64;
-        let (sum, squares) = (Self::total(&self.sum), Self::total(&self.squares));
-        if !(sum.is_finite() && squares.is_finite()) {
+        let sum = Self::total(&self.sum);
+        if !sum.is_finite() {
             return f64::NAN;
         }
-        ((squares - sum * sum / n) / n).max(0.0).sqrt()
+        ((Self::total(&self.squares) - sum * sum / n) / n)
+            .max(0.0)
+            .sqrt()
     }
 }
 
@@ -1061,11 +1065,12 @@ mod tests {
     #[test]
     fn floats_that_are_not_finite_read_back_as_written() {
         use datafusion::arrow::array::Float64Array;
-        let cases: [&[f64]; 4] = [
+        let cases: [&[f64]; 5] = [
             &[1.0, f64::INFINITY, 2.0],
             &[f64::NEG_INFINITY, -3.0],
             &[f64::INFINITY, f64::NEG_INFINITY],
             &[f64::NAN, 0.5],
+            &[f64::NAN, f64::NAN],
         ];
         for values in cases {
             let column: ArrayRef = std::sync::Arc::new(Float64Array::from(values.to_vec()));
@@ -1097,10 +1102,14 @@ mod tests {
                 values.iter().copied().fold(f64::INFINITY, f64::min),
                 values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             );
-            if !values.iter().any(|v| v.is_nan()) {
-                assert_eq!(extreme(&column.min), Some(lo), "{text}");
-                assert_eq!(extreme(&column.max), Some(hi), "{text}");
-            }
+            // NaN is neither smaller nor larger (`f64::min` skips it): the
+            // extremes of the rest, none when there is no rest.
+            let (lo, hi) = match values.iter().all(|v| v.is_nan()) {
+                true => (None, None),
+                false => (Some(lo), Some(hi)),
+            };
+            assert_eq!(extreme(&column.min), lo, "{text}");
+            assert_eq!(extreme(&column.max), hi, "{text}");
             assert_eq!(serde_json::to_string(&back).unwrap(), text);
             // The mean is the sum's: infinite, or NaN over both infinities
             // or a NaN; the standard deviation is NaN.

@@ -421,7 +421,7 @@ fn page(
             .collect();
         let _ = write!(
             h,
-            "<p id=\"not-compared\">Not compared, {} has no such column: {}.</p>",
+            "<p id=\"not-compared\">Not compared, not in {}: {}.</p>",
             esc(&report.drift.reference),
             names.join(", ")
         );

@@ -170,18 +170,22 @@ pub type InferColumns<'a> = &'a dyn Fn(&SourceDef) -> Result<Vec<ColumnDef>, Str
 fn table_at(text: &str, at: usize) -> String {
     let before = text.get(..at).unwrap_or(text);
     // `[name]` or `[[name]]`, then nothing but a comment (a line of an
-    // array's values has a comma or is not closed).
+    // array's values has a comma, between its values or after the last).
     let header = |line: &str| {
         let name = line.trim().strip_prefix('[')?;
         let name = name.strip_prefix('[').unwrap_or(name);
         let (name, rest) = name.split_once(']')?;
         let rest = rest.strip_prefix(']').unwrap_or(rest).trim_start();
-        (rest.is_empty() || rest.starts_with('#')).then(|| name.trim().to_owned())
+        let whole = rest.is_empty() || rest.starts_with('#');
+        (whole && !name.contains(',')).then(|| name.trim().to_owned())
     };
-    // An error inside a header (unclosed, say) is in no table yet.
-    let line = before.rsplit('\n').next().unwrap_or_default();
-    if line.trim_start().starts_with('[') && header(line).is_none() {
-        return String::new();
+    // The error's own line: a header (an error about the table, such as a
+    // missing key, is placed at its header), or inside one (unclosed, say:
+    // in no table yet).
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].split('\n').next().unwrap_or_default();
+    if line.trim_start().starts_with('[') {
+        return header(line).unwrap_or_default();
     }
     before.lines().rev().find_map(header).unwrap_or_default()
 }
@@ -1142,9 +1146,27 @@ offset = "1h"
         assert_eq!(at("path"), "sources.a");
         // Past a line of an array's values.
         assert_eq!(at("]\n[["), "sources.a");
-        // Inside a header: in no table.
+        // Inside a header: in no table; at a header: its table.
         assert_eq!(table_at("[a]\n[features.x\n", 15), "");
+        assert_eq!(table_at("[a]\nk = 1\n[spine]\n", 10), "spine");
+        // The last of an array's values, no comma after it: no header.
+        let pairs = "[features.x]\nkey = [\n  [\"user_id\", \"uid\"]\n]\nop = 1\n";
+        assert_eq!(table_at(pairs, pairs.find("op").unwrap()), "features.x");
         assert_eq!(at("k = 1"), "checks");
+    }
+
+    #[test]
+    fn a_missing_key_names_its_table() {
+        // The spine without its source: the error is placed at `[spine]`.
+        let text =
+            "version = 1\n[sources.a]\npath = \"a.csv\"\ntime = \"t\"\n[spine]\ncolumns = []\n";
+        let message = parse_spec(text, Path::new("spec.toml"), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("spine: missing field `source`"),
+            "{message}"
+        );
     }
 
     #[test]
