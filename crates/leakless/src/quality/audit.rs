@@ -480,13 +480,18 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     let far = crate::time::parse_timestamp_micros(b"2199-01-01T00:00:00Z").expect("a valid time");
     let spine_max = spine_max_time(&spine);
     let mut variants: Vec<(String, Variant, Explains)> = Vec::new();
+    let derived = |name: &str| spec.derived.iter().find(|d| d.name == name);
+    // A move no compared column can be explained by is not built.
+    let useful = |e: Explains| compared.iter().any(|c| e.applies(derived(&c.name)));
     let every = Some(i64::MAX / 4);
     variants.push((
         "tie leakage: matches a window that includes events at exactly t (`<=` where the definition has `<`)".into(),
         run_variant(spec, &spine, &layout.schema, scratch.path(), 1, every, &compared, &key_types).await?,
         Explains::Features,
     ));
-    if let Some(max) = spine_max {
+    if let Some(max) = spine_max
+        && useful(Explains::WholeLog)
+    {
         variants.push((
             WHOLE_LOG.into(),
             run_variant(
@@ -567,9 +572,8 @@ pub async fn audit(spec: &Spec, dataset: &Path, options: &AuditOptions) -> Resul
     // Which moves can explain which column.
     let applies: Vec<Vec<bool>> = (compared.iter())
         .map(|c| {
-            let derived = spec.derived.iter().find(|d| d.name == c.name);
             (variants.iter())
-                .map(|(_, _, explains)| explains.applies(derived))
+                .map(|(_, _, explains)| explains.applies(derived(&c.name)))
                 .collect()
         })
         .collect();

@@ -489,7 +489,10 @@ impl ColumnAcc {
             ),
             // All NaN: nothing is smaller or larger than anything.
             Kind::Float64 | Kind::Bool if self.moments.min() > self.moments.max() => (None, None),
-            Kind::Float64 | Kind::Bool => (number(self.moments.min()), number(self.moments.max())),
+            Kind::Float64 | Kind::Bool => (
+                Some(number(self.moments.min())),
+                Some(number(self.moments.max())),
+            ),
             _ => (None, None),
         };
         ColumnProfile {
@@ -511,11 +514,11 @@ impl ColumnAcc {
 
 /// `x` as JSON: a number, or, when it is not finite (a float sum beyond the
 /// float64 range is `inf`), the text `inf`, `-inf` or `NaN`.
-fn number(x: f64) -> Option<serde_json::Value> {
-    Some(match serde_json::Number::from_f64(x) {
+fn number(x: f64) -> serde_json::Value {
+    match serde_json::Number::from_f64(x) {
         Some(n) => serde_json::Value::Number(n),
         None => serde_json::Value::String(float_text::name(x).into()),
-    })
+    }
 }
 
 /// A profile's `min` or `max` as a float: a number, or the text of a
